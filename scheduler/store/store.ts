@@ -1,0 +1,157 @@
+import type {
+  ActualLRP,
+  ActualLRPState,
+  App,
+  AppKind,
+  Cell,
+  DesiredLRP,
+  EnvVars,
+  Limits,
+  PlatformEvent,
+  Revision,
+  Route,
+  Space,
+  Task,
+  TaskState,
+  Token,
+  TokenRole,
+  Trigger,
+  TriggerConfig,
+  TriggerHandler,
+} from '../model/index.js';
+
+/**
+ * The Store port: desired and actual state, and the ordered feed of platform events (Diego's BBS).
+ *
+ * Every method is async so a networked adapter (PostgreSQL) fits behind the same interface. Every
+ * mutation is one transaction, and the events it appends commit with it. Methods throw GroveError with
+ * NOT_FOUND-style codes for missing things and ALREADY_EXISTS / VERSION_CONFLICT / INVALID_TRANSITION for
+ * rule violations; the contract suite in test/contract/store.contract.ts pins all of this down.
+ */
+export interface Store {
+  // Spaces and tokens
+  createSpace(input: { name: string }): Promise<Space>;
+  getSpace(id: string): Promise<Space | undefined>;
+  getSpaceByName(name: string): Promise<Space | undefined>;
+  listSpaces(): Promise<Space[]>;
+  /** Refuses (SPACE_NOT_EMPTY) while the space still has apps. Revokes its tokens. */
+  deleteSpace(id: string): Promise<void>;
+  createToken(input: { spaceId: string; name: string; role: TokenRole; secretHash: string }): Promise<Token>;
+  /** The live (not revoked) token whose secret hashes to `secretHash`. */
+  findTokenByHash(secretHash: string): Promise<Token | undefined>;
+  listTokens(spaceId?: string): Promise<Token[]>;
+  revokeToken(id: string): Promise<Token>;
+
+  // Apps, bundles, revisions
+  createApp(input: { spaceId: string; name: string; kind: AppKind }): Promise<App>;
+  getApp(spaceId: string, name: string): Promise<App | undefined>;
+  getAppById(id: string): Promise<App | undefined>;
+  listApps(spaceId: string): Promise<App[]>;
+  /** Deletes the app, its desired state, routes and triggers. Its instances are stopped by the converger. */
+  deleteApp(appId: string): Promise<void>;
+  /** Records that `spaceId` uploaded the bundle with this digest (bundles are visible per space). */
+  recordBundle(input: { spaceId: string; digest: string; size: number }): Promise<void>;
+  hasBundle(spaceId: string, digest: string): Promise<boolean>;
+  /**
+   * Adds an immutable revision and points the app's DesiredLRP at it, creating the app (and a
+   * DesiredLRP with `defaultInstances`) when `createIfMissing` is given and the app does not exist.
+   */
+  deploy(input: DeployInput): Promise<DeployResult>;
+  listRevisions(appId: string): Promise<Revision[]>;
+  getRevision(id: string): Promise<Revision | undefined>;
+  /** Points the DesiredLRP back at an earlier revision (revisions stay immutable). */
+  rollback(appId: string, revisionNumber: number): Promise<DesiredLRP>;
+
+  // Desired state
+  getDesired(appId: string): Promise<DesiredLRP | undefined>;
+  listDesired(): Promise<DesiredLRP[]>;
+  /** Compare-and-set when `expectedVersion` is given (VERSION_CONFLICT on mismatch); atomic either way. */
+  scale(appId: string, instances: number, expectedVersion?: number): Promise<DesiredLRP>;
+
+  // Actual state
+  createActual(input: { appId: string; revisionId: string; index: number }): Promise<ActualLRP>;
+  getActual(instanceId: string): Promise<ActualLRP | undefined>;
+  listActual(filter?: { appId?: string; cellId?: string }): Promise<ActualLRP[]>;
+  /** Checked against the ActualLRP state machine; CLAIMED needs a cell, UNCLAIMED clears it. */
+  transitionActual(instanceId: string, to: ActualLRPState, change?: ActualChange): Promise<ActualLRP>;
+  /** Records why an unclaimed instance could not be placed (shown to the user). */
+  setPlacementError(instanceId: string, message: string | null): Promise<void>;
+  removeActual(instanceId: string, reason?: string): Promise<void>;
+
+  // Routes
+  /** A host belongs to one space: ROUTE_HOST_TAKEN when another space has any route on it. */
+  mapRoute(input: { spaceId: string; appId: string; host: string; path: string }): Promise<Route>;
+  unmapRoute(spaceId: string, host: string, path: string): Promise<Route>;
+  listRoutes(filter?: { spaceId?: string; appId?: string }): Promise<Route[]>;
+
+  // Triggers
+  createTrigger(input: { spaceId: string; appId: string; config: TriggerConfig; handler: TriggerHandler }): Promise<Trigger>;
+  listTriggers(filter: { spaceId: string; appId?: string }): Promise<Trigger[]>;
+  deleteTrigger(spaceId: string, id: string): Promise<void>;
+
+  // Tasks
+  createTask(input: { spaceId: string; appId: string; command: string[] }): Promise<Task>;
+  getTask(id: string): Promise<Task | undefined>;
+  listTasks(filter: { spaceId: string; appId?: string }): Promise<Task[]>;
+  transitionTask(id: string, to: TaskState, change?: TaskChange): Promise<Task>;
+
+  // Cells (presence)
+  /** Registers or refreshes a cell's presence for `ttlMs`. Emits cell.joined the first time. */
+  heartbeatCell(input: Omit<Cell, 'heartbeatAt' | 'expiresAt' | 'startedAt'>, ttlMs: number): Promise<Cell>;
+  listCells(): Promise<Cell[]>;
+  removeCell(id: string): Promise<void>;
+
+  // Events
+  /** Events with seq > `afterSeq`, oldest first. */
+  eventsSince(afterSeq: number, filter?: { spaceId?: string; limit?: number }): Promise<PlatformEvent[]>;
+  lastSeq(): Promise<number>;
+  /**
+   * Calls `listener` for every event committed from now on by this Store instance, in order, after the
+   * commit. Returns an unsubscribe function. (Other processes see events through `eventsSince`.)
+   */
+  watch(listener: (event: PlatformEvent) => void): () => void;
+
+  close(): Promise<void>;
+}
+
+export interface DeployInput {
+  spaceId: string;
+  appName: string;
+  kind: AppKind;
+  bundleDigest: string | null;
+  image: string | null;
+  imageDigest: string | null;
+  env: EnvVars;
+  limits: Limits;
+  createIfMissing: boolean;
+  defaultInstances: number;
+}
+
+export interface DeployResult {
+  app: App;
+  revision: Revision;
+  desired: DesiredLRP;
+  created: boolean;
+}
+
+export interface ActualChange {
+  cellId?: string;
+  reason?: string;
+}
+
+export interface TaskChange {
+  cellId?: string;
+  failed?: boolean;
+  failureReason?: string;
+  result?: string;
+}
+
+export interface StoreClock {
+  now(): number;
+}
+
+export interface StoreOptions {
+  clock?: StoreClock;
+  /** Makes ids; injected so tests can be deterministic. */
+  newId?: (prefix: string) => string;
+}
