@@ -1,0 +1,1 @@
+export { BlobStore } from './blob-store.js';

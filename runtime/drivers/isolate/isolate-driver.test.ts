@@ -1,0 +1,207 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { DEFAULT_LIMITS, GroveError } from '../../../scheduler/model/index.js';
+import type { InstanceSpec, WireRequest } from '../../rep/workload-driver.js';
+import { IsolateDriver, type IsolateLogLine } from './isolate-driver.js';
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+function spec(code: string, extra: Partial<InstanceSpec> = {}): InstanceSpec {
+  return {
+    instanceId: `inst_${Math.random().toString(36).slice(2)}`,
+    appId: 'app_1',
+    appName: 'test',
+    revisionId: 'rev_1',
+    index: 0,
+    code,
+    env: {},
+    limits: DEFAULT_LIMITS,
+    ...extra,
+  };
+}
+
+const get = (url: string, headers: [string, string][] = []): WireRequest => ({ method: 'GET', url, headers, body: null });
+
+describe('IsolateDriver', () => {
+  const logs: IsolateLogLine[] = [];
+  let driver = new IsolateDriver({ log: (l) => logs.push(l) });
+  afterEach(async () => {
+    for (const id of driver.running()) await driver.stop(id);
+    logs.length = 0;
+    driver = new IsolateDriver({ log: (l) => logs.push(l) });
+  });
+
+  async function run(code: string, request: WireRequest = get('http://hello.localhost/'), extra: Partial<InstanceSpec> = {}) {
+    const s = spec(code, extra);
+    await driver.start(s);
+    const res = await driver.fetch(s.instanceId, request);
+    return { ...res, text: res.body ? dec.decode(res.body) : '', instanceId: s.instanceId };
+  }
+
+  it('serves the hello-world worker', async () => {
+    const res = await run('export default { fetch(request, env, ctx) { return new Response("hi") } }');
+    expect(res.status).toBe(200);
+    expect(res.text).toBe('hi');
+    expect(res.headers).toContainEqual(['content-type', 'text/plain;charset=UTF-8']);
+  });
+
+  it('gives the handler a Request with method, URL, headers and body, and env', async () => {
+    const code = `export default {
+      async fetch(request, env) {
+        const url = new URL(request.url);
+        return Response.json({
+          method: request.method,
+          path: url.pathname,
+          q: url.searchParams.get('q'),
+          host: url.hostname,
+          agent: request.headers.get('User-Agent'),
+          body: await request.text(),
+          greeting: env.GREETING,
+        }, { status: 201, headers: { 'x-served-by': 'grove' } });
+      }
+    }`;
+    const res = await run(code, {
+      method: 'POST',
+      url: 'http://hello.localhost/a/b?q=caf%C3%A9',
+      headers: [['user-agent', 'curl/8'], ['content-type', 'text/plain']],
+      body: enc.encode('payload'),
+    }, { env: { GREETING: 'hello' } });
+    expect(res.status).toBe(201);
+    expect(JSON.parse(res.text)).toEqual({ method: 'POST', path: '/a/b', q: 'café', host: 'hello.localhost', agent: 'curl/8', body: 'payload', greeting: 'hello' });
+    expect(res.headers).toContainEqual(['x-served-by', 'grove']);
+    expect(res.headers).toContainEqual(['content-type', 'application/json']);
+  });
+
+  it('implements URL and URLSearchParams like the WHATWG spec', async () => {
+    const code = `export default { fetch() {
+      const u = new URL('../x/./y?a=1&b=two words#frag', 'https://user:pw@Example.COM:8443/p/q/');
+      u.searchParams.append('c', '&=');
+      const p = new URLSearchParams({ z: '1', a: 'é' });
+      p.sort();
+      const out = [u.href, u.origin, u.host, u.port, u.pathname, u.search, u.hash, u.username,
+        p.toString(), URL.canParse('nope'), String(new URL('http://x/a b')), [...new URLSearchParams('a=1&a=2&b')].join('|')];
+      u.pathname = '/changed';
+      out.push(u.href);
+      try { new URL('relative'); out.push('no error'); } catch (e) { out.push(e.constructor.name); }
+      return Response.json(out);
+    } }`;
+    const res = await run(code);
+    expect(JSON.parse(res.text)).toEqual([
+      // Mutating searchParams re-serialises the whole query as form data, so the space becomes "+".
+      'https://user:pw@example.com:8443/p/x/y?a=1&b=two+words&c=%26%3D#frag',
+      'https://example.com:8443',
+      'example.com:8443',
+      '8443',
+      '/p/x/y',
+      '?a=1&b=two+words&c=%26%3D',
+      '#frag',
+      'user',
+      'a=%C3%A9&z=1',
+      false,
+      'http://x/a%20b',
+      'a,1|a,2|b,',
+      'https://user:pw@example.com:8443/changed?a=1&b=two+words&c=%26%3D#frag',
+      'TypeError',
+    ]);
+  });
+
+  it('encodes and decodes UTF-8 with TextEncoder and TextDecoder', async () => {
+    const code = `export default { fetch() {
+      const bytes = new TextEncoder().encode('héllo 🌍');
+      const back = new TextDecoder().decode(bytes);
+      const bad = new TextDecoder().decode(new Uint8Array([0x61, 0xff, 0x62, 0xe2, 0x82]));
+      let fatal = 'no error';
+      try { new TextDecoder('utf-8', { fatal: true }).decode(new Uint8Array([0xc3])); } catch (e) { fatal = e.constructor.name; }
+      const d = new TextDecoder();
+      const streamed = d.decode(new Uint8Array([0xf0, 0x9f]), { stream: true }) + d.decode(new Uint8Array([0x8c, 0x8d]));
+      return Response.json({ len: bytes.length, back, bad, fatal, streamed, b64: btoa('hi!'), unb64: atob('aGkh') });
+    } }`;
+    const res = await run(code);
+    expect(JSON.parse(res.text)).toEqual({ len: 11, back: 'héllo 🌍', bad: 'a\uFFFDb\uFFFD', fatal: 'TypeError', streamed: '🌍', b64: 'aGkh', unb64: 'hi!' });
+  });
+
+  it('keeps Headers case-insensitive, sorted and validated', async () => {
+    const code = `export default { fetch() {
+      const h = new Headers([['B', '2'], ['a', '1']]);
+      h.append('set-cookie', 'x=1'); h.append('Set-Cookie', 'y=2'); h.append('a', 'again');
+      let invalid = 'accepted';
+      try { h.set('bad name', 'v'); } catch (e) { invalid = e.constructor.name; }
+      return Response.json({ entries: [...h], a: h.get('A'), cookies: h.getSetCookie(), has: h.has('b'), invalid });
+    } }`;
+    const res = await run(code);
+    expect(JSON.parse(res.text)).toEqual({
+      entries: [['a', '1, again'], ['b', '2'], ['set-cookie', 'x=1'], ['set-cookie', 'y=2']],
+      a: '1, again',
+      cookies: ['x=1', 'y=2'],
+      has: true,
+      invalid: 'TypeError',
+    });
+  });
+
+  it('sends console output to the app log with the instance id', async () => {
+    const res = await run('export default { fetch() { console.log("hello", { n: 1 }, [1, 2]); console.error(new Error("bad")); return new Response("ok") } }');
+    expect(res.status).toBe(200);
+    expect(logs[0]).toMatchObject({ appId: 'app_1', instanceId: res.instanceId, level: 'log', message: 'hello { n: 1 } [ 1, 2 ]' });
+    expect(logs[1]?.level).toBe('error');
+    expect(logs[1]?.message).toContain('Error: bad');
+  });
+
+  it('supports Response.redirect, status validation and body reuse rules', async () => {
+    const code = `export default { async fetch(request) {
+      const url = new URL(request.url);
+      if (url.pathname === '/go') return Response.redirect('https://example.com/next', 301);
+      const r = new Response('x');
+      await r.text();
+      let reuse = 'ok'; try { await r.text(); } catch (e) { reuse = e.message; }
+      let status = 'ok'; try { new Response('x', { status: 99 }); } catch (e) { status = e.constructor.name; }
+      const echoed = await new Response(new Request('http://a/', { method: 'POST', body: 'echo' }).body).text();
+      return new Response(JSON.stringify({ reuse, status, echoed }), { status: 202 });
+    } }`;
+    const redirect = await run(code, get('http://h/go'));
+    expect(redirect.status).toBe(301);
+    expect(redirect.headers).toContainEqual(['location', 'https://example.com/next']);
+    const res = await driver.fetch(redirect.instanceId, get('http://h/'));
+    expect(JSON.parse(dec.decode(res.body!))).toEqual({ reuse: 'Body has already been used', status: 'RangeError', echoed: 'echo' });
+  });
+
+  it('reports an exception thrown by the handler without ending the instance', async () => {
+    const s = spec('export default { fetch() { throw new TypeError("nope") } }');
+    await driver.start(s);
+    const err = await driver.fetch(s.instanceId, get('http://h/')).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(GroveError);
+    expect((err as GroveError).code).toBe('WORKER_EXCEPTION');
+    expect((err as GroveError).message).toContain('nope');
+    expect(driver.running()).toContain(s.instanceId);
+    expect(logs.some((l) => l.level === 'error' && l.message.includes('nope'))).toBe(true);
+  });
+
+  it('refuses modules that do not export a fetch handler, import things, or fail to evaluate', async () => {
+    for (const [code, why] of [
+      ['export default {}', 'export default { fetch'],
+      ['import x from "left-pad"; export default { fetch() {} }', 'bundle the module'],
+      ['throw new Error("boom at start")', 'boom at start'],
+      ['export default { fetch( }', 'SyntaxError'],
+    ] as const) {
+      const err = await driver.start(spec(code)).catch((e: unknown) => e);
+      expect(err, code).toBeInstanceOf(GroveError);
+      expect((err as GroveError).message, code).toContain(why);
+    }
+    expect(driver.running()).toEqual([]);
+  });
+
+  it('ends a request that never settles at the wall-time limit and reports the instance exited', async () => {
+    const s = spec('export default { fetch() { return new Promise(() => {}) } }', { limits: { ...DEFAULT_LIMITS, wallMs: 200 } });
+    await driver.start(s);
+    const exits: string[] = [];
+    driver.onExit((id, reason) => exits.push(`${id}: ${reason}`));
+    const err = await driver.fetch(s.instanceId, get('http://h/')).catch((e: unknown) => e);
+    expect((err as GroveError).code).toBe('WORKER_TIMEOUT');
+    expect(exits).toEqual([`${s.instanceId}: exceeded the wall-time limit of 200 ms`]);
+    expect(driver.running()).not.toContain(s.instanceId);
+  });
+
+  it('stops a synchronous infinite loop at the startup limit', async () => {
+    const err = await driver.start(spec('while (true) {} export default { fetch() {} }')).catch((e: unknown) => e);
+    expect((err as GroveError).message).toMatch(/timed out/i);
+  });
+});

@@ -1,0 +1,854 @@
+// Grove's Workers prelude. It runs first in every isolate, in a bare V8 context that has ECMAScript
+// built-ins and nothing else, and installs the Web APIs a Workers module expects. It is plain JS
+// because it executes inside the isolate, not in Node.
+//
+// The host hands over two callbacks on globalThis before this runs, which the prelude captures and
+// deletes so user code never sees them:
+//   __grove_url(op, ...args)   WHATWG URL parsing, done by the host's own URL implementation
+//   __grove_log(level, text)   console output, to the app's log
+//
+// Wire format between host and isolate (copied, never shared):
+//   request  { method, url, headers: [[name, value]…], body: Uint8Array | null }
+//   response { status, statusText, headers: [[name, value]…], body: Uint8Array | null }
+(function installPrelude() {
+  'use strict';
+  const g = globalThis;
+  const hostUrl = g.__grove_url;
+  const hostLog = g.__grove_log;
+  delete g.__grove_url;
+  delete g.__grove_log;
+
+  const define = (name, value) =>
+    Object.defineProperty(g, name, { value, writable: true, configurable: true, enumerable: false });
+
+  // ── TextEncoder / TextDecoder (UTF-8 only, as in Workers) ─────────────────────────────────────
+
+  function utf8Encode(input) {
+    const s = String(input);
+    const out = new Uint8Array(s.length * 3);
+    let p = 0;
+    for (let i = 0; i < s.length; i++) {
+      let c = s.charCodeAt(i);
+      if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
+        const d = s.charCodeAt(i + 1);
+        if (d >= 0xdc00 && d <= 0xdfff) {
+          c = 0x10000 + ((c - 0xd800) << 10) + (d - 0xdc00);
+          i++;
+        } else c = 0xfffd;
+      } else if (c >= 0xd800 && c <= 0xdfff) c = 0xfffd;
+      if (c < 0x80) out[p++] = c;
+      else if (c < 0x800) {
+        out[p++] = 0xc0 | (c >> 6);
+        out[p++] = 0x80 | (c & 63);
+      } else if (c < 0x10000) {
+        out[p++] = 0xe0 | (c >> 12);
+        out[p++] = 0x80 | ((c >> 6) & 63);
+        out[p++] = 0x80 | (c & 63);
+      } else {
+        out[p++] = 0xf0 | (c >> 18);
+        out[p++] = 0x80 | ((c >> 12) & 63);
+        out[p++] = 0x80 | ((c >> 6) & 63);
+        out[p++] = 0x80 | (c & 63);
+      }
+    }
+    return out.slice(0, p);
+  }
+
+  function codePointsToString(units) {
+    let s = '';
+    for (let i = 0; i < units.length; i += 8192) s += String.fromCharCode.apply(null, units.slice(i, i + 8192));
+    return s;
+  }
+
+  class TextEncoder {
+    get encoding() {
+      return 'utf-8';
+    }
+    encode(input = '') {
+      return utf8Encode(input);
+    }
+    encodeInto(input, dest) {
+      const s = String(input);
+      let read = 0;
+      let written = 0;
+      for (const ch of s) {
+        const bytes = utf8Encode(ch);
+        if (written + bytes.length > dest.length) break;
+        dest.set(bytes, written);
+        written += bytes.length;
+        read += ch.length;
+      }
+      return { read, written };
+    }
+  }
+
+  const UTF8_LABELS = ['utf-8', 'utf8', 'unicode-1-1-utf-8', 'unicode11utf8', 'unicode20utf8', 'x-unicode20utf8'];
+
+  class TextDecoder {
+    #fatal;
+    #ignoreBOM;
+    #pending = [];
+    constructor(label = 'utf-8', options = {}) {
+      if (!UTF8_LABELS.includes(String(label).trim().toLowerCase())) {
+        throw new RangeError(`The "${label}" encoding is not supported`);
+      }
+      this.#fatal = Boolean(options.fatal);
+      this.#ignoreBOM = Boolean(options.ignoreBOM);
+    }
+    get encoding() {
+      return 'utf-8';
+    }
+    get fatal() {
+      return this.#fatal;
+    }
+    get ignoreBOM() {
+      return this.#ignoreBOM;
+    }
+    decode(input, options = {}) {
+      const stream = Boolean(options.stream);
+      let bytes = input === undefined ? new Uint8Array(0) : toBytes(input, 'TextDecoder.decode');
+      if (this.#pending.length) {
+        const joined = new Uint8Array(this.#pending.length + bytes.length);
+        joined.set(this.#pending, 0);
+        joined.set(bytes, this.#pending.length);
+        bytes = joined;
+        this.#pending = [];
+      }
+      const units = [];
+      let cp = 0;
+      let needed = 0;
+      let seen = 0;
+      let lower = 0x80;
+      let upper = 0xbf;
+      let start = 0;
+      const fail = () => {
+        if (this.#fatal) throw new TypeError('The encoded data was not valid utf-8');
+        units.push(0xfffd);
+      };
+      for (let i = 0; i < bytes.length; i++) {
+        const b = bytes[i];
+        if (needed === 0) {
+          start = i;
+          if (b <= 0x7f) units.push(b);
+          else if (b >= 0xc2 && b <= 0xdf) {
+            needed = 1;
+            cp = b & 0x1f;
+          } else if (b >= 0xe0 && b <= 0xef) {
+            if (b === 0xe0) lower = 0xa0;
+            if (b === 0xed) upper = 0x9f;
+            needed = 2;
+            cp = b & 0xf;
+          } else if (b >= 0xf0 && b <= 0xf4) {
+            if (b === 0xf0) lower = 0x90;
+            if (b === 0xf4) upper = 0x8f;
+            needed = 3;
+            cp = b & 0x7;
+          } else fail();
+          continue;
+        }
+        if (b < lower || b > upper) {
+          cp = needed = seen = 0;
+          lower = 0x80;
+          upper = 0xbf;
+          fail();
+          i--; // reprocess this byte as the start of a new sequence
+          continue;
+        }
+        lower = 0x80;
+        upper = 0xbf;
+        cp = (cp << 6) | (b & 0x3f);
+        if (++seen === needed) {
+          if (cp > 0xffff) {
+            cp -= 0x10000;
+            units.push(0xd800 + (cp >> 10), 0xdc00 + (cp & 0x3ff));
+          } else units.push(cp);
+          cp = needed = seen = 0;
+        }
+      }
+      if (needed !== 0) {
+        if (stream) this.#pending = Array.from(bytes.subarray(start));
+        else fail();
+      }
+      let s = codePointsToString(units);
+      if (!this.#ignoreBOM && s.charCodeAt(0) === 0xfeff) s = s.slice(1);
+      return s;
+    }
+  }
+
+  function toBytes(value, where) {
+    if (value instanceof Uint8Array) return value;
+    if (value instanceof ArrayBuffer) return new Uint8Array(value);
+    if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+    throw new TypeError(`${where}: expected an ArrayBuffer or a typed array`);
+  }
+
+  const encoder = new TextEncoder();
+  const decoder = new TextDecoder();
+
+  // ── atob / btoa ───────────────────────────────────────────────────────────────────────────────
+
+  const B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+  function btoa(input) {
+    const s = String(input);
+    let out = '';
+    for (let i = 0; i < s.length; i += 3) {
+      const a = s.charCodeAt(i);
+      const b = s.charCodeAt(i + 1);
+      const c = s.charCodeAt(i + 2);
+      if (a > 255 || b > 255 || c > 255) throw new DOMException('Invalid character', 'InvalidCharacterError');
+      const n = (a << 16) | ((b || 0) << 8) | (c || 0);
+      out += B64[(n >> 18) & 63] + B64[(n >> 12) & 63];
+      out += i + 1 < s.length ? B64[(n >> 6) & 63] : '=';
+      out += i + 2 < s.length ? B64[n & 63] : '=';
+    }
+    return out;
+  }
+  function atob(input) {
+    let s = String(input).replace(/[\t\n\f\r ]/g, '');
+    if (s.length % 4 === 0) s = s.replace(/==?$/, '');
+    if (s.length % 4 === 1 || /[^A-Za-z0-9+/]/.test(s)) {
+      throw new DOMException('The string to be decoded is not correctly encoded.', 'InvalidCharacterError');
+    }
+    let out = '';
+    let buffer = 0;
+    let bits = 0;
+    for (const ch of s) {
+      buffer = (buffer << 6) | B64.indexOf(ch);
+      bits += 6;
+      if (bits >= 8) {
+        bits -= 8;
+        out += String.fromCharCode((buffer >> bits) & 0xff);
+      }
+    }
+    return out;
+  }
+
+  class DOMException extends Error {
+    #name;
+    constructor(message = '', name = 'Error') {
+      super(message);
+      this.#name = name;
+    }
+    get name() {
+      return this.#name;
+    }
+  }
+
+  // ── URLSearchParams and URL (parsing delegated to the host's WHATWG URL) ─────────────────────
+
+  const paramsState = new WeakMap(); // URLSearchParams → { list, onChange }
+
+  function formDecode(s) {
+    const bytes = utf8Encode(s.replace(/\+/g, ' '));
+    const out = [];
+    for (let i = 0; i < bytes.length; i++) {
+      if (bytes[i] === 0x25 && i + 2 < bytes.length) {
+        const hex = String.fromCharCode(bytes[i + 1], bytes[i + 2]);
+        if (/^[0-9A-Fa-f]{2}$/.test(hex)) {
+          out.push(parseInt(hex, 16));
+          i += 2;
+          continue;
+        }
+      }
+      out.push(bytes[i]);
+    }
+    return decoder.decode(new Uint8Array(out));
+  }
+
+  function formEncode(s) {
+    let out = '';
+    for (const b of utf8Encode(s)) {
+      if ((b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a) || b === 0x2a || b === 0x2d || b === 0x2e || b === 0x5f) {
+        out += String.fromCharCode(b);
+      } else if (b === 0x20) out += '+';
+      else out += '%' + (b < 16 ? '0' : '') + b.toString(16).toUpperCase();
+    }
+    return out;
+  }
+
+  function parseQuery(query) {
+    const list = [];
+    for (const part of query.split('&')) {
+      if (part === '') continue;
+      const eq = part.indexOf('=');
+      const name = eq === -1 ? part : part.slice(0, eq);
+      const value = eq === -1 ? '' : part.slice(eq + 1);
+      list.push([formDecode(name), formDecode(value)]);
+    }
+    return list;
+  }
+
+  class URLSearchParams {
+    constructor(init = '') {
+      const state = { list: [], onChange: null };
+      paramsState.set(this, state);
+      if (init instanceof URLSearchParams) state.list = paramsState.get(init).list.map(([k, v]) => [k, v]);
+      else if (typeof init === 'object' && init !== null && typeof init[Symbol.iterator] === 'function') {
+        for (const pair of init) {
+          const arr = Array.from(pair);
+          if (arr.length !== 2) throw new TypeError('URLSearchParams: each pair must have exactly two items');
+          state.list.push([String(arr[0]), String(arr[1])]);
+        }
+      } else if (typeof init === 'object' && init !== null) {
+        for (const key of Object.keys(init)) state.list.push([key, String(init[key])]);
+      } else {
+        const s = String(init);
+        state.list = parseQuery(s.startsWith('?') ? s.slice(1) : s);
+      }
+    }
+    #state() {
+      return paramsState.get(this);
+    }
+    #changed() {
+      const st = this.#state();
+      if (st.onChange) st.onChange(this.toString());
+    }
+    get size() {
+      return this.#state().list.length;
+    }
+    append(name, value) {
+      this.#state().list.push([String(name), String(value)]);
+      this.#changed();
+    }
+    delete(name, value) {
+      const st = this.#state();
+      const n = String(name);
+      st.list = st.list.filter(([k, v]) => !(k === n && (value === undefined || v === String(value))));
+      this.#changed();
+    }
+    get(name) {
+      const hit = this.#state().list.find(([k]) => k === String(name));
+      return hit ? hit[1] : null;
+    }
+    getAll(name) {
+      return this.#state().list.filter(([k]) => k === String(name)).map(([, v]) => v);
+    }
+    has(name, value) {
+      const n = String(name);
+      return this.#state().list.some(([k, v]) => k === n && (value === undefined || v === String(value)));
+    }
+    set(name, value) {
+      const st = this.#state();
+      const n = String(name);
+      const i = st.list.findIndex(([k]) => k === n);
+      if (i === -1) st.list.push([n, String(value)]);
+      else {
+        st.list[i] = [n, String(value)];
+        st.list = st.list.filter(([k], j) => j <= i || k !== n);
+      }
+      this.#changed();
+    }
+    sort() {
+      const st = this.#state();
+      st.list = st.list
+        .map((pair, i) => [pair, i])
+        .sort((a, b) => (a[0][0] < b[0][0] ? -1 : a[0][0] > b[0][0] ? 1 : a[1] - b[1]))
+        .map(([pair]) => pair);
+      this.#changed();
+    }
+    forEach(callback, thisArg) {
+      for (const [k, v] of this.#state().list) callback.call(thisArg, v, k, this);
+    }
+    *entries() {
+      for (const [k, v] of this.#state().list) yield [k, v];
+    }
+    *keys() {
+      for (const [k] of this.#state().list) yield k;
+    }
+    *values() {
+      for (const [, v] of this.#state().list) yield v;
+    }
+    [Symbol.iterator]() {
+      return this.entries();
+    }
+    toString() {
+      return this.#state()
+        .list.map(([k, v]) => `${formEncode(k)}=${formEncode(v)}`)
+        .join('&');
+    }
+    get [Symbol.toStringTag]() {
+      return 'URLSearchParams';
+    }
+  }
+
+  // Component order in the host's answer.
+  const HREF = 0, ORIGIN = 1, PROTOCOL = 2, USERNAME = 3, PASSWORD = 4, HOST = 5, HOSTNAME = 6, PORT = 7, PATHNAME = 8, SEARCH = 9, HASH = 10;
+
+  class URL {
+    #c;
+    #params = null;
+    constructor(url, base) {
+      const c = hostUrl('parse', String(url), base === undefined ? undefined : String(base));
+      if (!c) throw new TypeError(`Invalid URL: ${String(url)}`);
+      this.#c = c;
+    }
+    static canParse(url, base) {
+      return Boolean(hostUrl('parse', String(url), base === undefined ? undefined : String(base)));
+    }
+    static parse(url, base) {
+      return URL.canParse(url, base) ? new URL(url, base) : null;
+    }
+    #set(part, value) {
+      this.#c = hostUrl('set', this.#c[HREF], part, String(value));
+      if (part === 'search' || part === 'href') this.#syncParams();
+    }
+    #syncParams() {
+      if (this.#params) paramsState.get(this.#params).list = parseQuery(this.#c[SEARCH].slice(1));
+    }
+    get href() {
+      return this.#c[HREF];
+    }
+    set href(v) {
+      const c = hostUrl('parse', String(v));
+      if (!c) throw new TypeError(`Invalid URL: ${String(v)}`);
+      this.#c = c;
+      this.#syncParams();
+    }
+    get origin() {
+      return this.#c[ORIGIN];
+    }
+    get protocol() {
+      return this.#c[PROTOCOL];
+    }
+    set protocol(v) {
+      this.#set('protocol', v);
+    }
+    get username() {
+      return this.#c[USERNAME];
+    }
+    set username(v) {
+      this.#set('username', v);
+    }
+    get password() {
+      return this.#c[PASSWORD];
+    }
+    set password(v) {
+      this.#set('password', v);
+    }
+    get host() {
+      return this.#c[HOST];
+    }
+    set host(v) {
+      this.#set('host', v);
+    }
+    get hostname() {
+      return this.#c[HOSTNAME];
+    }
+    set hostname(v) {
+      this.#set('hostname', v);
+    }
+    get port() {
+      return this.#c[PORT];
+    }
+    set port(v) {
+      this.#set('port', v);
+    }
+    get pathname() {
+      return this.#c[PATHNAME];
+    }
+    set pathname(v) {
+      this.#set('pathname', v);
+    }
+    get search() {
+      return this.#c[SEARCH];
+    }
+    set search(v) {
+      this.#set('search', v);
+    }
+    get hash() {
+      return this.#c[HASH];
+    }
+    set hash(v) {
+      this.#set('hash', v);
+    }
+    get searchParams() {
+      if (!this.#params) {
+        this.#params = new URLSearchParams(this.#c[SEARCH]);
+        paramsState.get(this.#params).onChange = (query) => {
+          this.#c = hostUrl('set', this.#c[HREF], 'search', query);
+        };
+      }
+      return this.#params;
+    }
+    toString() {
+      return this.#c[HREF];
+    }
+    toJSON() {
+      return this.#c[HREF];
+    }
+    get [Symbol.toStringTag]() {
+      return 'URL';
+    }
+  }
+
+  // ── Headers ───────────────────────────────────────────────────────────────────────────────────
+
+  const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+  const normName = (name) => {
+    const n = String(name);
+    if (!TOKEN.test(n)) throw new TypeError(`Invalid header name: "${n}"`);
+    return n.toLowerCase();
+  };
+  const normValue = (value) => {
+    const v = String(value).replace(/^[\t\n\r ]+|[\t\n\r ]+$/g, '');
+    if (/[\0\r\n]/.test(v)) throw new TypeError('Invalid header value');
+    return v;
+  };
+
+  class Headers {
+    #map = new Map(); // lowercase name → values in insertion order
+    constructor(init) {
+      if (init === undefined || init === null) return;
+      if (init instanceof Headers) {
+        for (const [k, vs] of init.#map) this.#map.set(k, vs.slice());
+      } else if (typeof init[Symbol.iterator] === 'function') {
+        for (const pair of init) {
+          const arr = Array.from(pair);
+          if (arr.length !== 2) throw new TypeError('Headers: each header pair must have exactly two items');
+          this.append(arr[0], arr[1]);
+        }
+      } else if (typeof init === 'object') {
+        for (const key of Object.keys(init)) this.append(key, init[key]);
+      } else throw new TypeError('Headers: init must be an object, an array of pairs or a Headers');
+    }
+    append(name, value) {
+      const n = normName(name);
+      const v = normValue(value);
+      const list = this.#map.get(n);
+      if (list) list.push(v);
+      else this.#map.set(n, [v]);
+    }
+    delete(name) {
+      this.#map.delete(normName(name));
+    }
+    get(name) {
+      const list = this.#map.get(normName(name));
+      return list ? list.join(', ') : null;
+    }
+    getSetCookie() {
+      return (this.#map.get('set-cookie') || []).slice();
+    }
+    has(name) {
+      return this.#map.has(normName(name));
+    }
+    set(name, value) {
+      this.#map.set(normName(name), [normValue(value)]);
+    }
+    forEach(callback, thisArg) {
+      for (const [k, v] of this.entries()) callback.call(thisArg, v, k, this);
+    }
+    *entries() {
+      const names = [...this.#map.keys()].sort();
+      for (const n of names) {
+        if (n === 'set-cookie') for (const v of this.#map.get(n)) yield [n, v];
+        else yield [n, this.#map.get(n).join(', ')];
+      }
+    }
+    *keys() {
+      for (const [k] of this.entries()) yield k;
+    }
+    *values() {
+      for (const [, v] of this.entries()) yield v;
+    }
+    [Symbol.iterator]() {
+      return this.entries();
+    }
+    get [Symbol.toStringTag]() {
+      return 'Headers';
+    }
+  }
+
+  // ── Bodies, Request, Response ─────────────────────────────────────────────────────────────────
+  // Bodies are buffered in this first runtime; streaming bodies arrive with the full Web API surface.
+
+  const bodyBytes = new WeakMap(); // BodyInit handle objects (request.body) → bytes
+
+  function extractBody(body) {
+    if (body === null || body === undefined) return { bytes: null, type: null };
+    if (typeof body === 'string') return { bytes: utf8Encode(body), type: 'text/plain;charset=UTF-8' };
+    if (body instanceof URLSearchParams) {
+      return { bytes: utf8Encode(body.toString()), type: 'application/x-www-form-urlencoded;charset=UTF-8' };
+    }
+    if (body instanceof ArrayBuffer) return { bytes: new Uint8Array(body.slice(0)), type: null };
+    if (ArrayBuffer.isView(body)) {
+      return { bytes: new Uint8Array(body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength)), type: null };
+    }
+    if (bodyBytes.has(body)) return { bytes: bodyBytes.get(body), type: null };
+    return { bytes: utf8Encode(String(body)), type: 'text/plain;charset=UTF-8' };
+  }
+
+  class Body {
+    #bytes;
+    #used = false;
+    constructor(bytes) {
+      this.#bytes = bytes;
+    }
+    get bodyUsed() {
+      return this.#used;
+    }
+    /** An opaque handle that another Request or Response accepts as its body. */
+    get body() {
+      if (this.#bytes === null) return null;
+      const handle = Object.freeze(Object.create(null));
+      bodyBytes.set(handle, this.#bytes);
+      return handle;
+    }
+    #consume() {
+      if (this.#used) throw new TypeError('Body has already been used');
+      this.#used = true;
+      return this.#bytes === null ? new Uint8Array(0) : this.#bytes;
+    }
+    async arrayBuffer() {
+      const b = this.#consume();
+      return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength);
+    }
+    async bytes() {
+      return new Uint8Array(await this.arrayBuffer());
+    }
+    async text() {
+      return decoder.decode(this.#consume());
+    }
+    async json() {
+      return JSON.parse(await this.text());
+    }
+    _peekBytes() {
+      return this.#bytes;
+    }
+  }
+  // Not part of the public surface.
+  Object.defineProperty(Body.prototype, '_peekBytes', { enumerable: false });
+
+  const METHODS = ['DELETE', 'GET', 'HEAD', 'OPTIONS', 'POST', 'PUT', 'PATCH'];
+
+  class Request extends Body {
+    #method;
+    #url;
+    #headers;
+    #redirect;
+    constructor(input, init = {}) {
+      const from = input instanceof Request ? input : null;
+      let bytes = null;
+      let type = null;
+      if (init.body !== undefined && init.body !== null) ({ bytes, type } = extractBody(init.body));
+      else if (from) bytes = from._peekBytes();
+      super(bytes);
+      const method = String(init.method ?? (from ? from.method : 'GET'));
+      if (!TOKEN.test(method)) throw new TypeError(`Invalid request method: ${method}`);
+      this.#method = METHODS.includes(method.toUpperCase()) ? method.toUpperCase() : method;
+      this.#url = from ? from.url : new URL(String(input)).href;
+      this.#headers = new Headers(init.headers ?? (from ? from.headers : undefined));
+      this.#redirect = init.redirect ?? (from ? from.redirect : 'follow');
+      if ((this.#method === 'GET' || this.#method === 'HEAD') && bytes !== null && bytes.length > 0) {
+        throw new TypeError('Request with GET/HEAD method cannot have body.');
+      }
+      if (type && !this.#headers.has('content-type')) this.#headers.set('content-type', type);
+    }
+    get method() {
+      return this.#method;
+    }
+    get url() {
+      return this.#url;
+    }
+    get headers() {
+      return this.#headers;
+    }
+    get redirect() {
+      return this.#redirect;
+    }
+    get cf() {
+      return undefined;
+    }
+    clone() {
+      if (this.bodyUsed) throw new TypeError('Cannot clone a Request whose body has been used');
+      return new Request(this);
+    }
+    get [Symbol.toStringTag]() {
+      return 'Request';
+    }
+  }
+
+  const NULL_BODY_STATUS = [101, 103, 204, 205, 304];
+  const REDIRECT_STATUS = [301, 302, 303, 307, 308];
+
+  class Response extends Body {
+    #status;
+    #statusText;
+    #headers;
+    constructor(body = null, init = {}) {
+      const { bytes, type } = extractBody(body);
+      super(bytes);
+      const status = init.status === undefined ? 200 : Number(init.status);
+      if (!Number.isInteger(status) || status < 200 || status > 599) {
+        throw new RangeError(`Response status must be an integer from 200 to 599, got ${init.status}`);
+      }
+      if (NULL_BODY_STATUS.includes(status) && bytes !== null) {
+        throw new TypeError(`Response with status ${status} cannot have a body`);
+      }
+      this.#status = status;
+      this.#statusText = init.statusText === undefined ? '' : String(init.statusText);
+      this.#headers = new Headers(init.headers);
+      if (type && !this.#headers.has('content-type')) this.#headers.set('content-type', type);
+    }
+    static json(data, init = {}) {
+      const text = JSON.stringify(data);
+      if (text === undefined) throw new TypeError('Response.json: data is not JSON-serialisable');
+      const headers = new Headers(init.headers);
+      if (!headers.has('content-type')) headers.set('content-type', 'application/json');
+      return new Response(text, { ...init, headers });
+    }
+    static redirect(url, status = 302) {
+      if (!REDIRECT_STATUS.includes(status)) throw new RangeError(`Invalid redirect status: ${status}`);
+      return new Response(null, { status, headers: { location: new URL(String(url)).href } });
+    }
+    static error() {
+      throw new TypeError('Response.error() is not supported in Grove workers');
+    }
+    get status() {
+      return this.#status;
+    }
+    get statusText() {
+      return this.#statusText;
+    }
+    get ok() {
+      return this.#status >= 200 && this.#status <= 299;
+    }
+    get headers() {
+      return this.#headers;
+    }
+    get redirected() {
+      return false;
+    }
+    get type() {
+      return 'default';
+    }
+    get url() {
+      return '';
+    }
+    clone() {
+      if (this.bodyUsed) throw new TypeError('Cannot clone a Response whose body has been used');
+      return new Response(this._peekBytes(), { status: this.#status, statusText: this.#statusText, headers: this.#headers });
+    }
+    get [Symbol.toStringTag]() {
+      return 'Response';
+    }
+  }
+
+  // ── console ───────────────────────────────────────────────────────────────────────────────────
+
+  function inspect(value, depth, seen) {
+    if (typeof value === 'string') return depth === 0 ? value : JSON.stringify(value);
+    if (typeof value === 'bigint') return `${value}n`;
+    if (typeof value === 'symbol') return value.toString();
+    if (typeof value === 'function') return `[Function: ${value.name || '(anonymous)'}]`;
+    if (value === null || typeof value !== 'object') return String(value);
+    if (value instanceof Error) return value.stack || `${value.name}: ${value.message}`;
+    if (seen.includes(value)) return '[Circular]';
+    if (depth > 2) return Array.isArray(value) ? '[Array]' : '[Object]';
+    const next = seen.concat([value]);
+    if (Array.isArray(value)) return `[ ${value.map((v) => inspect(v, depth + 1, next)).join(', ')} ]`;
+    if (value instanceof Map) {
+      return `Map(${value.size}) { ${[...value].map(([k, v]) => `${inspect(k, depth + 1, next)} => ${inspect(v, depth + 1, next)}`).join(', ')} }`;
+    }
+    if (value instanceof Set) return `Set(${value.size}) { ${[...value].map((v) => inspect(v, depth + 1, next)).join(', ')} }`;
+    if (value instanceof URL || value instanceof URLSearchParams) return `${value[Symbol.toStringTag]} ${value.toString()}`;
+    if (value instanceof Headers) return `Headers { ${[...value].map(([k, v]) => `${k}: ${JSON.stringify(v)}`).join(', ')} }`;
+    if (value instanceof Request) return `Request { method: '${value.method}', url: '${value.url}' }`;
+    if (value instanceof Response) return `Response { status: ${value.status} }`;
+    if (ArrayBuffer.isView(value)) return `${value.constructor.name}(${value.length}) [ ${Array.from(value.slice(0, 32)).join(', ')}${value.length > 32 ? ', …' : ''} ]`;
+    const keys = Object.keys(value);
+    const body = keys.map((k) => `${/^[A-Za-z_$][\w$]*$/.test(k) ? k : JSON.stringify(k)}: ${inspect(value[k], depth + 1, next)}`).join(', ');
+    return keys.length ? `{ ${body} }` : '{}';
+  }
+
+  const format = (args) => args.map((a) => inspect(a, 0, [])).join(' ');
+  const log = (level) =>
+    function (...args) {
+      try {
+        hostLog(level, format(args));
+      } catch {
+        // Logging is best effort: a log line too large to copy is dropped, not an exception in the worker.
+      }
+    };
+  const counts = new Map();
+  const timers = new Map();
+  const console = {
+    log: log('log'),
+    info: log('info'),
+    warn: log('warn'),
+    error: log('error'),
+    debug: log('debug'),
+    trace: log('debug'),
+    assert(condition, ...args) {
+      if (!condition) log('error')('Assertion failed', ...args);
+    },
+    count(label = 'default') {
+      counts.set(label, (counts.get(label) || 0) + 1);
+      log('info')(`${label}: ${counts.get(label)}`);
+    },
+    time(label = 'default') {
+      timers.set(label, Date.now());
+    },
+    timeEnd(label = 'default') {
+      if (timers.has(label)) log('info')(`${label}: ${Date.now() - timers.get(label)}ms`);
+      timers.delete(label);
+    },
+  };
+
+  // ── Install the globals ───────────────────────────────────────────────────────────────────────
+
+  define('self', g);
+  define('TextEncoder', TextEncoder);
+  define('TextDecoder', TextDecoder);
+  define('URL', URL);
+  define('URLSearchParams', URLSearchParams);
+  define('Headers', Headers);
+  define('Request', Request);
+  define('Response', Response);
+  define('DOMException', DOMException);
+  define('atob', atob);
+  define('btoa', btoa);
+  define('console', console);
+  define('queueMicrotask', (fn) => {
+    if (typeof fn !== 'function') throw new TypeError('queueMicrotask: callback must be a function');
+    Promise.resolve().then(fn);
+  });
+  define('navigator', Object.freeze({ userAgent: 'Grove/0.1' }));
+
+  // ── Handler plumbing ──────────────────────────────────────────────────────────────────────────
+
+  let handlers = null;
+  let env = null;
+
+  // Called once by the host with the module namespace and the revision's env; then removed.
+  define('__grove_boot', (namespace, environment) => {
+    delete g.__grove_boot;
+    const exported = namespace.default;
+    if (exported === null || typeof exported !== 'object' || typeof exported.fetch !== 'function') {
+      throw new TypeError('the module must `export default { fetch(request, env, ctx) { … } }`');
+    }
+    handlers = exported;
+    env = Object.freeze(environment);
+  });
+
+  define('__grove_fetch', async (wire) => {
+    const headers = new Headers(wire.headers);
+    const request = new Request(wire.url, { method: wire.method, headers, body: wire.body });
+    const pending = [];
+    const ctx = Object.freeze({
+      waitUntil(promise) {
+        pending.push(Promise.resolve(promise).catch((err) => console.error('waitUntil promise rejected:', err)));
+      },
+      passThroughOnException() {},
+    });
+    const response = await handlers.fetch.call(handlers, request, env, ctx);
+    if (!(response instanceof Response)) {
+      throw new TypeError(`the fetch handler must return a Response, it returned ${inspect(response, 1, [])}`);
+    }
+    return {
+      status: response.status,
+      statusText: response.statusText,
+      headers: [...response.headers],
+      body: response._peekBytes(),
+    };
+  });
+})();

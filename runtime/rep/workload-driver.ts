@@ -1,0 +1,44 @@
+import type { AppKind, EnvVars, Limits } from '../../scheduler/model/index.js';
+
+/** An HTTP request as it crosses into a workload: copied, never shared. */
+export interface WireRequest {
+  method: string;
+  url: string;
+  headers: [string, string][];
+  body: Uint8Array | null;
+}
+
+export interface WireResponse {
+  status: number;
+  statusText: string;
+  headers: [string, string][];
+  body: Uint8Array | null;
+}
+
+/** Everything a driver needs to start one instance. */
+export interface InstanceSpec {
+  instanceId: string;
+  appId: string;
+  appName: string;
+  revisionId: string;
+  index: number;
+  /** Isolate apps: the bundle's ES module source. */
+  code: string | null;
+  env: EnvVars;
+  limits: Limits;
+}
+
+/**
+ * The port between a Rep and whatever runs instances on its cell. `start` resolves once the instance
+ * can serve (the Rep then reports it RUNNING) and rejects with the reason it could not start. An
+ * instance that dies later is reported through `onExit`.
+ */
+export interface WorkloadDriver {
+  readonly kind: AppKind;
+  start(spec: InstanceSpec): Promise<void>;
+  stop(instanceId: string): Promise<void>;
+  running(): string[];
+  onExit(listener: (instanceId: string, reason: string) => void): () => void;
+  /** Serves one HTTP request on an instance this driver runs. */
+  fetch(instanceId: string, request: WireRequest): Promise<WireResponse>;
+}
