@@ -1,0 +1,1 @@
+export { LogBuffer, type LogEntry, type LogSource, type LogBufferOptions } from './log-buffer.js';

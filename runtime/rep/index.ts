@@ -1,0 +1,2 @@
+export { Rep, type RepOptions } from './rep.js';
+export type { WorkloadDriver, InstanceSpec, WireRequest, WireResponse } from './workload-driver.js';

@@ -1,0 +1,1 @@
+export { chooseCell, type PlacementCandidate, type PlacementRequest } from './least-loaded.js';

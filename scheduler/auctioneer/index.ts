@@ -1,0 +1,1 @@
+export type { RepClient, CellState, Work, WorkResult } from './rep-client.js';
