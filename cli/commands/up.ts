@@ -1,0 +1,48 @@
+import { relative } from 'node:path';
+import { startPlatform } from '../platform.js';
+import { DEFAULT_API_PORT, DEFAULT_REGISTRY_PORT, DEFAULT_ROUTER_PORT, dataDir } from '../config.js';
+import { say } from '../output.js';
+
+export interface UpOptions {
+  data?: string;
+  apiPort?: number;
+  routerPort?: number;
+  registryPort?: number;
+  host?: string;
+  quiet?: boolean;
+}
+
+/** Runs the whole platform in this process until SIGINT/SIGTERM. */
+export async function up(opts: UpOptions): Promise<void> {
+  const dir = dataDir(opts.data);
+  const platform = await startPlatform({
+    dataDir: dir,
+    apiPort: opts.apiPort ?? DEFAULT_API_PORT,
+    routerPort: opts.routerPort ?? DEFAULT_ROUTER_PORT,
+    registryPort: opts.registryPort ?? DEFAULT_REGISTRY_PORT,
+    host: opts.host,
+    onEvent: opts.quiet ? undefined : (line) => say(`${new Date().toISOString()}  ${line}`),
+  });
+  const shownToken = relative(process.cwd(), platform.adminTokenPath).startsWith('..') ? platform.adminTokenPath : relative(process.cwd(), platform.adminTokenPath);
+  say(`Grove is up (cell ${platform.cellId}).`);
+  say(`  API:          ${platform.apiUrl}`);
+  say(`  Router:       ${platform.routerUrl}`);
+  say(`  Data:         ${platform.dataDir}`);
+  say(`  Admin token:  ${shownToken}`);
+  say(`Next, in another terminal: grove login --api ${platform.apiUrl} --token-file ${shownToken}`);
+
+  await new Promise<void>((resolveStop) => {
+    let stopping = false;
+    const stop = (signal: NodeJS.Signals) => {
+      if (stopping) return;
+      stopping = true;
+      say(`\n${signal}: stopping…`);
+      platform.stop().then(resolveStop, (err: unknown) => {
+        process.stderr.write(`error while stopping: ${(err as Error).message}\n`);
+        resolveStop();
+      });
+    };
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+}

@@ -1,0 +1,207 @@
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { GroveError } from '../scheduler/model/index.js';
+import { ApiClient } from './client.js';
+import { resolveConfig } from './config.js';
+import { CliError } from './errors.js';
+import { deleteApp, listApps, listRevisions, rollbackApp, scaleApp, showApp } from './commands/apps.js';
+import { deploy } from './commands/deploy.js';
+import { events, logs } from './commands/events.js';
+import { login } from './commands/login.js';
+import { listRoutes, mapRoute, unmapRoute } from './commands/routes.js';
+import { createSpace, createToken, deleteSpace, listSpaces, listTokens, revokeToken } from './commands/spaces.js';
+import { up } from './commands/up.js';
+
+function int(min: number, max: number) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`expected a whole number from ${min} to ${max}`);
+    return n;
+  };
+}
+
+const port = int(0, 65_535);
+const collect = (value: string, previous: string[]) => [...previous, value];
+
+async function client(): Promise<ApiClient> {
+  const config = await resolveConfig();
+  return new ApiClient(config.api, config.token);
+}
+
+export function buildProgram(): Command {
+  const program = new Command('grove')
+    .description('Grove: Workers-format functions in V8 isolates and OCI containers on one self-hosted fleet.')
+    .version('0.1.0')
+    .showHelpAfterError('(run with --help for usage)');
+
+  program
+    .command('up')
+    .description('run the whole platform in this process (API, router, one cell) on embedded defaults')
+    .option('--data <dir>', 'data directory (default: $GROVE_HOME or ./.grove)')
+    .option('--api-port <n>', 'control API port (default 7070)', port)
+    .option('--router-port <n>', 'HTTP router port (default 7080)', port)
+    .option('--registry-port <n>', 'registry proxy port (default 7090; used once the registry lands)', port)
+    .option('--host <addr>', 'address to listen on (default 127.0.0.1)')
+    .option('--quiet', 'do not print platform events')
+    .action(async (o) => up(o));
+
+  program
+    .command('login')
+    .description('save the API URL and a token for later commands')
+    .option('--api <url>', 'API URL (default http://127.0.0.1:7070)')
+    .option('--token <token>', 'a token (default: the admin token of the local data dir)')
+    .option('--token-file <path>', 'read the token from a file, e.g. .grove/admin-token')
+    .action(async (o) => login(o));
+
+  program
+    .command('apps')
+    .description('list the apps of your space')
+    .option('--json', 'print JSON')
+    .action(async (o) => listApps(await client(), o));
+
+  program
+    .command('app')
+    .description('show one app: revision, instances (state, cell, uptime, crashes) and routes')
+    .argument('<name>')
+    .option('--json', 'print JSON')
+    .action(async (name, o) => showApp(await client(), name, o));
+
+  program
+    .command('deploy')
+    .description('bundle a Workers module (JS/TS) and deploy it as a new revision; creates the app if new')
+    .argument('<name>', 'app name')
+    .argument('<entry>', 'entry module, e.g. ./worker.js')
+    .option('-e, --env <KEY=VALUE>', 'environment variable (repeatable; replaces the previous revision\'s env)', collect, [])
+    .option('-i, --instances <n>', 'instances when the app is created (default 1)', int(0, 1000))
+    .option('-m, --memory <mb>', 'memory limit per isolate in MB (default 128)', int(8, 4096))
+    .option('--cpu-ms <ms>', 'CPU time limit per request in ms (default 50)', int(1, 300_000))
+    .option('--no-wait', 'return without waiting for the instances to run')
+    .option('--json', 'print the app as JSON')
+    .action(async (name, entry, o) => deploy(await client(), name, entry, o));
+
+  program
+    .command('scale')
+    .description('set the number of instances')
+    .argument('<name>')
+    .requiredOption('-i, --instances <n>', 'instances', int(0, 1000))
+    .option('--no-wait', 'return without waiting')
+    .option('--json', 'print the app as JSON')
+    .action(async (name, o) => scaleApp(await client(), name, o));
+
+  program
+    .command('map-route')
+    .description('send requests for HOST[/PATH] to the app')
+    .argument('<name>')
+    .argument('<route>', 'HOST[/PATH], e.g. hello.localhost or shop.example/api')
+    .action(async (name, route) => mapRoute(await client(), name, route));
+
+  program
+    .command('unmap-route')
+    .description('stop sending HOST[/PATH] to the app')
+    .argument('<name>')
+    .argument('<route>')
+    .action(async (name, route) => unmapRoute(await client(), name, route));
+
+  program
+    .command('routes')
+    .description('list the routes of your space')
+    .option('--json', 'print JSON')
+    .action(async (o) => listRoutes(await client(), o));
+
+  program
+    .command('revisions')
+    .description('list an app\'s revisions')
+    .argument('<name>')
+    .option('--json', 'print JSON')
+    .action(async (name, o) => listRevisions(await client(), name, o));
+
+  program
+    .command('rollback')
+    .description('run an earlier revision again (default: the one before the current)')
+    .argument('<name>')
+    .argument('[revision]', 'revision number, e.g. 3 or r3')
+    .option('--no-wait', 'return without waiting')
+    .action(async (name, revision: string | undefined, o) => {
+      const n = revision === undefined ? undefined : Number(revision.replace(/^r/i, ''));
+      if (n !== undefined && (!Number.isInteger(n) || n < 1)) throw new CliError(`"${revision}" is not a revision number`, 'BAD_ARGUMENT');
+      await rollbackApp(await client(), name, n, o);
+    });
+
+  program
+    .command('delete')
+    .description('delete an app with its revisions, routes and triggers')
+    .argument('<name>')
+    .action(async (name) => deleteApp(await client(), name));
+
+  program
+    .command('events')
+    .description('follow the platform events of your space (Ctrl-C to stop)')
+    .option('--recent', 'print recent events and exit')
+    .option('--since <seq>', 'start after this event sequence number', int(0, Number.MAX_SAFE_INTEGER))
+    .option('--limit <n>', 'with --recent: how many (default 50)', int(1, 1000))
+    .option('--json', 'print JSON (NDJSON when following)')
+    .action(async (o) => events(await client(), o));
+
+  program
+    .command('logs')
+    .description('print an app\'s recent log lines (console output, router access lines)')
+    .argument('<name>')
+    .option('--limit <n>', 'how many lines (default 100)', int(1, 1000))
+    .option('--json', 'print NDJSON')
+    .action(async (name, o) => logs(await client(), name, o));
+
+  program
+    .command('spaces')
+    .description('list spaces')
+    .option('--json', 'print JSON')
+    .action(async (o) => listSpaces(await client(), o));
+  program
+    .command('create-space')
+    .description('create a space (admin)')
+    .argument('<name>')
+    .action(async (name) => createSpace(await client(), name));
+  program
+    .command('delete-space')
+    .description('delete an empty space (admin)')
+    .argument('<name>')
+    .action(async (name) => deleteSpace(await client(), name));
+  program
+    .command('tokens')
+    .description('list tokens (admin)')
+    .option('--space <name>')
+    .option('--json', 'print JSON')
+    .action(async (o) => listTokens(await client(), o));
+  program
+    .command('create-token')
+    .description('create a token and print its secret once (admin)')
+    .argument('<name>', 'a label, e.g. ci')
+    .option('--space <name>', 'the space it acts in (default: yours)')
+    .addOption(new Option('--role <role>', 'developer or admin').choices(['developer', 'admin']))
+    .option('--json', 'print JSON')
+    .action(async (name, o) => createToken(await client(), name, o));
+  program
+    .command('revoke-token')
+    .description('revoke a token (admin)')
+    .argument('<id>')
+    .action(async (id) => revokeToken(await client(), id));
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  program.exitOverride();
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code === 'commander.helpDisplayed' || code === 'commander.version') return 0;
+    if (typeof code === 'string' && code.startsWith('commander.')) return 2; // commander printed the message
+    if (err instanceof CliError || err instanceof GroveError) {
+      process.stderr.write(`error: ${err.message}${err.code && err.code !== 'CLI_ERROR' ? ` (${err.code})` : ''}\n`);
+      return err instanceof CliError ? err.exitCode : 1;
+    }
+    process.stderr.write(`error: ${(err as Error).stack ?? String(err)}\n`);
+    return 1;
+  }
+}

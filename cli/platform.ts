@@ -1,0 +1,190 @@
+import { randomBytes } from 'node:crypto';
+import { constants, promises as fs } from 'node:fs';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join, resolve } from 'node:path';
+import { createAdaptorServer } from '@hono/node-server';
+import { BlobStore } from '../registry/index.js';
+import { IsolateDriver } from '../runtime/drivers/isolate/isolate-driver.js';
+import { LogBuffer } from '../runtime/logs/index.js';
+import { Rep } from '../runtime/rep/index.js';
+import { RouteTable, createRouter } from '../runtime/router/index.js';
+import { createApi, hashTokenSecret, newTokenSecret } from '../scheduler/api/index.js';
+import { Converger } from '../scheduler/converger/index.js';
+import { GroveError } from '../scheduler/model/index.js';
+import { SqliteStore, type Store } from '../scheduler/store/index.js';
+
+export interface PlatformOptions {
+  dataDir: string;
+  apiPort: number;
+  routerPort: number;
+  /** Reserved for the registry proxy; accepted now so scripts need not change later. */
+  registryPort?: number;
+  /** Address to listen on; loopback unless the operator chooses otherwise. */
+  host?: string;
+  convergeIntervalMs?: number;
+  cellMemoryMb?: number;
+  warn?: (message: string) => void;
+  /** Called for every platform event (grove up prints them). */
+  onEvent?: (line: string) => void;
+}
+
+export interface Platform {
+  apiUrl: string;
+  routerUrl: string;
+  dataDir: string;
+  adminTokenPath: string;
+  cellId: string;
+  store: Store;
+  logs: LogBuffer;
+  stop(): Promise<void>;
+}
+
+/**
+ * The composition root of `grove up`: one process, embedded defaults. Everything here is wiring; the
+ * behaviour lives in the parts.
+ */
+export async function startPlatform(options: PlatformOptions): Promise<Platform> {
+  const dataDir = resolve(options.dataDir);
+  const host = options.host ?? '127.0.0.1';
+  const warn = options.warn ?? ((m: string) => process.stderr.write(`${m}\n`));
+  await fs.mkdir(dataDir, { recursive: true, mode: 0o700 });
+
+  const store = new SqliteStore(join(dataDir, 'grove.db'));
+  const cleanups: (() => Promise<void> | void)[] = [() => store.close()];
+  const stopAll = async () => {
+    for (const cleanup of cleanups.reverse()) await cleanup();
+  };
+  try {
+    const blobs = await BlobStore.open(join(dataDir, 'blobs'));
+    const adminTokenPath = await ensureAdminToken(store, dataDir);
+    const cellId = await readOrCreate(join(dataDir, 'cell-id'), () => `cell-${randomBytes(4).toString('hex')}`);
+    const logs = new LogBuffer();
+
+    const isolates = new IsolateDriver({ log: (l) => logs.append({ ...l, source: 'app' }) });
+    const rep = new Rep({
+      cellId,
+      zone: 'local',
+      store,
+      blobs,
+      drivers: [isolates],
+      capacity: { memoryMb: options.cellMemoryMb ?? 8192, diskMb: 65_536, instances: 1000 },
+      warn,
+    });
+    await rep.boot();
+    cleanups.push(() => rep.shutdown());
+
+    const converger = new Converger({ store, reps: () => new Map([[cellId, rep]]), intervalMs: options.convergeIntervalMs, warn });
+    cleanups.push(() => converger.stop());
+
+    // Subscribe before listing so no route change falls between the two.
+    const table = new RouteTable();
+    const unwatch = store.watch((e) => {
+      table.apply(e);
+      options.onEvent?.(describeEvent(e.type, e.data));
+    });
+    cleanups.push(unwatch);
+    for (const route of await store.listRoutes()) table.add(route);
+
+    const router = createRouter({ table, invoke: (appId, req) => rep.fetch(appId, req), logs });
+    const routerPort = await listen(router, options.routerPort, host, '--router-port');
+    cleanups.push(() => close(router));
+
+    const api = createApi({ store, blobs, logs, warn });
+    const apiServer = createAdaptorServer({ fetch: api.fetch }) as Server;
+    const apiPort = await listen(apiServer, options.apiPort, host, '--api-port');
+    cleanups.push(() => close(apiServer));
+
+    converger.start();
+    const shown = host.includes(':') ? `[${host}]` : host;
+    return {
+      apiUrl: `http://${shown}:${apiPort}`,
+      routerUrl: `http://${shown}:${routerPort}`,
+      dataDir,
+      adminTokenPath,
+      cellId,
+      store,
+      logs,
+      stop: stopAll,
+    };
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+}
+
+/**
+ * On first start: a `default` space and an admin token whose secret goes to DIR/admin-token (0600).
+ * Later starts keep the token as long as it is still valid in the Store.
+ */
+async function ensureAdminToken(store: Store, dataDir: string): Promise<string> {
+  const path = join(dataDir, 'admin-token');
+  try {
+    const secret = (await fs.readFile(path, 'utf8')).trim();
+    if (secret && (await store.findTokenByHash(hashTokenSecret(secret)))) return path;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  const space = (await store.getSpaceByName('default')) ?? (await store.createSpace({ name: 'default' }));
+  const secret = newTokenSecret();
+  await store.createToken({ spaceId: space.id, name: 'admin', role: 'admin', secretHash: hashTokenSecret(secret) });
+  await writeFileAtomic(path, `${secret}\n`, 0o600);
+  return path;
+}
+
+async function readOrCreate(path: string, make: () => string): Promise<string> {
+  try {
+    const value = (await fs.readFile(path, 'utf8')).trim();
+    if (value) return value;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  const value = make();
+  await writeFileAtomic(path, `${value}\n`, 0o644);
+  return value;
+}
+
+/** Write to a temporary file, fsync, rename: readers see the old file or the new one, never half. */
+export async function writeFileAtomic(path: string, content: string, mode: number): Promise<void> {
+  const tmp = `${path}.${randomBytes(4).toString('hex')}.tmp`;
+  const handle = await fs.open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, mode);
+  try {
+    await handle.writeFile(content);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  await fs.rename(tmp, path);
+}
+
+function listen(server: Server, port: number, host: string, flag: string): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const onError = (err: NodeJS.ErrnoException) => {
+      reject(
+        err.code === 'EADDRINUSE'
+          ? new GroveError('UNAVAILABLE', `port ${port} on ${host} is already in use: choose another with ${flag}`)
+          : err,
+      );
+    };
+    server.once('error', onError);
+    server.listen(port, host, () => {
+      server.off('error', onError);
+      resolvePort((server.address() as AddressInfo).port);
+    });
+  });
+}
+
+function close(server: Server): Promise<void> {
+  return new Promise((done) => {
+    server.close(() => done());
+    server.closeAllConnections();
+  });
+}
+
+function describeEvent(type: string, data: Record<string, unknown>): string {
+  const parts = [type];
+  for (const key of ['app', 'revision', 'from', 'to', 'index', 'host', 'path', 'reason']) {
+    if (data[key] !== undefined && data[key] !== null) parts.push(`${key}=${String(data[key])}`);
+  }
+  return parts.join(' ');
+}

@@ -1,0 +1,2 @@
+export { RouteTable, normalizeHost, type RouteMatch } from './route-table.js';
+export { createRouter, type RouterOptions } from './router.js';

@@ -1,0 +1,37 @@
+import { Hono } from 'hono';
+import { HTTPException } from 'hono/http-exception';
+import { GroveError, toGroveError } from '../model/index.js';
+import { appRoutes } from './app-routes.js';
+import { type ApiEnv, requireToken } from './auth.js';
+import type { ApiDeps } from './deps.js';
+import { eventRoutes } from './event-routes.js';
+import { routingRoutes } from './routing-routes.js';
+import { spaceRoutes } from './space-routes.js';
+
+/**
+ * The control API. Every route under /v1 except /v1/info needs a bearer token, and acts inside the
+ * token's space only: another space's apps, routes, tasks and events simply do not exist for it.
+ */
+export function createApi(deps: ApiDeps, options: { keepAliveMs?: number } = {}): Hono<ApiEnv> {
+  const app = new Hono<ApiEnv>();
+
+  app.onError((err, c) => {
+    const e = err instanceof HTTPException ? new GroveError(err.status === 401 ? 'UNAUTHORIZED' : 'BAD_REQUEST', err.message) : toGroveError(err);
+    if (e.code === 'INTERNAL') deps.warn?.(`api: ${c.req.method} ${c.req.path}: ${(err as Error).stack ?? String(err)}`);
+    if (e.code === 'UNAUTHORIZED') c.header('WWW-Authenticate', 'Bearer realm="grove"');
+    return c.json(e.toJSON(), e.status as 400);
+  });
+  app.notFound((c) => c.json(new GroveError('NOT_FOUND', `no such endpoint: ${c.req.method} ${c.req.path}`).toJSON(), 404));
+
+  app.get('/healthz', (c) => c.json({ ok: true }));
+  app.get('/v1/info', (c) => c.json({ name: 'grove', version: deps.version ?? '0.1.0', api: 'v1' }));
+
+  const v1 = new Hono<ApiEnv>();
+  v1.use('*', requireToken(deps.store));
+  v1.route('/', spaceRoutes(deps));
+  v1.route('/', appRoutes(deps));
+  v1.route('/', routingRoutes(deps));
+  v1.route('/', eventRoutes(deps, options));
+  app.route('/v1', v1);
+  return app;
+}

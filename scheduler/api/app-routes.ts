@@ -1,0 +1,238 @@
+import { Hono } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { z } from 'zod';
+import {
+  type App,
+  DEFAULT_LIMITS,
+  Digest,
+  EnvVars,
+  GroveError,
+  Limits,
+  Name,
+  AppKind,
+} from '../model/index.js';
+import type { Store } from '../store/index.js';
+import type { ApiEnv } from './auth.js';
+import type { ApiDeps } from './deps.js';
+import { intQuery, jsonBody, nameParam } from './http.js';
+
+const CreateAppBody = z.object({ name: Name, kind: AppKind.default('isolate') }).strict();
+
+const DeployBody = z
+  .object({
+    bundle: Digest,
+    env: EnvVars.optional(),
+    limits: Limits.partial().strict().optional(),
+    create: z.boolean().default(false),
+    instances: z.number().int().min(0).max(1000).optional(),
+  })
+  .strict();
+
+const ScaleBody = z
+  .object({
+    instances: z.number().int().min(0).max(1000),
+    version: z.number().int().positive().optional(),
+  })
+  .strict();
+
+const RollbackBody = z.object({ revision: z.number().int().positive().optional() }).strict();
+
+const JS_TYPES = /^(?:application|text)\/(?:javascript|ecmascript)(?:\s*;.*)?$|^application\/octet-stream$/i;
+
+export async function findApp(store: Store, spaceId: string, name: string): Promise<App> {
+  const app = await store.getApp(spaceId, name);
+  if (!app) throw new GroveError('APP_NOT_FOUND', `app "${name}" does not exist in this space`);
+  return app;
+}
+
+/** Everything `grove app NAME` shows, in one document. */
+export async function appDetail(store: Store, app: App, now: number) {
+  const [desired, revisions, actual, routes] = await Promise.all([
+    store.getDesired(app.id),
+    store.listRevisions(app.id),
+    store.listActual({ appId: app.id }),
+    store.listRoutes({ appId: app.id }),
+  ]);
+  const numberOf = new Map(revisions.map((r) => [r.id, r.number]));
+  const current = revisions.find((r) => r.id === desired?.revisionId) ?? null;
+  return {
+    id: app.id,
+    name: app.name,
+    kind: app.kind,
+    createdAt: app.createdAt,
+    revision: current && {
+      number: current.number,
+      id: current.id,
+      bundleDigest: current.bundleDigest,
+      image: current.image,
+      imageDigest: current.imageDigest,
+      envKeys: Object.keys(current.env).sort(),
+      limits: current.limits,
+      createdAt: current.createdAt,
+    },
+    desired: desired ? { instances: desired.instances, version: desired.version } : null,
+    running: actual.filter((a) => a.state === 'RUNNING' && a.revisionId === desired?.revisionId).length,
+    instances: actual.map((a) => ({
+      instanceId: a.instanceId,
+      index: a.index,
+      revision: numberOf.get(a.revisionId) ?? null,
+      state: a.state,
+      cellId: a.cellId,
+      since: a.since,
+      uptimeMs: a.state === 'RUNNING' ? Math.max(0, now - a.since) : null,
+      crashCount: a.crashCount,
+      crashReason: a.crashReason,
+      placementError: a.placementError,
+    })),
+    routes: routes.map((r) => ({ host: r.host, path: r.path, url: `${r.host}${r.path === '/' ? '' : r.path}` })),
+  };
+}
+
+export function appRoutes(deps: ApiDeps): Hono<ApiEnv> {
+  const { store, blobs } = deps;
+  const now = deps.now ?? Date.now;
+  const jsonLimit = bodyLimit({
+    maxSize: deps.limits?.jsonBytes ?? 64 * 1024,
+    onError: () => {
+      throw new GroveError('PAYLOAD_TOO_LARGE', `request bodies are limited to ${deps.limits?.jsonBytes ?? 64 * 1024} bytes`);
+    },
+  });
+  const bundleBytes = deps.limits?.bundleBytes ?? 10 * 1024 * 1024;
+  const api = new Hono<ApiEnv>();
+
+  api.get('/apps', async (c) => {
+    const { space } = c.get('auth');
+    const apps = await store.listApps(space.id);
+    return c.json({ apps: await Promise.all(apps.map((a) => appDetail(store, a, now()))) });
+  });
+
+  api.post('/apps', jsonLimit, async (c) => {
+    const { space } = c.get('auth');
+    const body = await jsonBody(c, CreateAppBody);
+    const app = await store.createApp({ spaceId: space.id, name: body.name, kind: body.kind });
+    return c.json({ app: await appDetail(store, app, now()) }, 201);
+  });
+
+  api.get('/apps/:name', async (c) => {
+    const app = await findApp(store, c.get('auth').space.id, nameParam(c));
+    return c.json({ app: await appDetail(store, app, now()) });
+  });
+
+  api.delete('/apps/:name', async (c) => {
+    const app = await findApp(store, c.get('auth').space.id, nameParam(c));
+    await store.deleteApp(app.id);
+    return c.json({ deleted: { name: app.name, id: app.id } });
+  });
+
+  api.put(
+    '/bundles',
+    bodyLimit({
+      maxSize: bundleBytes,
+      onError: () => {
+        throw new GroveError('PAYLOAD_TOO_LARGE', `bundles are limited to ${bundleBytes} bytes`);
+      },
+    }),
+    async (c) => {
+      const { space } = c.get('auth');
+      const type = c.req.header('content-type') ?? '';
+      if (!JS_TYPES.test(type)) {
+        throw new GroveError('UNSUPPORTED_MEDIA_TYPE', `upload the bundle as application/javascript (got ${type || 'no content type'})`);
+      }
+      const bytes = new Uint8Array(await c.req.arrayBuffer());
+      if (bytes.byteLength === 0) throw new GroveError('BAD_REQUEST', 'the bundle is empty');
+      try {
+        new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+      } catch {
+        throw new GroveError('BAD_REQUEST', 'the bundle is not valid UTF-8 text');
+      }
+      const { digest, size } = await blobs.put(bytes);
+      await store.recordBundle({ spaceId: space.id, digest, size });
+      return c.json({ digest, size }, 201);
+    },
+  );
+
+  api.post('/apps/:name/revisions', jsonLimit, async (c) => {
+    const { space } = c.get('auth');
+    const name = nameParam(c);
+    const body = await jsonBody(c, DeployBody);
+    if (!(await store.hasBundle(space.id, body.bundle)) || !(await blobs.has(body.bundle))) {
+      throw new GroveError('BUNDLE_NOT_FOUND', `bundle ${body.bundle} was not uploaded to this space: PUT /v1/bundles first`);
+    }
+    // Like `cf push`, a deploy keeps the env and limits of the previous revision unless it names new ones.
+    const existing = await store.getApp(space.id, name);
+    let previous: { env: Record<string, string>; limits: Limits } = { env: {}, limits: DEFAULT_LIMITS };
+    if (existing) {
+      const desired = await store.getDesired(existing.id);
+      const rev = desired && (await store.getRevision(desired.revisionId));
+      if (rev) previous = rev;
+    }
+    const result = await store.deploy({
+      spaceId: space.id,
+      appName: name,
+      kind: 'isolate',
+      bundleDigest: body.bundle,
+      image: null,
+      imageDigest: null,
+      env: body.env ?? previous.env,
+      limits: { ...previous.limits, ...body.limits },
+      createIfMissing: body.create,
+      defaultInstances: body.instances ?? 1,
+    });
+    return c.json(
+      {
+        created: result.created,
+        revision: { number: result.revision.number, id: result.revision.id, bundleDigest: result.revision.bundleDigest },
+        app: await appDetail(store, result.app, now()),
+      },
+      201,
+    );
+  });
+
+  api.get('/apps/:name/revisions', async (c) => {
+    const app = await findApp(store, c.get('auth').space.id, nameParam(c));
+    const [revisions, desired] = await Promise.all([store.listRevisions(app.id), store.getDesired(app.id)]);
+    return c.json({
+      revisions: revisions.map((r) => ({
+        number: r.number,
+        id: r.id,
+        bundleDigest: r.bundleDigest,
+        image: r.image,
+        imageDigest: r.imageDigest,
+        envKeys: Object.keys(r.env).sort(),
+        limits: r.limits,
+        createdAt: r.createdAt,
+        current: r.id === desired?.revisionId,
+      })),
+    });
+  });
+
+  api.post('/apps/:name/rollback', jsonLimit, async (c) => {
+    const app = await findApp(store, c.get('auth').space.id, nameParam(c));
+    const body = await jsonBody(c, RollbackBody);
+    let target = body.revision;
+    if (target === undefined) {
+      const [revisions, desired] = await Promise.all([store.listRevisions(app.id), store.getDesired(app.id)]);
+      const current = revisions.find((r) => r.id === desired?.revisionId);
+      const earlier = revisions.filter((r) => current && r.number < current.number).pop();
+      if (!earlier) throw new GroveError('REVISION_NOT_FOUND', `app "${app.name}" has no revision before the current one`);
+      target = earlier.number;
+    }
+    await store.rollback(app.id, target);
+    return c.json({ app: await appDetail(store, app, now()) });
+  });
+
+  api.post('/apps/:name/scale', jsonLimit, async (c) => {
+    const app = await findApp(store, c.get('auth').space.id, nameParam(c));
+    const body = await jsonBody(c, ScaleBody);
+    const desired = await store.scale(app.id, body.instances, body.version);
+    return c.json({ desired: { instances: desired.instances, version: desired.version }, app: await appDetail(store, app, now()) });
+  });
+
+  api.get('/apps/:name/logs', async (c) => {
+    const app = await findApp(store, c.get('auth').space.id, nameParam(c));
+    const limit = intQuery(c, 'limit', 100, 1, 1000);
+    return c.json({ logs: deps.logs?.recent(app.id, limit) ?? [] });
+  });
+
+  return api;
+}

@@ -1,0 +1,40 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { createMiddleware } from 'hono/factory';
+import { GroveError, type Space, type Token } from '../model/index.js';
+import type { Store } from '../store/index.js';
+
+export interface AuthContext {
+  token: Token;
+  space: Space;
+}
+
+export type ApiEnv = { Variables: { auth: AuthContext } };
+
+/** A new token secret: `grove_` and 256 random bits. Only its hash is ever stored. */
+export function newTokenSecret(): string {
+  return `grove_${randomBytes(32).toString('base64url')}`;
+}
+
+export function hashTokenSecret(secret: string): string {
+  return createHash('sha256').update(secret).digest('hex');
+}
+
+/** Resolves `Authorization: Bearer <token>` to the token and its space, or fails with 401. */
+export function requireToken(store: Store) {
+  return createMiddleware<ApiEnv>(async (c, next) => {
+    const header = c.req.header('authorization');
+    if (!header) throw new GroveError('UNAUTHORIZED', 'missing token: send "Authorization: Bearer <token>" (grove login, or GROVE_TOKEN)');
+    const m = /^Bearer[ \t]+([A-Za-z0-9_\-.~+/]+=*)$/i.exec(header.trim());
+    if (!m) throw new GroveError('UNAUTHORIZED', 'the Authorization header must be "Bearer <token>"');
+    const token = await store.findTokenByHash(hashTokenSecret(m[1]!));
+    if (!token) throw new GroveError('UNAUTHORIZED', 'the token is unknown or revoked');
+    const space = await store.getSpace(token.spaceId);
+    if (!space) throw new GroveError('UNAUTHORIZED', 'the token belongs to a space that no longer exists');
+    c.set('auth', { token, space });
+    await next();
+  });
+}
+
+export function requireAdmin(auth: AuthContext): void {
+  if (auth.token.role !== 'admin') throw new GroveError('FORBIDDEN', 'only an admin token may manage spaces and tokens');
+}

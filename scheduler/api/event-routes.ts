@@ -1,0 +1,88 @@
+import { Hono } from 'hono';
+import { streamSSE } from 'hono/streaming';
+import type { PlatformEvent } from '../model/index.js';
+import type { ApiEnv } from './auth.js';
+import type { ApiDeps } from './deps.js';
+import { GroveError } from '../model/index.js';
+import { intQuery } from './http.js';
+
+const MAX_QUEUED = 10_000;
+
+/** The platform event feed of the token's space: a JSON page, or a live Server-Sent Events stream. */
+export function eventRoutes(deps: ApiDeps, options: { keepAliveMs?: number } = {}): Hono<ApiEnv> {
+  const { store } = deps;
+  const keepAliveMs = options.keepAliveMs ?? 15_000;
+  const api = new Hono<ApiEnv>();
+
+  api.get('/events', async (c) => {
+    const { space } = c.get('auth');
+    const since = intQuery(c, 'since', 0, 0, Number.MAX_SAFE_INTEGER);
+    const limit = intQuery(c, 'limit', 100, 1, 1000);
+    let events: PlatformEvent[];
+    if (c.req.query('since') === undefined) {
+      // Without `since`, the most recent `limit` events (like `tail`).
+      const all = await store.eventsSince(0, { spaceId: space.id, limit: 10_000 });
+      events = all.slice(-limit);
+    } else {
+      events = await store.eventsSince(since, { spaceId: space.id, limit });
+    }
+    return c.json({ events, lastSeq: events.length ? events[events.length - 1]!.seq : since });
+  });
+
+  api.get('/events/stream', async (c) => {
+    const { space } = c.get('auth');
+    const lastEventId = c.req.header('last-event-id');
+    let since: number;
+    if (lastEventId !== undefined) {
+      since = Number(lastEventId);
+      if (!Number.isInteger(since) || since < 0) throw new GroveError('VALIDATION_FAILED', 'Last-Event-ID must be an event sequence number');
+    } else {
+      since = c.req.query('since') === undefined ? await store.lastSeq() : intQuery(c, 'since', 0, 0, Number.MAX_SAFE_INTEGER);
+    }
+    return streamSSE(c, async (stream) => {
+      const queue: PlatformEvent[] = [];
+      let wake: (() => void) | null = null;
+      let closed = false;
+      // Subscribe before reading the backlog so nothing committed in between is missed; the seq
+      // check below drops what both paths deliver.
+      const unwatch = store.watch((event) => {
+        if (event.spaceId !== space.id) return;
+        if (queue.length >= MAX_QUEUED) {
+          closed = true; // a consumer this far behind reconnects with Last-Event-ID instead
+        } else queue.push(event);
+        wake?.();
+      });
+      stream.onAbort(() => {
+        closed = true;
+        wake?.();
+      });
+      try {
+        let last = since;
+        const send = async (e: PlatformEvent) => {
+          if (e.seq <= last) return;
+          last = e.seq;
+          await stream.writeSSE({ id: String(e.seq), event: e.type, data: JSON.stringify(e) });
+        };
+        for (const e of await store.eventsSince(since, { spaceId: space.id, limit: 10_000 })) await send(e);
+        await stream.write(': ready\n\n');
+        while (!closed) {
+          while (queue.length > 0 && !closed) await send(queue.shift()!);
+          if (closed) break;
+          const timedOut = await new Promise<boolean>((resolve) => {
+            const t = setTimeout(() => resolve(true), keepAliveMs);
+            wake = () => {
+              clearTimeout(t);
+              resolve(false);
+            };
+          });
+          wake = null;
+          if (timedOut && !closed) await stream.write(': keep-alive\n\n');
+        }
+      } finally {
+        unwatch();
+      }
+    });
+  });
+
+  return api;
+}
