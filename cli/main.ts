@@ -31,7 +31,9 @@ export function buildProgram(): Command {
   const program = new Command('grove')
     .description('Grove: Workers-format functions in V8 isolates and OCI containers on one self-hosted fleet.')
     .version('0.1.0')
-    .showHelpAfterError('(run with --help for usage)');
+    .showHelpAfterError('(run with --help for usage)')
+    // Before any subcommand is added: subcommands copy this setting when they are created.
+    .exitOverride();
 
   program
     .command('up')
@@ -189,14 +191,14 @@ export function buildProgram(): Command {
 
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
-  program.exitOverride();
   try {
     await program.parseAsync(argv);
     return 0;
   } catch (err) {
     const code = (err as { code?: string }).code;
     if (code === 'commander.helpDisplayed' || code === 'commander.version') return 0;
-    if (typeof code === 'string' && code.startsWith('commander.')) return 2; // commander printed the message
+    // Usage errors: commander has printed the message already; 2 is the conventional exit code.
+    if (typeof code === 'string' && code.startsWith('commander.')) return 2;
     if (err instanceof CliError || err instanceof GroveError) {
       process.stderr.write(`error: ${err.message}${err.code && err.code !== 'CLI_ERROR' ? ` (${err.code})` : ''}\n`);
       return err instanceof CliError ? err.exitCode : 1;

@@ -15,6 +15,8 @@ export interface RepOptions {
   capacity: CellCapacity;
   heartbeatMs?: number;
   presenceTtlMs?: number;
+  /** How long a stopping instance may finish the requests it is serving (default 10 s). */
+  drainMs?: number;
   /** Where the rep reports problems that belong to no request (e.g. a failed heartbeat). */
   warn?: (message: string) => void;
 }
@@ -24,6 +26,9 @@ interface LocalInstance {
   kind: AppKind;
   memoryMb: number;
   ready: boolean;
+  /** Requests being served right now; a stop waits for them. */
+  inflight: number;
+  drained?: () => void;
 }
 
 /**
@@ -129,7 +134,7 @@ export class Rep implements RepClient {
     }
     const revision = await store.getRevision(lrp.revisionId);
     const app = await store.getAppById(lrp.appId);
-    const local: LocalInstance = { actual: claimed, kind: desired.kind, memoryMb: revision?.limits.memoryMb ?? 0, ready: false };
+    const local: LocalInstance = { actual: claimed, kind: desired.kind, memoryMb: revision?.limits.memoryMb ?? 0, ready: false, inflight: 0 };
     this.instances.set(lrp.instanceId, local);
     try {
       if (!revision || !app) throw new GroveError('REVISION_NOT_FOUND', `revision ${lrp.revisionId} no longer exists`);
@@ -160,10 +165,26 @@ export class Rep implements RepClient {
     return true;
   }
 
+  /**
+   * Takes the instance out of routing at once, lets the requests it is serving finish (up to
+   * `drainMs`), then stops it: a rollout or scale-down never cuts a request off.
+   */
   private async stopInstance(instanceId: string, reason: string): Promise<void> {
     const local = this.instances.get(instanceId);
     this.instances.delete(instanceId);
-    if (local) await this.byKind.get(local.kind)?.stop(instanceId);
+    if (local) {
+      local.ready = false;
+      if (local.inflight > 0) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, this.options.drainMs ?? 10_000);
+          local.drained = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+      }
+      await this.byKind.get(local.kind)?.stop(instanceId);
+    }
     await this.options.store.removeActual(instanceId, reason);
   }
 
@@ -179,7 +200,12 @@ export class Rep implements RepClient {
     const n = (this.cursor.get(appId) ?? 0) % ready.length;
     this.cursor.set(appId, n + 1);
     const chosen = ready[n]!;
-    return this.byKind.get(chosen.kind)!.fetch(chosen.actual.instanceId, request);
+    chosen.inflight++;
+    try {
+      return await this.byKind.get(chosen.kind)!.fetch(chosen.actual.instanceId, request);
+    } finally {
+      if (--chosen.inflight === 0) chosen.drained?.();
+    }
   }
 
   /** Stops every instance and removes them from the Store (a clean shutdown of the cell). */

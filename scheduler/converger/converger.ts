@@ -13,8 +13,20 @@ export interface ConvergerOptions {
   warn?: (message: string) => void;
 }
 
-/** Event types after which the desired/actual picture may have changed. */
-const RELEVANT = new Set(['revision.deployed', 'app.scaled', 'app.deleted', 'instance.crashed', 'instance.stopped', 'cell.joined', 'cell.lost']);
+/**
+ * Event types after which the desired/actual picture may have changed. `instance.started` matters too:
+ * a rollout stops the old revision only once the new one runs.
+ */
+const RELEVANT = new Set([
+  'revision.deployed',
+  'app.scaled',
+  'app.deleted',
+  'instance.started',
+  'instance.crashed',
+  'instance.stopped',
+  'cell.joined',
+  'cell.lost',
+]);
 
 /**
  * A thin executor around `planConvergence`: on a timer and right after relevant changes it takes a
