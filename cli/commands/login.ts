@@ -16,13 +16,13 @@ export interface LoginOptions {
  * token of a local `grove up` (the data dir's admin-token), which is what a first-time user wants.
  */
 export async function login(opts: LoginOptions): Promise<void> {
-  const api = (opts.api ?? process.env.GROVE_API ?? DEFAULT_API).replace(/\/+$/, '');
+  const api = (opts.api || process.env.GROVE_API || DEFAULT_API).replace(/\/+$/, '');
   try {
     new URL(api);
   } catch {
     throw new CliError(`--api must be a URL such as ${DEFAULT_API}, got "${api}"`, 'BAD_FLAG');
   }
-  let token = opts.token ?? process.env.GROVE_TOKEN;
+  let token = opts.token || process.env.GROVE_TOKEN;
   let source = 'the given token';
   if (!token) {
     const file = opts.tokenFile ?? join(dataDir(undefined), 'admin-token');
