@@ -171,6 +171,13 @@ describe('control API', () => {
       ]);
       expect(revs[1].envKeys).toEqual(['GREETING']);
       expect(revs[1].limits.memoryMb).toBe(64);
+      // Changing one limit keeps the others as they were.
+      await h.deploy(dev, 'web', 'export default { fetch() { return new Response("v3") } }', { limits: { cpuMs: 10 } });
+      const third = (await h.call(dev, 'GET', '/v1/apps/web/revisions')).json.revisions[2];
+      expect(third.limits).toEqual({ memoryMb: 64, cpuMs: 10, wallMs: 30_000 });
+      const bad = await h.deploy(dev, 'web', undefined, { limits: { memoryMb: 4 } });
+      expect(bad.status).toBe(400);
+      expect(bad.json.error.message).toContain('limits.memoryMb');
     });
 
     it('refuses a deploy without create for a new app, of a bundle the space never uploaded, or with bad env', async () => {

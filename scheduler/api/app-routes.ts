@@ -7,7 +7,8 @@ import {
   Digest,
   EnvVars,
   GroveError,
-  Limits,
+  type Limits,
+  LimitsPatch,
   Name,
   AppKind,
 } from '../model/index.js';
@@ -22,7 +23,7 @@ const DeployBody = z
   .object({
     bundle: Digest,
     env: EnvVars.optional(),
-    limits: Limits.partial().strict().optional(),
+    limits: LimitsPatch.optional(),
     create: z.boolean().default(false),
     instances: z.number().int().min(0).max(1000).optional(),
   })

@@ -43,16 +43,29 @@ export const EnvVars = z
   .refine((env) => Object.keys(env).length <= 128, 'at most 128 environment variables');
 export type EnvVars = z.infer<typeof EnvVars>;
 
+const LIMIT_FIELDS = {
+  memoryMb: z.number().int().min(8).max(4096),
+  cpuMs: z.number().int().min(1).max(300_000),
+  wallMs: z.number().int().min(10).max(900_000),
+};
+
 /** Per-instance limits. Defaults follow Cloudflare Workers' paid plan where it has one. */
 export const Limits = z
   .object({
-    memoryMb: z.number().int().min(8).max(4096).default(128),
-    cpuMs: z.number().int().min(1).max(300_000).default(50),
-    wallMs: z.number().int().min(10).max(900_000).default(30_000),
+    memoryMb: LIMIT_FIELDS.memoryMb.default(128),
+    cpuMs: LIMIT_FIELDS.cpuMs.default(50),
+    wallMs: LIMIT_FIELDS.wallMs.default(30_000),
   })
   .strict();
 export type Limits = z.infer<typeof Limits>;
 export const DEFAULT_LIMITS: Limits = Limits.parse({});
+
+/**
+ * A change to some limits. Deliberately without defaults: `Limits.partial()` would fill the fields a
+ * user left out with defaults and silently reset what the previous revision had.
+ */
+export const LimitsPatch = z.object(LIMIT_FIELDS).partial().strict();
+export type LimitsPatch = z.infer<typeof LimitsPatch>;
 
 /**
  * An immutable version of an app. An isolate revision names a bundle by digest; a container revision
