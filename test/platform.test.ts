@@ -1,8 +1,7 @@
 import { join } from 'node:path';
-import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Platform, startPlatform } from '../cli/platform.js';
-import { scratch, viaRouter, waitFor } from './helpers/grove.js';
+import { apiCaller, scratch, viaRouter, waitFor } from './helpers/grove.js';
 
 /**
  * The wired platform in this process: the paths between the parts (converger → rep → driver →
@@ -13,21 +12,7 @@ describe('platform wiring', () => {
   let p: Platform;
   let token: string;
 
-  const api = async (method: 'GET' | 'POST' | 'PUT', path: string, body?: string | object) => {
-    const headers: Record<string, string> = { authorization: `Bearer ${token}` };
-    let payload: string | undefined;
-    if (typeof body === 'string') {
-      headers['content-type'] = 'application/javascript';
-      payload = body;
-    } else if (body) {
-      headers['content-type'] = 'application/json';
-      payload = JSON.stringify(body);
-    }
-    const res = await request(`${p.apiUrl}${path}`, { method, headers, body: payload });
-    // Loosely typed on purpose: each test reads the fields it asserts on.
-    const json: any = await res.body.json();
-    return { status: res.statusCode, json };
-  };
+  const api = apiCaller(() => p.apiUrl, () => token);
   const deploy = async (name: string, code: string, extra: object = {}) => {
     const { json } = await api('PUT', '/v1/bundles', code);
     return api('POST', `/v1/apps/${name}/revisions`, { bundle: json.digest, create: true, ...extra });
@@ -84,7 +69,7 @@ describe('platform wiring', () => {
     await deploy('doomed', 'export default { fetch() { return new Response("x") } }', { instances: 2 });
     await waitFor('doomed to run', async () => ((await app('doomed')).running === 2 ? true : undefined));
     const appId = (await app('doomed')).id;
-    expect((await request(`${p.apiUrl}/v1/apps/doomed`, { method: 'DELETE', headers: { authorization: `Bearer ${token}` } })).statusCode).toBe(200);
+    expect((await api('DELETE', '/v1/apps/doomed')).status).toBe(200);
     await waitFor('doomed instances to stop', async () => ((await p.store.listActual({ appId })).length === 0 ? true : undefined));
   });
 

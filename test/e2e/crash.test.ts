@@ -1,24 +1,11 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { request } from 'undici';
 import { afterAll, describe, expect, it } from 'vitest';
-import { type GroveUp, scratch, startGroveUp, viaRouter, waitFor } from '../helpers/grove.js';
+import { type GroveUp, apiCaller, scratch, startGroveUp, viaRouter, waitFor } from '../helpers/grove.js';
 
-async function api(up: GroveUp, method: 'GET' | 'POST' | 'PUT', path: string, body?: string | object) {
-  const headers: Record<string, string> = { authorization: `Bearer ${up.adminToken}` };
-  let payload: string | undefined;
-  if (typeof body === 'string') {
-    headers['content-type'] = 'application/javascript';
-    payload = body;
-  } else if (body !== undefined) {
-    headers['content-type'] = 'application/json';
-    payload = JSON.stringify(body);
-  }
-  const res = await request(`${up.apiUrl}${path}`, { method, headers, body: payload });
-  const text = await res.body.text();
-  return { status: res.statusCode, json: JSON.parse(text) };
-}
+const api = (up: GroveUp, method: 'GET' | 'POST' | 'PUT', path: string, body?: string | object) =>
+  apiCaller(() => up.apiUrl, () => up.adminToken)(method, path, body);
 
 const worker = (n: number) => `export default { fetch() { return new Response("deploy ${n}") } }`;
 

@@ -121,3 +121,26 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | undefine
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+/**
+ * An authenticated caller for a running API: a string body is uploaded as JavaScript, an object as JSON.
+ * Loosely typed on purpose: each test reads the fields it asserts on.
+ */
+export function apiCaller(apiUrl: () => string, token: () => string) {
+  return async (method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string, body?: string | object) => {
+    const { request } = await import('undici');
+    const headers: Record<string, string> = { authorization: `Bearer ${token()}` };
+    let payload: string | undefined;
+    if (typeof body === 'string') {
+      headers['content-type'] = 'application/javascript';
+      payload = body;
+    } else if (body !== undefined) {
+      headers['content-type'] = 'application/json';
+      payload = JSON.stringify(body);
+    }
+    const res = await request(`${apiUrl()}${path}`, { method, headers, body: payload });
+    const text = await res.body.text();
+    const json: any = text ? JSON.parse(text) : undefined;
+    return { status: res.statusCode, json };
+  };
+}
