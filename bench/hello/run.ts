@@ -105,8 +105,9 @@ function rssMb(pid: number): number {
   return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) / 1024;
 }
 
+/** The platform binary itself (npm's `.bin/workerd` is a Node shim that would sit in between). */
 function workerdBinary(): string {
-  const bin = join(WORKERD_DIR, 'node_modules/.bin/workerd');
+  const bin = join(WORKERD_DIR, 'node_modules/@cloudflare/workerd-linux-64/bin/workerd');
   if (!existsSync(bin)) {
     console.error(`installing workerd into ${WORKERD_DIR} …`);
     mkdirSync(WORKERD_DIR, { recursive: true });
@@ -204,8 +205,8 @@ const helloWorker :Workerd.Worker = (
   const workerdStartToServe = performance.now() - w0;
   wrk(`http://127.0.0.1:${port}/`); // warm-up
   const workerdRun = wrk(`http://127.0.0.1:${port}/`);
-  const workerdPid = Number(execFileSync('pgrep', ['-P', String(workerd.pid), '-x', 'workerd'], { encoding: 'utf8' }).trim().split('\n')[0] || workerd.pid);
-  const workerdRss = rssMb(Number.isFinite(workerdPid) && existsSync(`/proc/${workerdPid}`) ? workerdPid : workerd.pid!);
+  // taskset execs in place, so the child's PID is workerd's own.
+  const workerdRss = rssMb(workerd.pid!);
   workerd.kill('SIGTERM');
 
   const f = (n: number, d = 0) => n.toFixed(d);

@@ -19,12 +19,37 @@ export interface LogBufferOptions {
   now?: () => number;
 }
 
+/** A fixed-size ring: appending is O(1) however full it is (the router appends on every request). */
+class Ring {
+  private readonly slots: (LogEntry | undefined)[];
+  private next = 0;
+  private count = 0;
+
+  constructor(capacity: number) {
+    this.slots = new Array<LogEntry | undefined>(capacity);
+  }
+
+  push(entry: LogEntry): void {
+    this.slots[this.next] = entry;
+    this.next = (this.next + 1) % this.slots.length;
+    if (this.count < this.slots.length) this.count++;
+  }
+
+  /** The newest `limit` entries, oldest first. */
+  last(limit: number): LogEntry[] {
+    const n = Math.min(limit, this.count);
+    const out: LogEntry[] = [];
+    for (let i = n; i > 0; i--) out.push(this.slots[(this.next - i + this.slots.length) % this.slots.length]!);
+    return out;
+  }
+}
+
 /**
  * Per-app ring buffers of recent log lines with bounded memory: a noisy app overwrites its own oldest
  * lines and never another app's. Subscribers get each line as it is appended.
  */
 export class LogBuffer {
-  private readonly buffers: LRUCache<string, LogEntry[]>;
+  private readonly buffers: LRUCache<string, Ring>;
   private readonly linesPerApp: number;
   private readonly now: () => number;
   private readonly subscribers = new Set<(entry: LogEntry) => void>();
@@ -37,19 +62,17 @@ export class LogBuffer {
 
   append(entry: Omit<LogEntry, 'at'> & { at?: number }): void {
     const full: LogEntry = { ...entry, at: entry.at ?? this.now() };
-    let lines = this.buffers.get(full.appId);
-    if (!lines) {
-      lines = [];
-      this.buffers.set(full.appId, lines);
+    let ring = this.buffers.get(full.appId);
+    if (!ring) {
+      ring = new Ring(this.linesPerApp);
+      this.buffers.set(full.appId, ring);
     }
-    lines.push(full);
-    if (lines.length > this.linesPerApp) lines.splice(0, lines.length - this.linesPerApp);
+    ring.push(full);
     for (const subscriber of this.subscribers) subscriber(full);
   }
 
   recent(appId: string, limit = 100): LogEntry[] {
-    const lines = this.buffers.peek(appId) ?? [];
-    return lines.slice(Math.max(0, lines.length - limit));
+    return this.buffers.peek(appId)?.last(limit) ?? [];
   }
 
   subscribe(listener: (entry: LogEntry) => void): () => void {

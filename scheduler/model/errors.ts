@@ -31,6 +31,8 @@ export const ERROR_STATUS = {
   INTERNAL: 500,
   NO_INSTANCE: 503,
   UNAVAILABLE: 503,
+  /** Like Workers' error 1102: the invocation ran past its CPU-time or memory limit. */
+  WORKER_LIMIT_EXCEEDED: 503,
   WORKER_TIMEOUT: 504,
 } as const;
 

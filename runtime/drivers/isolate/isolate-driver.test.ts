@@ -200,6 +200,27 @@ describe('IsolateDriver', () => {
     expect(driver.running()).not.toContain(s.instanceId);
   });
 
+  it('stops a busy handler at the CPU-time limit, answers like Workers error 1102 and recycles the isolate', async () => {
+    const s = spec('export default { fetch() { while (true) {} } }', { limits: { ...DEFAULT_LIMITS, cpuMs: 30 } });
+    await driver.start(s);
+    const exits: string[] = [];
+    driver.onExit((id, reason) => exits.push(`${id}: ${reason}`));
+    const err = await driver.fetch(s.instanceId, get('http://h/')).catch((e: unknown) => e);
+    expect((err as GroveError).code).toBe('WORKER_LIMIT_EXCEEDED');
+    expect((err as GroveError).status).toBe(503);
+    // The CPU limit ended it, not the (30 s) wall-time limit.
+    expect(exits).toEqual([`${s.instanceId}: exceeded the CPU-time limit of 30 ms`]);
+  });
+
+  it('answers requests that settle later, after awaiting', async () => {
+    const res = await run(`export default { async fetch() {
+      await null; await Promise.resolve();
+      const parts = await Promise.all([1, 2, 3].map(async (n) => n * 2));
+      return new Response(parts.join(','));
+    } }`);
+    expect(res.text).toBe('2,4,6');
+  });
+
   it('stops a synchronous infinite loop at the startup limit', async () => {
     const err = await driver.start(spec('while (true) {} export default { fetch() {} }')).catch((e: unknown) => e);
     expect((err as GroveError).message).toMatch(/timed out/i);

@@ -28,7 +28,10 @@ interface Running {
   spec: InstanceSpec;
   isolate: ivm.Isolate;
   context: ivm.Context;
-  dispatch: ivm.Reference<(wire: WireRequest) => Promise<WireResponse>>;
+  dispatch: ivm.Reference<(id: number, wire: WireRequest) => void>;
+  /** Requests in flight, by the id the isolate hands back with the outcome. */
+  pending: Map<number, (error: WorkerError | null, response: WireResponse | null) => void>;
+  nextId: number;
 }
 
 /**
@@ -78,6 +81,18 @@ export class IsolateDriver implements WorkloadDriver {
           });
         }),
       );
+      const pending: Running['pending'] = new Map();
+      await global.set(
+        '__grove_done',
+        new ivm.Callback(
+          (id: unknown, error: unknown, response: unknown) => {
+            const settle = pending.get(id as number);
+            pending.delete(id as number);
+            settle?.(error as WorkerError | null, response as WireResponse | null);
+          },
+          { ignored: true },
+        ),
+      );
       const prelude = await this.compilePrelude(isolate);
       await prelude.run(context);
 
@@ -92,7 +107,7 @@ export class IsolateDriver implements WorkloadDriver {
       });
       const dispatch = await global.get('__grove_fetch', { reference: true });
       await global.delete('__grove_fetch');
-      this.instances.set(spec.instanceId, { spec, isolate, context, dispatch });
+      this.instances.set(spec.instanceId, { spec, isolate, context, dispatch, pending, nextId: 1 });
     } catch (err) {
       if (!isolate.isDisposed) isolate.dispose();
       throw new GroveError('WORKER_EXCEPTION', `the module failed to start: ${describe(err)}`, { cause: err });
@@ -131,36 +146,62 @@ export class IsolateDriver implements WorkloadDriver {
   async fetch(instanceId: string, request: WireRequest): Promise<WireResponse> {
     const inst = this.instances.get(instanceId);
     if (!inst) throw new GroveError('NO_INSTANCE', `instance ${instanceId} is not running on this cell`);
-    const { wallMs } = inst.spec.limits;
-    let timer: NodeJS.Timeout | undefined;
-    // isolated-vm's own timeout covers synchronous code only; a promise that never settles needs
-    // the host's own deadline, after which the isolate is beyond saving and is disposed.
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        this.fail(instanceId, `exceeded the wall-time limit of ${wallMs} ms`);
-        reject(new GroveError('WORKER_TIMEOUT', `the worker did not respond within ${wallMs} ms`));
+    const { wallMs, cpuMs } = inst.spec.limits;
+    return new Promise<WireResponse>((resolve, reject) => {
+      let settled = false;
+      const finish = (fn: () => void) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        fn();
+      };
+      // isolated-vm's own timeout covers synchronous code only; a promise that never settles needs
+      // the host's own deadline, after which the isolate is beyond saving and is disposed.
+      const timer = setTimeout(() => {
+        inst.pending.delete(id);
+        finish(() => {
+          this.fail(instanceId, `exceeded the wall-time limit of ${wallMs} ms`);
+          reject(new GroveError('WORKER_TIMEOUT', `the worker did not respond within ${wallMs} ms`));
+        });
       }, wallMs);
-    });
-    try {
-      const call = inst.dispatch.apply(undefined, [request], {
-        arguments: { copy: true },
-        result: { promise: true, copy: true },
-        timeout: wallMs,
+      const id = inst.nextId++;
+      inst.pending.set(id, (error, response) => {
+        finish(() => {
+          if (response) return resolve(response);
+          const message = error ? (error.name && error.name !== 'Error' ? `${error.name}: ${error.message}` : error.message) : 'unknown error';
+          this.options.log({ appId: inst.spec.appId, instanceId, level: 'error', message: `uncaught exception: ${error?.stack || message}` });
+          reject(new GroveError('WORKER_EXCEPTION', `the worker threw an exception: ${message}`));
+        });
       });
-      return await Promise.race([call, deadline]);
-    } catch (err) {
-      if (err instanceof GroveError) throw err;
-      if (inst.isolate.isDisposed) {
-        this.fail(instanceId, `exceeded the memory limit of ${inst.spec.limits.memoryMb} MB`);
-        throw new GroveError('WORKER_EXCEPTION', 'the worker ran out of memory', { cause: err });
+      try {
+        // Entered on this thread: the synchronous part of the handler runs now, and a handler that
+        // settles at once answers without leaving this thread. That part is pure CPU, so it is
+        // bounded by the CPU-time limit: a busy loop costs this thread `cpuMs`, never the wall time.
+        inst.dispatch.applySync(undefined, [id, new ivm.ExternalCopy(request).copyInto()], { timeout: cpuMs });
+      } catch (err) {
+        inst.pending.delete(id);
+        finish(() => {
+          if (inst.isolate.isDisposed) {
+            this.fail(instanceId, `exceeded the memory limit of ${inst.spec.limits.memoryMb} MB`);
+            return reject(new GroveError('WORKER_LIMIT_EXCEEDED', 'the worker ran out of memory', { cause: err }));
+          }
+          const message = describe(err);
+          if (/timed out/i.test(message)) {
+            this.fail(instanceId, `exceeded the CPU-time limit of ${cpuMs} ms`);
+            return reject(new GroveError('WORKER_LIMIT_EXCEEDED', `the worker exceeded its CPU-time limit of ${cpuMs} ms`, { cause: err }));
+          }
+          this.options.log({ appId: inst.spec.appId, instanceId, level: 'error', message: `uncaught exception: ${message}` });
+          reject(new GroveError('WORKER_EXCEPTION', `the worker threw an exception: ${message}`, { cause: err }));
+        });
       }
-      const message = describe(err);
-      this.options.log({ appId: inst.spec.appId, instanceId, level: 'error', message: `uncaught exception: ${message}` });
-      throw new GroveError('WORKER_EXCEPTION', `the worker threw an exception: ${message}`, { cause: err });
-    } finally {
-      clearTimeout(timer);
-    }
+    });
   }
+}
+
+interface WorkerError {
+  name: string;
+  message: string;
+  stack: string;
 }
 
 function describe(err: unknown): string {
