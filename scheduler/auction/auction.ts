@@ -169,31 +169,51 @@ function pickForLRP(
   return firstError ?? 'no cells are available';
 }
 
-/** The best cell of `cells` for `work`, or the reason none fits. */
+/**
+ * The best cell of `cells` for `work`, or the reason none fits. This loop runs (work × cells) times per
+ * batch, so it allocates nothing and skips a cell as soon as its spread penalty alone already loses.
+ */
 function pickBest(cells: readonly CellCopy[], work: AuctionWork, weights: AuctionWeights): CellCopy | string {
+  const { memoryMb, diskMb, driver, placementTags, appId, digest } = work;
+  const spread = work.kind === 'lrp' ? weights.spreadPenalty : 0;
+  const { cacheBonus, binPackWeight } = weights;
+  const hasTags = placementTags.length > 0;
   let best: CellCopy | null = null;
   let bestScore = Infinity;
   let withDriver = 0;
   let withTags = 0;
   let short: 'memory' | 'disk' | 'instances' | null = null;
-  for (const c of cells) {
-    if (!c.drivers.has(work.driver)) continue;
+  for (let i = 0; i < cells.length; i++) {
+    const c = cells[i]!;
+    if (!c.drivers.has(driver)) continue;
     withDriver++;
-    if (!work.placementTags.every((t) => c.tags.has(t))) continue;
+    if (hasTags && !placementTags.every((t) => c.tags.has(t))) continue;
     withTags++;
-    if (c.available.memoryMb < work.memoryMb) {
+    const av = c.available;
+    if (av.memoryMb < memoryMb) {
       short ??= 'memory';
       continue;
     }
-    if (c.available.diskMb < work.diskMb) {
+    if (av.diskMb < diskMb) {
       short ??= 'disk';
       continue;
     }
-    if (c.available.instances < 1) {
+    if (av.instances < 1) {
       short ??= 'instances';
       continue;
     }
-    const score = scoreOf(c, work, weights);
+    // Resource use is at most 1, so a cell whose spread term alone exceeds the best score cannot win.
+    const spreadTerm = spread === 0 ? 0 : spread * (c.appCounts.get(appId) ?? 0);
+    const floor = spreadTerm - cacheBonus + binPackWeight * c.order;
+    if (floor > bestScore) continue;
+    const t = c.total;
+    const resource =
+      ((t.memoryMb <= 0 ? 1 : 1 - (av.memoryMb - memoryMb) / t.memoryMb) +
+        (t.diskMb <= 0 ? 1 : 1 - (av.diskMb - diskMb) / t.diskMb) +
+        (t.instances <= 0 ? 1 : 1 - (av.instances - 1) / t.instances)) /
+      3;
+    const cache = digest !== null && c.digests.has(digest) ? cacheBonus : 0;
+    const score = resource + spreadTerm - cache + binPackWeight * c.order;
     if (score < bestScore) {
       best = c;
       bestScore = score;
@@ -201,19 +221,7 @@ function pickBest(cells: readonly CellCopy[], work: AuctionWork, weights: Auctio
   }
   if (best) return best;
   if (cells.length === 0) return 'no cells are available';
-  if (withDriver === 0) return `found no cell that runs ${work.driver} workloads`;
-  if (withTags === 0) return `found no cell with placement tags ${work.placementTags.join(',')}`;
+  if (withDriver === 0) return `found no cell that runs ${driver} workloads`;
+  if (withTags === 0) return `found no cell with placement tags ${placementTags.join(',')}`;
   return `insufficient resources: ${short ?? 'memory'}`;
-}
-
-function scoreOf(c: CellCopy, work: AuctionWork, weights: AuctionWeights): number {
-  const used = (free: number, total: number, take: number) => (total <= 0 ? 1 : 1 - (free - take) / total);
-  const resource =
-    (used(c.available.memoryMb, c.total.memoryMb, work.memoryMb) +
-      used(c.available.diskMb, c.total.diskMb, work.diskMb) +
-      used(c.available.instances, c.total.instances, 1)) /
-    3;
-  const spread = work.kind === 'lrp' ? weights.spreadPenalty * (c.appCounts.get(work.appId) ?? 0) : 0;
-  const cache = work.digest !== null && c.digests.has(work.digest) ? weights.cacheBonus : 0;
-  return resource + spread - cache + weights.binPackWeight * c.order;
 }
