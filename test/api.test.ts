@@ -358,6 +358,30 @@ describe('control API', () => {
       expect(data).toMatchObject({ type: 'app.scaled', data: { app: 'web', from: 1, to: 3 } });
     });
 
+    it('ends an event stream when its token is revoked', async () => {
+      const created = await h.call(admin, 'POST', '/v1/tokens', { name: 'watcher' });
+      const res = await h.app.request('/v1/events/stream', { headers: { authorization: `Bearer ${created.json.secret}` } });
+      const reader = res.body!.getReader();
+      let text = '';
+      while (!text.includes(': ready')) text += new TextDecoder().decode((await reader.read()).value);
+      await h.call(admin, 'DELETE', `/v1/tokens/${created.json.token.id}`);
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        text += new TextDecoder().decode(value);
+      }
+      expect(text).not.toContain('token.revoked');
+    });
+
+    it('shows the newest events without since, however many there are', async () => {
+      await h.deploy(dev, 'web');
+      for (let i = 0; i < 30; i++) await h.call(dev, 'POST', '/v1/apps/web/scale', { instances: i % 3 });
+      const latest = (await h.call(dev, 'GET', '/v1/events?limit=3')).json.events;
+      expect(latest.map((e: { data: { to: number } }) => e.data.to)).toEqual([0, 1, 2].map((k) => (27 + k) % 3));
+      const all = (await h.call(dev, 'GET', '/v1/events?since=0&limit=1000')).json.events;
+      expect(latest[2].seq).toBe(all[all.length - 1].seq);
+    });
+
     it('replays from Last-Event-ID', async () => {
       await h.deploy(dev, 'web');
       const events = (await h.call(dev, 'GET', '/v1/events?since=0')).json.events;

@@ -1,3 +1,4 @@
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Platform, startPlatform } from '../cli/platform.js';
@@ -85,6 +86,57 @@ describe('platform wiring', () => {
     expect((await viaRouter(p.routerUrl, 'SHOP.localhost:8080', '/api')).text).toBe('api /api');
     const unknown = await viaRouter(p.routerUrl, 'nobody.localhost');
     expect(unknown.status).toBe(404);
+  });
+
+  /** One raw HTTP/1.1 exchange, for requests a client library would refuse to send. */
+  const raw = (text: string) =>
+    new Promise<{ status: number; body: string }>((resolve, reject) => {
+      // Write without half-closing: Node's server drops a connection whose client already ended.
+      const socket = connect(Number(new URL(p.routerUrl).port), '127.0.0.1', () => socket.write(text));
+      let out = '';
+      socket.on('data', (d) => (out += d.toString()));
+      socket.on('end', () => resolve({ status: Number(out.split(' ')[1]), body: out.slice(out.indexOf('\r\n\r\n') + 4) }));
+      socket.on('error', reject);
+    });
+
+  it('turns malformed worker responses into a 500 for that request and keeps serving', async () => {
+    const code = `class Liar extends Response { get status() { return 42 } }
+      export default { fetch(request) {
+        const path = new URL(request.url).pathname;
+        if (path === '/reason') return new Response('x', { statusText: 'bad\\r\\nx-injected: 1' });
+        if (path === '/header') return new Response('x', { headers: { 'x-emoji': '\u{1F600}' } });
+        if (path === '/liar') return new Liar('x');
+        return new Response('fine');
+      } }`;
+    await deploy('malformed', code);
+    await api('POST', '/v1/routes', { app: 'malformed', host: 'malformed.localhost' });
+    await waitFor('malformed to run', async () => ((await app('malformed')).running === 1 ? true : undefined));
+    for (const path of ['/reason', '/header', '/liar']) {
+      const res = await viaRouter(p.routerUrl, 'malformed.localhost', path);
+      expect(res.status, path).toBe(500);
+      expect(JSON.parse(res.text).error.code, path).toBe('WORKER_EXCEPTION');
+      expect(res.headers['x-injected']).toBeUndefined();
+    }
+    expect((await viaRouter(p.routerUrl, 'malformed.localhost', '/liar')).text).toContain('invalid response: status 42');
+    expect((await viaRouter(p.routerUrl, 'malformed.localhost', '/')).text).toBe('fine');
+  });
+
+  it('drops a body sent with GET instead of failing the worker', async () => {
+    const res = await raw('GET /api/x HTTP/1.1\r\nHost: shop.localhost\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello');
+    expect(res.status).toBe(200);
+    expect(res.body).toBe('api /api/x');
+  });
+
+  it('routes on the resolved path, so dot segments cannot reach another app', async () => {
+    const res = await raw('GET /api/../admin HTTP/1.1\r\nHost: shop.localhost\r\nConnection: close\r\n\r\n');
+    expect(res.status).toBe(200);
+    expect(res.body).toBe('site');
+  });
+
+  it('answers 400 for a Host header that is not a host', async () => {
+    const res = await raw('GET / HTTP/1.1\r\nHost: shop.localhost:x y\r\nConnection: close\r\n\r\n');
+    expect(res.status).toBe(400);
+    expect(JSON.parse(res.body).error.code).toBe('BAD_REQUEST');
   });
 
   it('rejects a request body over the limit with 413 before the worker sees it', async () => {

@@ -31,6 +31,12 @@ export async function up(opts: UpOptions): Promise<void> {
   say(`  Admin token:  ${shownToken}`);
   say(`Next, in another terminal: grove login --api ${platform.apiUrl} --token-file ${shownToken}`);
 
+  // Last resort: a defect that escapes every handler is reported loudly and costs one request, not
+  // every tenant's service. Each such line is a bug to fix where it was thrown.
+  const onStray = (err: unknown) => process.stderr.write(`grove: internal error, still running: ${(err as Error)?.stack ?? String(err)}\n`);
+  process.on('unhandledRejection', onStray);
+  process.on('uncaughtException', onStray);
+
   await new Promise<void>((resolveStop) => {
     let stopping = false;
     const stop = (signal: NodeJS.Signals) => {

@@ -158,8 +158,10 @@ export class Rep implements RepClient {
       local.ready = true;
     } catch (err) {
       this.instances.delete(lrp.instanceId);
+      // It may have started before the failure (e.g. the RUNNING report failed): never leak it.
+      await driver.stop(lrp.instanceId).catch(() => undefined);
       await store
-        .transitionActual(lrp.instanceId, 'CRASHED', { reason: (err as Error).message })
+        .transitionActual(lrp.instanceId, 'CRASHED', { reason: (err as Error).message, cellId: this.cellId })
         .catch(() => undefined);
     }
     return true;
@@ -190,7 +192,7 @@ export class Rep implements RepClient {
 
   private async instanceExited(instanceId: string, reason: string): Promise<void> {
     if (!this.instances.delete(instanceId)) return;
-    await this.options.store.transitionActual(instanceId, 'CRASHED', { reason }).catch(() => undefined);
+    await this.options.store.transitionActual(instanceId, 'CRASHED', { reason, cellId: this.cellId }).catch(() => undefined);
   }
 
   /** Serves a request on a ready local instance of the app, round robin. */

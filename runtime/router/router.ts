@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
+import { type IncomingMessage, type Server, type ServerResponse, createServer, validateHeaderName, validateHeaderValue } from 'node:http';
 import { GroveError, toGroveError } from '../../scheduler/model/index.js';
 import type { LogBuffer } from '../logs/index.js';
 import type { WireRequest, WireResponse } from '../rep/index.js';
@@ -32,15 +32,27 @@ export function createRouter(options: RouterOptions): Server {
     const started = Date.now();
     const requestId = headerValue(req, 'x-request-id') ?? randomUUID();
     res.setHeader('x-request-id', requestId);
-    const host = normalizeHost(req.headers.host);
-    const rawUrl = req.url ?? '/';
-    const path = rawUrl.split('?')[0] ?? '/';
+    // Parse once, as the worker will see it: dot segments resolved, host lowercased. Routing on the
+    // same parsed path means `/api/../admin` can never reach the /api app while the worker sees /admin.
+    const hostHeader = req.headers.host;
+    let url: URL;
+    try {
+      if (!hostHeader) throw new Error('no Host header');
+      url = new URL(req.url ?? '/', `http://${hostHeader}`);
+    } catch {
+      req.resume();
+      return sendError(res, new GroveError('BAD_REQUEST', 'the request needs a valid Host header and request target'));
+    }
+    const host = normalizeHost(url.host);
+    const path = url.pathname;
     const route = host ? options.table.match(host, path) : undefined;
     if (!route) {
       req.resume();
-      return sendError(res, new GroveError('ROUTE_NOT_FOUND', `no app is mapped to ${host ?? '(no Host header)'}${path === '/' ? '' : path}`));
+      return sendError(res, new GroveError('ROUTE_NOT_FOUND', `no app is mapped to ${host ?? '(no host)'}${path === '/' ? '' : path}`));
     }
-    const body = await readBody(req, maxBody);
+    const method = req.method ?? 'GET';
+    // GET and HEAD carry no body in the Fetch standard: drop one rather than fail the worker on it.
+    const body = method === 'GET' || method === 'HEAD' ? (req.resume(), new Uint8Array(0)) : await readBody(req, maxBody);
     const headers: [string, string][] = [];
     for (let i = 0; i < req.rawHeaders.length; i += 2) {
       const name = req.rawHeaders[i]!.toLowerCase();
@@ -48,8 +60,8 @@ export function createRouter(options: RouterOptions): Server {
     }
     if (!headers.some(([n]) => n === 'x-request-id')) headers.push(['x-request-id', requestId]);
     const wire: WireRequest = {
-      method: req.method ?? 'GET',
-      url: `http://${req.headers.host}${rawUrl}`,
+      method,
+      url: url.href,
       headers,
       body: body.length > 0 ? body : null,
     };
@@ -61,12 +73,18 @@ export function createRouter(options: RouterOptions): Server {
       options.logs?.append({ appId: route.appId, instanceId: null, source: 'router', level: 'error', message: `${wire.method} ${path} → ${e.status} ${e.code}: ${e.message}` });
       return sendError(res, e);
     }
+    const invalid = checkResponse(response);
+    if (invalid) {
+      const e = new GroveError('WORKER_EXCEPTION', `the worker returned an invalid response: ${invalid}`);
+      options.logs?.append({ appId: route.appId, instanceId: null, source: 'router', level: 'error', message: e.message });
+      return sendError(res, e);
+    }
     res.statusCode = response.status;
     if (response.statusText) res.statusMessage = response.statusText;
     for (const [name, value] of response.headers) {
       if (!HOP_BY_HOP.has(name) && name !== 'content-length') res.appendHeader(name, value);
     }
-    const payload = req.method === 'HEAD' || response.body === null ? null : Buffer.from(response.body.buffer, response.body.byteOffset, response.body.byteLength);
+    const payload = method === 'HEAD' || response.body === null ? null : Buffer.from(response.body.buffer, response.body.byteOffset, response.body.byteLength);
     res.setHeader('content-length', payload ? payload.length : 0);
     res.end(payload ?? undefined);
     options.logs?.append({
@@ -74,7 +92,7 @@ export function createRouter(options: RouterOptions): Server {
       instanceId: null,
       source: 'router',
       level: 'info',
-      message: `${wire.method} ${host}${rawUrl} → ${response.status} in ${Date.now() - started} ms (request ${requestId})`,
+      message: `${method} ${host}${url.pathname}${url.search} → ${response.status} in ${Date.now() - started} ms (request ${requestId})`,
     });
   }
 
@@ -111,14 +129,47 @@ function readBody(req: IncomingMessage, max: number): Promise<Uint8Array> {
   });
 }
 
-function sendError(res: ServerResponse, err: GroveError): void {
-  if (res.headersSent) {
-    res.destroy();
-    return;
+const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]*$/;
+
+/**
+ * Whatever a worker hands back is untrusted: check it fully before any of it touches the socket, so a
+ * bad status, reason phrase or header becomes a 500 for that request and never an exception in the
+ * router's process.
+ */
+function checkResponse(r: WireResponse): string | null {
+  if (typeof r !== 'object' || r === null) return 'not an object';
+  if (!Number.isInteger(r.status) || r.status < 200 || r.status > 599) return `status ${String(r.status)} is not from 200 to 599`;
+  if (typeof r.statusText !== 'string' || !REASON_PHRASE.test(r.statusText)) return 'the status text has characters HTTP does not allow';
+  if (!Array.isArray(r.headers)) return 'headers are not a list';
+  for (const pair of r.headers) {
+    if (!Array.isArray(pair) || typeof pair[0] !== 'string' || typeof pair[1] !== 'string') return 'a header is not a name and a value';
+    try {
+      validateHeaderName(pair[0]);
+      validateHeaderValue(pair[0], pair[1]);
+    } catch {
+      return `header ${JSON.stringify(pair[0])} has characters HTTP does not allow`;
+    }
   }
-  const body = JSON.stringify(err.toJSON());
-  res.statusCode = err.status;
-  res.setHeader('content-type', 'application/json');
-  res.setHeader('content-length', Buffer.byteLength(body));
-  res.end(body);
+  if (r.body !== null && !(r.body instanceof Uint8Array)) return 'the body is not bytes';
+  return null;
+}
+
+function sendError(res: ServerResponse, err: GroveError): void {
+  try {
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    // Start from a clean slate: whatever was set before the failure (a worker's headers, a reason
+    // phrase) must not leak into the error response or make it fail too.
+    for (const name of res.getHeaderNames()) if (name !== 'x-request-id') res.removeHeader(name);
+    res.statusMessage = '';
+    const body = JSON.stringify(err.toJSON());
+    res.statusCode = err.status;
+    res.setHeader('content-type', 'application/json');
+    res.setHeader('content-length', Buffer.byteLength(body));
+    res.end(body);
+  } catch {
+    res.destroy();
+  }
 }

@@ -3,11 +3,9 @@ import { bodyLimit } from 'hono/body-limit';
 import { z } from 'zod';
 import {
   type App,
-  DEFAULT_LIMITS,
   Digest,
   EnvVars,
   GroveError,
-  type Limits,
   LimitsPatch,
   Name,
   AppKind,
@@ -159,14 +157,6 @@ export function appRoutes(deps: ApiDeps): Hono<ApiEnv> {
     if (!(await store.hasBundle(space.id, body.bundle)) || !(await blobs.has(body.bundle))) {
       throw new GroveError('BUNDLE_NOT_FOUND', `bundle ${body.bundle} was not uploaded to this space: PUT /v1/bundles first`);
     }
-    // Like `cf push`, a deploy keeps the env and limits of the previous revision unless it names new ones.
-    const existing = await store.getApp(space.id, name);
-    let previous: { env: Record<string, string>; limits: Limits } = { env: {}, limits: DEFAULT_LIMITS };
-    if (existing) {
-      const desired = await store.getDesired(existing.id);
-      const rev = desired && (await store.getRevision(desired.revisionId));
-      if (rev) previous = rev;
-    }
     const result = await store.deploy({
       spaceId: space.id,
       appName: name,
@@ -174,8 +164,9 @@ export function appRoutes(deps: ApiDeps): Hono<ApiEnv> {
       bundleDigest: body.bundle,
       image: null,
       imageDigest: null,
-      env: body.env ?? previous.env,
-      limits: { ...previous.limits, ...body.limits },
+      // Like `cf push`, a deploy keeps the current env and limits unless it names new ones.
+      env: body.env ?? null,
+      limits: body.limits ?? {},
       createIfMissing: body.create,
       defaultInstances: body.instances ?? 1,
     });

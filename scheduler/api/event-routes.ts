@@ -21,8 +21,7 @@ export function eventRoutes(deps: ApiDeps, options: { keepAliveMs?: number } = {
     let events: PlatformEvent[];
     if (c.req.query('since') === undefined) {
       // Without `since`, the most recent `limit` events (like `tail`).
-      const all = await store.eventsSince(0, { spaceId: space.id, limit: 10_000 });
-      events = all.slice(-limit);
+      events = await store.latestEvents({ spaceId: space.id, limit });
     } else {
       events = await store.eventsSince(since, { spaceId: space.id, limit });
     }
@@ -30,7 +29,7 @@ export function eventRoutes(deps: ApiDeps, options: { keepAliveMs?: number } = {
   });
 
   api.get('/events/stream', async (c) => {
-    const { space } = c.get('auth');
+    const { space, token } = c.get('auth');
     const lastEventId = c.req.header('last-event-id');
     let since: number;
     if (lastEventId !== undefined) {
@@ -47,6 +46,13 @@ export function eventRoutes(deps: ApiDeps, options: { keepAliveMs?: number } = {
       // check below drops what both paths deliver.
       const unwatch = store.watch((event) => {
         if (event.spaceId !== space.id) return;
+        // The stream lives only as long as the right to read it: revoking the token, or deleting the
+        // space, ends it.
+        if ((event.type === 'token.revoked' && event.data.tokenId === token.id) || event.type === 'space.deleted') {
+          closed = true;
+          wake?.();
+          return;
+        }
         if (queue.length >= MAX_QUEUED) {
           closed = true; // a consumer this far behind reconnects with Last-Event-ID instead
         } else queue.push(event);
@@ -63,7 +69,12 @@ export function eventRoutes(deps: ApiDeps, options: { keepAliveMs?: number } = {
           last = e.seq;
           await stream.writeSSE({ id: String(e.seq), event: e.type, data: JSON.stringify(e) });
         };
-        for (const e of await store.eventsSince(since, { spaceId: space.id, limit: 10_000 })) await send(e);
+        // The backlog in pages, so a client far behind gets every event, not the first 10,000.
+        for (;;) {
+          const page = await store.eventsSince(last, { spaceId: space.id, limit: 1000 });
+          for (const e of page) await send(e);
+          if (page.length < 1000 || closed) break;
+        }
         await stream.write(': ready\n\n');
         while (!closed) {
           while (queue.length > 0 && !closed) await send(queue.shift()!);

@@ -2,6 +2,9 @@ import Database from 'better-sqlite3';
 import {
   ActualLRP,
   type ActualLRPState,
+  DEFAULT_LIMITS,
+  type EnvVars,
+  type Limits,
   App,
   type AppKind,
   Cell,
@@ -427,6 +430,13 @@ export class SqliteStore implements Store {
       }
       const last = this.one('SELECT MAX(number) AS n FROM revisions WHERE app_id = ?', app.id);
       const now = this.now();
+      // Inherit inside the transaction, so two concurrent deploys cannot drop each other's changes.
+      const currentRow = this.one(
+        'SELECT r.env, r.limits FROM desired_lrps d JOIN revisions r ON r.id = d.revision_id WHERE d.app_id = ?',
+        app.id,
+      );
+      const baseEnv: EnvVars = currentRow ? json(currentRow.env) : {};
+      const baseLimits: Limits = currentRow ? json(currentRow.limits) : DEFAULT_LIMITS;
       const revision: Revision = {
         id: this.newId('rev'),
         appId: app.id,
@@ -434,8 +444,8 @@ export class SqliteStore implements Store {
         bundleDigest: input.bundleDigest,
         image: input.image,
         imageDigest: input.imageDigest,
-        env: input.env,
-        limits: input.limits,
+        env: input.env ?? baseEnv,
+        limits: { ...baseLimits, ...input.limits },
         createdAt: now,
       };
       this.run(
@@ -622,6 +632,11 @@ export class SqliteStore implements Store {
       if (!row) throw new GroveError('NOT_FOUND', `instance ${instanceId} does not exist`);
       const before = toActual(row);
       assertActualTransition(before.state, to, instanceId);
+      // A report from a cell about an instance another cell now holds is stale: refuse it, so a slow
+      // rep can never crash or reset an instance that was placed elsewhere meanwhile.
+      if (to !== 'CLAIMED' && change.cellId && before.cellId && change.cellId !== before.cellId) {
+        throw new GroveError('INVALID_TRANSITION', `instance ${instanceId} is held by cell ${before.cellId}, not ${change.cellId}`);
+      }
       const now = this.now();
       const after: ActualLRP = { ...before };
       if (to === 'CLAIMED') {
@@ -632,9 +647,6 @@ export class SqliteStore implements Store {
         after.cellId = change.cellId;
         after.placementError = null;
       } else if (to === 'RUNNING') {
-        if (change.cellId && before.cellId && change.cellId !== before.cellId) {
-          throw new GroveError('INVALID_TRANSITION', `instance ${instanceId} is claimed by cell ${before.cellId}, not ${change.cellId}`);
-        }
         after.cellId = before.cellId ?? change.cellId ?? null;
       } else if (to === 'CRASHED') {
         if (before.state !== 'CRASHED') {
@@ -949,6 +961,17 @@ export class SqliteStore implements Store {
           ? this.all('SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?', afterSeq, limit)
           : this.all('SELECT * FROM events WHERE seq > ? AND space_id = ? ORDER BY seq LIMIT ?', afterSeq, filter.spaceId, limit);
       return rows.map(toEvent);
+    });
+  }
+
+  latestEvents(filter: { spaceId?: string; limit: number }): Promise<PlatformEvent[]> {
+    return this.read(() => {
+      const limit = Math.min(Math.max(filter.limit, 1), 10_000);
+      const rows =
+        filter.spaceId === undefined
+          ? this.all('SELECT * FROM events ORDER BY seq DESC LIMIT ?', limit)
+          : this.all('SELECT * FROM events WHERE space_id = ? ORDER BY seq DESC LIMIT ?', filter.spaceId, limit);
+      return rows.reverse().map(toEvent);
     });
   }
 

@@ -6,7 +6,7 @@ import type {
   Cell,
   DesiredLRP,
   EnvVars,
-  Limits,
+  LimitsPatch,
   PlatformEvent,
   Revision,
   Route,
@@ -104,6 +104,8 @@ export interface Store {
   // Events
   /** Events with seq > `afterSeq`, oldest first. */
   eventsSince(afterSeq: number, filter?: { spaceId?: string; limit?: number }): Promise<PlatformEvent[]>;
+  /** The newest `limit` events, oldest first (what `tail` shows). */
+  latestEvents(filter: { spaceId?: string; limit: number }): Promise<PlatformEvent[]>;
   lastSeq(): Promise<number>;
   /**
    * Calls `listener` for every event committed from now on by this Store instance, in order, after the
@@ -121,8 +123,10 @@ export interface DeployInput {
   bundleDigest: string | null;
   image: string | null;
   imageDigest: string | null;
-  env: EnvVars;
-  limits: Limits;
+  /** The new revision's env; null keeps the current revision's (like `cf push`). */
+  env: EnvVars | null;
+  /** Limits to change; the rest come from the current revision (or the defaults for a new app). */
+  limits: LimitsPatch;
   createIfMissing: boolean;
   defaultInstances: number;
 }

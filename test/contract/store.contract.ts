@@ -46,7 +46,7 @@ export function storeContract(adapter: string, makeHarness: () => Promise<StoreH
       image: null,
       imageDigest: null,
       env: {},
-      limits: DEFAULT_LIMITS,
+      limits: {},
       createIfMissing: true,
       defaultInstances: 1,
       ...extra,
@@ -88,6 +88,18 @@ export function storeContract(adapter: string, makeHarness: () => Promise<StoreH
       await rejectsWith(store.createApp({ spaceId: a.id, name: 'web', kind: 'isolate' }), 'ALREADY_EXISTS');
       expect((await store.listApps(a.id)).map((x) => x.kind)).toEqual(['isolate']);
       expect((await store.listApps(b.id)).map((x) => x.kind)).toEqual(['container']);
+    });
+
+    it('deploy keeps the current env and limits unless the input changes them', async () => {
+      const s = await store.createSpace({ name: 'dev' });
+      await store.deploy(deployInput(s.id, 'hello', { env: { A: '1' }, limits: { memoryMb: 64 } }));
+      const second = await store.deploy(deployInput(s.id, 'hello', { env: null, limits: { cpuMs: 10 } }));
+      expect(second.revision.env).toEqual({ A: '1' });
+      expect(second.revision.limits).toEqual({ ...DEFAULT_LIMITS, memoryMb: 64, cpuMs: 10 });
+      const third = await store.deploy(deployInput(s.id, 'hello', { env: { B: '2' } }));
+      expect(third.revision.env).toEqual({ B: '2' });
+      const fresh = await store.deploy(deployInput(s.id, 'other', { env: null }));
+      expect(fresh.revision).toMatchObject({ env: {}, limits: DEFAULT_LIMITS });
     });
 
     it('deploy creates the app, revision 1 and a DesiredLRP with the default instance count', async () => {
@@ -170,8 +182,11 @@ export function storeContract(adapter: string, makeHarness: () => Promise<StoreH
       const claimed = await store.transitionActual(a.instanceId, 'CLAIMED', { cellId: 'cell-1' });
       expect(claimed.cellId).toBe('cell-1');
       await rejectsWith(store.transitionActual(a.instanceId, 'CLAIMED', { cellId: 'cell-2' }), 'INVALID_TRANSITION');
+      await rejectsWith(store.transitionActual(a.instanceId, 'RUNNING', { cellId: 'cell-2' }), 'INVALID_TRANSITION');
       const running = await store.transitionActual(a.instanceId, 'RUNNING');
       expect(running).toMatchObject({ state: 'RUNNING', cellId: 'cell-1' });
+      // A stale report from another cell cannot crash it.
+      await rejectsWith(store.transitionActual(a.instanceId, 'CRASHED', { cellId: 'cell-2', reason: 'x' }), 'INVALID_TRANSITION');
       const crashed = await store.transitionActual(a.instanceId, 'CRASHED', { reason: 'exited with status 1' });
       expect(crashed).toMatchObject({ state: 'CRASHED', crashCount: 1, crashReason: 'exited with status 1' });
       await rejectsWith(store.transitionActual(a.instanceId, 'RUNNING'), 'INVALID_TRANSITION');
@@ -269,6 +284,7 @@ export function storeContract(adapter: string, makeHarness: () => Promise<StoreH
       expect(all.map((e) => e.type)).toEqual(['space.created', 'app.created', 'revision.deployed', 'app.scaled', 'app.scaled']);
       expect(await store.eventsSince(all[2]!.seq, { spaceId: s.id, limit: 1 })).toEqual([all[3]]);
       expect(await store.lastSeq()).toBe(all[4]!.seq);
+      expect((await store.latestEvents({ spaceId: s.id, limit: 2 })).map((e) => e.seq)).toEqual([all[3]!.seq, all[4]!.seq]);
       expect(await store.eventsSince(0, { spaceId: 'space_other' })).toEqual([]);
     });
 

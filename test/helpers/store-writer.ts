@@ -1,6 +1,5 @@
 // Child process for the Store crash test: deploys and scales in a loop and prints one line per
 // acknowledged write ("ack deploy <n> <digest>" / "ack scale <n>"), until it is killed.
-import { DEFAULT_LIMITS } from '../../scheduler/model/index.js';
 import { SqliteStore } from '../../scheduler/store/index.js';
 
 const path = process.argv[2];
@@ -17,7 +16,7 @@ for (let n = 1; ; n++) {
     image: null,
     imageDigest: null,
     env: { N: String(n) },
-    limits: DEFAULT_LIMITS,
+    limits: {},
     createIfMissing: true,
     defaultInstances: 1,
   });

@@ -212,6 +212,44 @@ describe('IsolateDriver', () => {
     expect(exits).toEqual([`${s.instanceId}: exceeded the CPU-time limit of 30 ms`]);
   });
 
+  it('answers the requests still waiting on an instance when it stops', async () => {
+    const s = spec('export default { fetch() { return new Promise(() => {}) } }');
+    await driver.start(s);
+    const waiting = driver.fetch(s.instanceId, get('http://h/')).catch((e: unknown) => e);
+    await driver.stop(s.instanceId);
+    const err = (await waiting) as GroveError;
+    expect(err.code).toBe('UNAVAILABLE');
+    expect(err.message).toBe('the instance stopped before it answered');
+  });
+
+  it('runs requests off the event-loop thread when the CPU limit is large, still enforcing it', async () => {
+    const limits = { ...DEFAULT_LIMITS, cpuMs: 150 };
+    const ok = await run('export default { async fetch() { await null; return new Response("off-thread") } }', get('http://h/'), { limits });
+    expect(ok.text).toBe('off-thread');
+    const s = spec('export default { fetch() { while (true) {} } }', { limits });
+    await driver.start(s);
+    const err = await driver.fetch(s.instanceId, get('http://h/')).catch((e: unknown) => e);
+    expect((err as GroveError).code).toBe('WORKER_LIMIT_EXCEEDED');
+  });
+
+  it('keeps its entry points even if the module overwrites the globals', async () => {
+    const res = await run('globalThis.__grove_fetch = () => { throw new Error("hijacked") }; export default { fetch() { return new Response("intact") } }');
+    expect(res.text).toBe('intact');
+  });
+
+  it('rejects header values and status texts that HTTP cannot carry, as Workers does', async () => {
+    const res = await run(`export default { fetch() {
+      const out = [];
+      for (const f of [() => new Headers({ a: '\u{1F600}' }), () => new Headers({ a: 'x\\r\\ny' }), () => new Response('', { statusText: 'a\\nb' })]) {
+        try { f(); out.push('accepted'); } catch (e) { out.push(e.constructor.name); }
+      }
+      const d = new TextDecoder();
+      out.push(d.decode(new Uint8Array([0xef, 0xbb, 0xbf, 0x61]), { stream: true }) + d.decode(new Uint8Array([0xef, 0xbb, 0xbf, 0x62])));
+      return Response.json(out);
+    } }`);
+    expect(JSON.parse(res.text)).toEqual(['TypeError', 'TypeError', 'TypeError', 'a\uFEFFb']);
+  });
+
   it('answers requests that settle later, after awaiting', async () => {
     const res = await run(`export default { async fetch() {
       await null; await Promise.resolve();

@@ -21,6 +21,13 @@ export interface IsolateDriverOptions {
 }
 
 const PRELUDE_SOURCE = readFileSync(new URL('./prelude.js', import.meta.url), 'utf8');
+
+/**
+ * Up to this CPU limit a request enters the isolate on the calling thread (no thread hop: the fast
+ * path). Above it, it runs on isolated-vm's own thread, so a long CPU budget can never hold the
+ * process's event loop — the API, the router and the cell's heartbeats — for more than this.
+ */
+export const SYNC_ENTRY_MAX_CPU_MS = 100;
 const LEVELS = new Set<ConsoleLevel>(['log', 'info', 'warn', 'error', 'debug']);
 const MAX_LOG_LINE = 16 * 1024;
 
@@ -30,7 +37,7 @@ interface Running {
   context: ivm.Context;
   dispatch: ivm.Reference<(id: number, wire: WireRequest) => void>;
   /** Requests in flight, by the id the isolate hands back with the outcome. */
-  pending: Map<number, (error: WorkerError | null, response: WireResponse | null) => void>;
+  pending: Map<number, PendingRequest>;
   nextId: number;
 }
 
@@ -86,9 +93,9 @@ export class IsolateDriver implements WorkloadDriver {
         '__grove_done',
         new ivm.Callback(
           (id: unknown, error: unknown, response: unknown) => {
-            const settle = pending.get(id as number);
+            const request = pending.get(id as number);
             pending.delete(id as number);
-            settle?.(error as WorkerError | null, response as WireResponse | null);
+            request?.settle(error as WorkerError | null, response as WireResponse | null);
           },
           { ignored: true },
         ),
@@ -96,17 +103,19 @@ export class IsolateDriver implements WorkloadDriver {
       const prelude = await this.compilePrelude(isolate);
       await prelude.run(context);
 
+      // Take the prelude's entry points before any user code runs, so the module cannot replace them.
+      const boot = await global.get('__grove_boot', { reference: true });
+      const dispatch = await global.get('__grove_fetch', { reference: true });
+      await global.delete('__grove_fetch');
+
       const module = await isolate.compileModule(spec.code, { filename: `${spec.appName}.js` });
       await module.instantiate(context, (specifier) => {
         throw new Error(`import of "${specifier}" is not available: bundle the module's dependencies into it (grove deploy does)`);
       });
       await module.evaluate({ timeout: this.startupTimeoutMs });
-      const boot = await global.get('__grove_boot', { reference: true });
       await boot.apply(undefined, [module.namespace.derefInto(), new ivm.ExternalCopy(spec.env).copyInto()], {
         timeout: this.startupTimeoutMs,
       });
-      const dispatch = await global.get('__grove_fetch', { reference: true });
-      await global.delete('__grove_fetch');
       this.instances.set(spec.instanceId, { spec, isolate, context, dispatch, pending, nextId: 1 });
     } catch (err) {
       if (!isolate.isDisposed) isolate.dispose();
@@ -131,6 +140,9 @@ export class IsolateDriver implements WorkloadDriver {
     const inst = this.instances.get(instanceId);
     if (!inst) return;
     this.instances.delete(instanceId);
+    // Requests still waiting on this isolate will never hear from it: answer them now.
+    for (const request of inst.pending.values()) request.abort(new GroveError('UNAVAILABLE', 'the instance stopped before it answered'));
+    inst.pending.clear();
     inst.dispatch.release();
     inst.context.release();
     if (!inst.isolate.isDisposed) inst.isolate.dispose();
@@ -165,20 +177,17 @@ export class IsolateDriver implements WorkloadDriver {
         });
       }, wallMs);
       const id = inst.nextId++;
-      inst.pending.set(id, (error, response) => {
-        finish(() => {
-          if (response) return resolve(response);
-          const message = error ? (error.name && error.name !== 'Error' ? `${error.name}: ${error.message}` : error.message) : 'unknown error';
-          this.options.log({ appId: inst.spec.appId, instanceId, level: 'error', message: `uncaught exception: ${error?.stack || message}` });
-          reject(new GroveError('WORKER_EXCEPTION', `the worker threw an exception: ${message}`));
-        });
+      inst.pending.set(id, {
+        settle: (error, response) =>
+          finish(() => {
+            if (response) return resolve(response);
+            const message = error ? (error.name && error.name !== 'Error' ? `${error.name}: ${error.message}` : error.message) : 'unknown error';
+            this.options.log({ appId: inst.spec.appId, instanceId, level: 'error', message: `uncaught exception: ${error?.stack || message}` });
+            reject(new GroveError('WORKER_EXCEPTION', `the worker threw an exception: ${message}`));
+          }),
+        abort: (err) => finish(() => reject(err)),
       });
-      try {
-        // Entered on this thread: the synchronous part of the handler runs now, and a handler that
-        // settles at once answers without leaving this thread. That part is pure CPU, so it is
-        // bounded by the CPU-time limit: a busy loop costs this thread `cpuMs`, never the wall time.
-        inst.dispatch.applySync(undefined, [id, new ivm.ExternalCopy(request).copyInto()], { timeout: cpuMs });
-      } catch (err) {
+      const onEntryError = (err: unknown) => {
         inst.pending.delete(id);
         finish(() => {
           if (inst.isolate.isDisposed) {
@@ -193,9 +202,26 @@ export class IsolateDriver implements WorkloadDriver {
           this.options.log({ appId: inst.spec.appId, instanceId, level: 'error', message: `uncaught exception: ${message}` });
           reject(new GroveError('WORKER_EXCEPTION', `the worker threw an exception: ${message}`, { cause: err }));
         });
+      };
+      const args: [number, ivm.Copy<WireRequest>] = [id, new ivm.ExternalCopy(request).copyInto()];
+      // The synchronous part of a handler is pure CPU, so it is bounded by the CPU-time limit.
+      if (cpuMs <= SYNC_ENTRY_MAX_CPU_MS) {
+        // Entered on this thread: a handler that settles at once answers without a thread hop.
+        try {
+          inst.dispatch.applySync(undefined, args, { timeout: cpuMs });
+        } catch (err) {
+          onEntryError(err);
+        }
+      } else {
+        inst.dispatch.apply(undefined, args, { timeout: cpuMs }).catch(onEntryError);
       }
     });
   }
+}
+
+interface PendingRequest {
+  settle(error: WorkerError | null, response: WireResponse | null): void;
+  abort(err: GroveError): void;
 }
 
 interface WorkerError {

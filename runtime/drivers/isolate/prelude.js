@@ -89,6 +89,7 @@
     #fatal;
     #ignoreBOM;
     #pending = [];
+    #streamStarted = false;
     constructor(label = 'utf-8', options = {}) {
       if (!UTF8_LABELS.includes(String(label).trim().toLowerCase())) {
         throw new RangeError(`The "${label}" encoding is not supported`);
@@ -171,7 +172,9 @@
         else fail();
       }
       let s = codePointsToString(units);
-      if (!this.#ignoreBOM && s.charCodeAt(0) === 0xfeff) s = s.slice(1);
+      // A BOM is stripped at the start of a stream only, not at the start of every chunk.
+      if (!this.#ignoreBOM && !this.#streamStarted && s.charCodeAt(0) === 0xfeff) s = s.slice(1);
+      this.#streamStarted = stream && (this.#streamStarted || units.length > 0 || this.#pending.length > 0);
       return s;
     }
   }
@@ -490,9 +493,10 @@
     if (!TOKEN.test(n)) throw new TypeError(`Invalid header name: "${n}"`);
     return n.toLowerCase();
   };
+  // Header values are ByteStrings, as in Workers: no character above U+00FF, no NUL, CR or LF.
   const normValue = (value) => {
     const v = String(value).replace(/^[\t\n\r ]+|[\t\n\r ]+$/g, '');
-    if (/[\0\r\n]/.test(v)) throw new TypeError('Invalid header value');
+    if (/[\0\r\n]|[^\x00-\xff]/.test(v)) throw new TypeError(`Invalid header value: ${JSON.stringify(v)}`);
     return v;
   };
 
@@ -688,8 +692,10 @@
       if (NULL_BODY_STATUS.includes(status) && bytes !== null) {
         throw new TypeError(`Response with status ${status} cannot have a body`);
       }
+      const statusText = init.statusText === undefined ? '' : String(init.statusText);
+      if (!/^[\t\x20-\x7e\x80-\xff]*$/.test(statusText)) throw new TypeError('Invalid statusText: it must be a valid HTTP reason phrase');
       this.#status = status;
-      this.#statusText = init.statusText === undefined ? '' : String(init.statusText);
+      this.#statusText = statusText;
       this.#headers = new Headers(init.headers);
       if (type && !this.#headers.has('content-type')) this.#headers.set('content-type', type);
     }
