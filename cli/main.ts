@@ -9,6 +9,7 @@ import { events, logs } from './commands/events.js';
 import { login } from './commands/login.js';
 import { listRoutes, mapRoute, unmapRoute } from './commands/routes.js';
 import { createSpace, createToken, deleteSpace, listSpaces, listTokens, revokeToken } from './commands/spaces.js';
+import { cell } from './commands/cell.js';
 import { up } from './commands/up.js';
 
 function int(min: number, max: number) {
@@ -20,6 +21,24 @@ function int(min: number, max: number) {
 }
 
 const port = int(0, 65_535);
+
+/** `3s`, `500ms`, `2m` or plain milliseconds. */
+function duration(value: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(value.trim());
+  if (!m) throw new InvalidArgumentError('expected a duration such as 500ms, 3s or 2m');
+  const n = Number(m[1]) * (m[2] === 's' ? 1000 : m[2] === 'm' ? 60_000 : 1);
+  if (n < 100 || n > 3_600_000) throw new InvalidArgumentError('expected a duration from 100ms to 60m');
+  return Math.round(n);
+}
+
+/** `4G`, `512M` or plain megabytes. */
+function megabytes(value: string): number {
+  const m = /^(\d+)([MG])?B?$/i.exec(value.trim());
+  if (!m) throw new InvalidArgumentError('expected a size such as 512M or 4G');
+  const n = Number(m[1]) * (m[2]?.toUpperCase() === 'G' ? 1024 : 1);
+  if (n < 64) throw new InvalidArgumentError('a cell needs at least 64M');
+  return n;
+}
 const collect = (value: string, previous: string[]) => [...previous, value];
 
 async function client(): Promise<ApiClient> {
@@ -43,8 +62,26 @@ export function buildProgram(): Command {
     .option('--router-port <n>', 'HTTP router port (default 7080)', port)
     .option('--registry-port <n>', 'registry proxy port (default 7090; used once the registry lands)', port)
     .option('--host <addr>', 'address to listen on (default 127.0.0.1)')
+    .option('--no-cell', 'run no cell in this process: instances go to `grove cell` processes')
+    .option('--converge-interval <duration>', 'how often the converger runs besides reacting to changes (default 30s)', duration)
+    .option('--presence-ttl <duration>', 'presence TTL of the in-process cell (default 30s)', duration)
     .option('--quiet', 'do not print platform events')
     .action(async (o) => up(o));
+
+  program
+    .command('cell')
+    .description('run a cell that joins a running control plane and takes work from its auctions')
+    .option('--api <url>', 'the control plane API (default $GROVE_API)')
+    .option('--token <token>', 'a cell or admin token (default $GROVE_TOKEN)')
+    .requiredOption('--data <dir>', 'data directory (cell id, bundle cache)')
+    .option('--port <n>', 'port for the control plane to reach this cell (default: any free port)', port, 0)
+    .option('--host <addr>', 'address to listen on (default 127.0.0.1)')
+    .option('--zone <zone>', 'availability zone', 'default')
+    .option('--tags <a,b>', 'placement tags')
+    .option('--memory <size>', 'memory this cell offers, e.g. 4G (default 4G)', megabytes, 4096)
+    .option('--instances <n>', 'instance slots (default 1000)', int(1, 100_000))
+    .option('--presence-ttl <duration>', 'how long the cell counts as present without a heartbeat (default 30s)', duration)
+    .action(async (o) => cell(o));
 
   program
     .command('login')
@@ -177,7 +214,7 @@ export function buildProgram(): Command {
     .description('create a token and print its secret once (admin)')
     .argument('<name>', 'a label, e.g. ci')
     .option('--space <name>', 'the space it acts in (default: yours)')
-    .addOption(new Option('--role <role>', 'developer or admin').choices(['developer', 'admin']))
+    .addOption(new Option('--role <role>', 'developer, admin, or cell (for grove cell)').choices(['developer', 'admin', 'cell']))
     .option('--json', 'print JSON')
     .action(async (name, o) => createToken(await client(), name, o));
   program

@@ -7,8 +7,9 @@ import { createAdaptorServer } from '@hono/node-server';
 import { BlobStore } from '../registry/index.js';
 import { IsolateDriver } from '../runtime/drivers/isolate/isolate-driver.js';
 import { LogBuffer } from '../runtime/logs/index.js';
-import { Rep } from '../runtime/rep/index.js';
-import { RouteTable, createRouter } from '../runtime/router/index.js';
+import { HttpRepClient, Rep, StoreUplink } from '../runtime/rep/index.js';
+import { Dispatcher, RouteTable, createRouter } from '../runtime/router/index.js';
+import type { RepClient } from '../scheduler/auctioneer/index.js';
 import { createApi, hashTokenSecret, newTokenSecret } from '../scheduler/api/index.js';
 import { Converger } from '../scheduler/converger/index.js';
 import { GroveError } from '../scheduler/model/index.js';
@@ -24,6 +25,10 @@ export interface PlatformOptions {
   host?: string;
   convergeIntervalMs?: number;
   cellMemoryMb?: number;
+  /** Run no cell in this process: work goes to `grove cell` processes only. */
+  noCell?: boolean;
+  /** Presence TTL of the in-process cell. */
+  presenceTtlMs?: number;
   warn?: (message: string) => void;
   /** Called for every platform event (grove up prints them). */
   onEvent?: (line: string) => void;
@@ -34,7 +39,7 @@ export interface Platform {
   routerUrl: string;
   dataDir: string;
   adminTokenPath: string;
-  cellId: string;
+  cellId: string | null;
   store: Store;
   logs: LogBuffer;
   stop(): Promise<void>;
@@ -58,23 +63,50 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
   try {
     const blobs = await BlobStore.open(join(dataDir, 'blobs'));
     const adminTokenPath = await ensureAdminToken(store, dataDir);
-    const cellId = await readOrCreate(join(dataDir, 'cell-id'), () => `cell-${randomBytes(4).toString('hex')}`);
     const logs = new LogBuffer();
 
-    const isolates = new IsolateDriver({ log: (l) => logs.append({ ...l, source: 'app' }) });
-    const rep = new Rep({
-      cellId,
-      zone: 'local',
-      store,
-      blobs,
-      drivers: [isolates],
-      capacity: { memoryMb: options.cellMemoryMb ?? 8192, diskMb: 65_536, instances: 1000 },
-      warn,
-    });
-    await rep.boot();
-    cleanups.push(() => rep.shutdown());
+    let rep: Rep | null = null;
+    let cellId: string | null = null;
+    if (!options.noCell) {
+      cellId = await readOrCreate(join(dataDir, 'cell-id'), () => `cell-${randomBytes(4).toString('hex')}`);
+      const isolates = new IsolateDriver({ log: (l) => logs.append({ ...l, source: 'app' }) });
+      rep = new Rep({
+        cellId,
+        zone: 'local',
+        uplink: new StoreUplink(store, blobs),
+        drivers: [isolates],
+        capacity: { memoryMb: options.cellMemoryMb ?? 8192, diskMb: 65_536, instances: 1000 },
+        presenceTtlMs: options.presenceTtlMs,
+        heartbeatMs: options.presenceTtlMs === undefined ? undefined : Math.max(200, Math.floor(options.presenceTtlMs / 3)),
+        warn,
+      });
+      await rep.boot();
+      const booted = rep;
+      cleanups.push(() => booted.shutdown());
+    }
 
-    const converger = new Converger({ store, reps: () => new Map([[cellId, rep]]), intervalMs: options.convergeIntervalMs, warn });
+    // The reps of the present cells: this process's own, and HTTP clients for `grove cell` processes
+    // (kept while their address and secret stay the same).
+    const remotes = new Map<string, HttpRepClient>();
+    const remoteFor = (cell: { id: string; address: string | null; secret: string | null }) => {
+      let client = remotes.get(cell.id);
+      if (!client || client.address !== cell.address) {
+        client = new HttpRepClient(cell.address!, cell.secret!);
+        remotes.set(cell.id, client);
+      }
+      return client;
+    };
+    const reps = async () => {
+      const now = Date.now();
+      const map = new Map<string, RepClient>();
+      for (const cell of await store.listCells()) {
+        if (cell.expiresAt <= now) continue;
+        if (rep && cell.id === rep.cellId) map.set(cell.id, rep);
+        else if (cell.address && cell.secret) map.set(cell.id, remoteFor(cell));
+      }
+      return map;
+    };
+    const converger = new Converger({ store, reps, intervalMs: options.convergeIntervalMs, warn });
     cleanups.push(() => converger.stop());
 
     // Subscribe before listing so no route change falls between the two.
@@ -86,7 +118,15 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
     cleanups.push(unwatch);
     for (const route of await store.listRoutes()) table.add(route);
 
-    const router = createRouter({ table, invoke: (appId, req) => rep.fetch(appId, req), logs });
+    const local = rep;
+    const dispatcher = new Dispatcher({
+      store,
+      local: local ? { cellId: local.cellId, fetch: (appId, req) => local.fetch(appId, req) } : undefined,
+      remote: (cell) => remoteFor(cell),
+    });
+    await dispatcher.start();
+    cleanups.push(() => dispatcher.stop());
+    const router = createRouter({ table, invoke: (appId, req) => dispatcher.invoke(appId, req), logs });
     const routerPort = await listen(router, options.routerPort, host, '--router-port');
     cleanups.push(() => close(router));
 
@@ -95,7 +135,7 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
     const apiPort = await listen(apiServer, options.apiPort, host, '--api-port');
     cleanups.push(() => close(apiServer));
 
-    converger.start();
+    await converger.start();
     const shown = host.includes(':') ? `[${host}]` : host;
     return {
       apiUrl: `http://${shown}:${apiPort}`,
@@ -132,7 +172,7 @@ async function ensureAdminToken(store: Store, dataDir: string): Promise<string> 
   return path;
 }
 
-async function readOrCreate(path: string, make: () => string): Promise<string> {
+export async function readOrCreate(path: string, make: () => string): Promise<string> {
   try {
     const value = (await fs.readFile(path, 'utf8')).trim();
     if (value) return value;

@@ -316,9 +316,10 @@ describe('control API', () => {
 
   describe('cells and events', () => {
     it('lists cells with their presence', async () => {
-      await h.store.heartbeatCell({ id: 'c1', zone: 'z', tags: [], drivers: ['isolate'], capacity: { memoryMb: 1, diskMb: 1, instances: 1 }, address: null }, 60_000);
+      await h.store.heartbeatCell({ id: 'c1', zone: 'z', tags: [], drivers: ['isolate'], capacity: { memoryMb: 1, diskMb: 1, instances: 1 }, address: null, secret: 'shh' }, 60_000);
       const cells = (await h.call(dev, 'GET', '/v1/cells')).json.cells;
       expect(cells).toMatchObject([{ id: 'c1', present: true }]);
+      expect(JSON.stringify(cells)).not.toContain('shh');
     });
 
     it('pages through events of the space', async () => {

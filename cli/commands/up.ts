@@ -10,6 +10,10 @@ export interface UpOptions {
   registryPort?: number;
   host?: string;
   quiet?: boolean;
+  /** commander turns --no-cell into cell: false */
+  cell?: boolean;
+  convergeInterval?: number;
+  presenceTtl?: number;
 }
 
 /** Runs the whole platform in this process until SIGINT/SIGTERM. */
@@ -21,10 +25,13 @@ export async function up(opts: UpOptions): Promise<void> {
     routerPort: opts.routerPort ?? DEFAULT_ROUTER_PORT,
     registryPort: opts.registryPort ?? DEFAULT_REGISTRY_PORT,
     host: opts.host,
+    noCell: opts.cell === false,
+    convergeIntervalMs: opts.convergeInterval,
+    presenceTtlMs: opts.presenceTtl,
     onEvent: opts.quiet ? undefined : (line) => say(`${new Date().toISOString()}  ${line}`),
   });
   const shownToken = relative(process.cwd(), platform.adminTokenPath).startsWith('..') ? platform.adminTokenPath : relative(process.cwd(), platform.adminTokenPath);
-  say(`Grove is up (cell ${platform.cellId}).`);
+  say(`Grove is up (${platform.cellId ? `cell ${platform.cellId}` : 'no cell in this process: start some with grove cell'}).`);
   say(`  API:          ${platform.apiUrl}`);
   say(`  Router:       ${platform.routerUrl}`);
   say(`  Data:         ${platform.dataDir}`);

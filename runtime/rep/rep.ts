@@ -1,17 +1,18 @@
 import type { ActualLRP, AppKind, CellCapacity } from '../../scheduler/model/index.js';
 import type { CellState, RepClient, Work, WorkResult } from '../../scheduler/auctioneer/index.js';
 import { GroveError } from '../../scheduler/model/index.js';
-import type { Store } from '../../scheduler/store/index.js';
-import type { BlobStore } from '../../registry/index.js';
+import type { CellUplink } from './uplink.js';
 import type { WireRequest, WireResponse, WorkloadDriver } from './workload-driver.js';
 
 export interface RepOptions {
   cellId: string;
   zone: string;
   tags?: string[];
-  store: Store;
-  blobs: BlobStore;
+  uplink: CellUplink;
   drivers: WorkloadDriver[];
+  /** Where the control plane reaches this rep, and the secret it must present (remote cells only). */
+  address?: string | null;
+  secret?: string | null;
   capacity: CellCapacity;
   heartbeatMs?: number;
   presenceTtlMs?: number;
@@ -41,6 +42,8 @@ export class Rep implements RepClient {
   private readonly cursor = new Map<string, number>();
   private readonly byKind = new Map<AppKind, WorkloadDriver>();
   private heartbeatTimer: NodeJS.Timeout | undefined;
+  /** Bundles this cell has loaded (reported in its state so the auction can prefer warm cells). */
+  private readonly digests = new Set<string>();
   private readonly unsubscribers: (() => void)[] = [];
 
   constructor(private readonly options: RepOptions) {
@@ -59,9 +62,9 @@ export class Rep implements RepClient {
    * process restarted), so it is handed back to the converger before the cell announces itself.
    */
   async boot(): Promise<void> {
-    for (const stale of await this.options.store.listActual({ cellId: this.cellId })) {
+    for (const stale of await this.options.uplink.instancesOn(this.cellId)) {
       if (stale.state === 'CLAIMED' || stale.state === 'RUNNING') {
-        await this.options.store.transitionActual(stale.instanceId, 'UNCLAIMED').catch(() => undefined);
+        await this.options.uplink.transition(stale.instanceId, 'UNCLAIMED', { cellId: this.cellId }).catch(() => undefined);
       }
     }
     await this.heartbeat();
@@ -69,19 +72,38 @@ export class Rep implements RepClient {
     this.heartbeatTimer.unref();
   }
 
+  /**
+   * Stops what this cell runs but the control plane no longer lists here — after this cell was
+   * declared lost and its instances were replaced, say — so a returning cell never serves twice.
+   */
+  private async reconcile(): Promise<void> {
+    // Only instances that were ready before the query: one claimed later is not in its answer yet.
+    const candidates = [...this.instances].filter(([, local]) => local.ready);
+    const listed = new Set((await this.options.uplink.instancesOn(this.cellId)).map((a) => a.instanceId));
+    for (const [id, local] of candidates) {
+      if (this.instances.get(id) === local && !listed.has(id)) {
+        this.instances.delete(id);
+        await this.byKind.get(local.kind)?.stop(id);
+        this.options.warn?.(`cell ${this.cellId}: stopped instance ${id}, which the control plane no longer places here`);
+      }
+    }
+  }
+
   private async heartbeat(): Promise<void> {
     try {
-      await this.options.store.heartbeatCell(
+      await this.options.uplink.heartbeat(
         {
           id: this.cellId,
           zone: this.options.zone,
           tags: this.options.tags ?? [],
           drivers: [...this.byKind.keys()],
           capacity: this.options.capacity,
-          address: null,
+          address: this.options.address ?? null,
+          secret: this.options.secret ?? null,
         },
         this.options.presenceTtlMs ?? 30_000,
       );
+      await this.reconcile();
     } catch (err) {
       this.options.warn?.(`cell ${this.cellId}: heartbeat failed: ${(err as Error).message}`);
     }
@@ -106,6 +128,7 @@ export class Rep implements RepClient {
         instances: Math.max(0, cap.instances - used.instances),
       },
       instances: [...this.instances.values()].map((i) => ({ instanceId: i.actual.instanceId, appId: i.actual.appId, kind: i.kind })),
+      digests: [...this.digests],
     };
   }
 
@@ -122,27 +145,26 @@ export class Rep implements RepClient {
 
   /** Returns false when the cell did not take the work (it was not claimable here). */
   private async startInstance(lrp: ActualLRP): Promise<boolean> {
-    const { store, blobs } = this.options;
-    const desired = await store.getDesired(lrp.appId);
-    const driver = desired && this.byKind.get(desired.kind);
-    if (!desired || !driver) return false;
+    const { uplink } = this.options;
+    const launch = await uplink.launchSpec(lrp).catch(() => null);
+    const driver = launch && this.byKind.get(launch.kind);
+    if (!launch || !driver) return false;
     let claimed: ActualLRP;
     try {
-      claimed = await store.transitionActual(lrp.instanceId, 'CLAIMED', { cellId: this.cellId });
+      claimed = await uplink.transition(lrp.instanceId, 'CLAIMED', { cellId: this.cellId });
     } catch {
       return false; // someone else claimed it, or it was removed meanwhile
     }
-    const revision = await store.getRevision(lrp.revisionId);
-    const app = await store.getAppById(lrp.appId);
-    const local: LocalInstance = { actual: claimed, kind: desired.kind, memoryMb: revision?.limits.memoryMb ?? 0, ready: false, inflight: 0 };
+    const { revision } = launch;
+    const local: LocalInstance = { actual: claimed, kind: launch.kind, memoryMb: revision.limits.memoryMb, ready: false, inflight: 0 };
     this.instances.set(lrp.instanceId, local);
     try {
-      if (!revision || !app) throw new GroveError('REVISION_NOT_FOUND', `revision ${lrp.revisionId} no longer exists`);
-      const code = revision.bundleDigest ? (await blobs.get(revision.bundleDigest)).toString('utf8') : null;
+      const code = revision.bundleDigest ? (await uplink.bundle(revision.bundleDigest)).toString('utf8') : null;
+      if (revision.bundleDigest) this.digests.add(revision.bundleDigest);
       await driver.start({
         instanceId: lrp.instanceId,
-        appId: app.id,
-        appName: app.name,
+        appId: lrp.appId,
+        appName: launch.appName,
         revisionId: revision.id,
         index: lrp.index,
         code,
@@ -154,15 +176,13 @@ export class Rep implements RepClient {
         await driver.stop(lrp.instanceId);
         return true;
       }
-      local.actual = await store.transitionActual(lrp.instanceId, 'RUNNING', { cellId: this.cellId });
+      local.actual = await uplink.transition(lrp.instanceId, 'RUNNING', { cellId: this.cellId });
       local.ready = true;
     } catch (err) {
       this.instances.delete(lrp.instanceId);
       // It may have started before the failure (e.g. the RUNNING report failed): never leak it.
       await driver.stop(lrp.instanceId).catch(() => undefined);
-      await store
-        .transitionActual(lrp.instanceId, 'CRASHED', { reason: (err as Error).message, cellId: this.cellId })
-        .catch(() => undefined);
+      await uplink.transition(lrp.instanceId, 'CRASHED', { reason: (err as Error).message, cellId: this.cellId }).catch(() => undefined);
     }
     return true;
   }
@@ -174,25 +194,31 @@ export class Rep implements RepClient {
   private async stopInstance(instanceId: string, reason: string): Promise<void> {
     const local = this.instances.get(instanceId);
     this.instances.delete(instanceId);
-    if (local) {
-      local.ready = false;
-      if (local.inflight > 0) {
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, this.options.drainMs ?? 10_000);
-          local.drained = () => {
-            clearTimeout(timer);
-            resolve();
-          };
-        });
-      }
-      await this.byKind.get(local.kind)?.stop(instanceId);
+    try {
+      if (local) await this.drainAndStop(instanceId, local);
+    } finally {
+      // Reported even if stopping failed locally: the instance no longer serves from here.
+      await this.options.uplink.remove(instanceId, reason);
     }
-    await this.options.store.removeActual(instanceId, reason);
+  }
+
+  private async drainAndStop(instanceId: string, local: LocalInstance): Promise<void> {
+    local.ready = false;
+    if (local.inflight > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, this.options.drainMs ?? 10_000);
+        local.drained = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+    await this.byKind.get(local.kind)?.stop(instanceId);
   }
 
   private async instanceExited(instanceId: string, reason: string): Promise<void> {
     if (!this.instances.delete(instanceId)) return;
-    await this.options.store.transitionActual(instanceId, 'CRASHED', { reason, cellId: this.cellId }).catch(() => undefined);
+    await this.options.uplink.transition(instanceId, 'CRASHED', { reason, cellId: this.cellId }).catch(() => undefined);
   }
 
   /** Serves a request on a ready local instance of the app, round robin. */
@@ -210,11 +236,20 @@ export class Rep implements RepClient {
     }
   }
 
-  /** Stops every instance and removes them from the Store (a clean shutdown of the cell). */
+  /**
+   * Stops every instance and tells the control plane, best effort: the local part (isolates, timers)
+   * always completes, even when the control plane cannot be reached to hear about it.
+   */
   async shutdown(): Promise<void> {
     clearInterval(this.heartbeatTimer);
     for (const unsubscribe of this.unsubscribers) unsubscribe();
-    await Promise.all([...this.instances.keys()].map((id) => this.stopInstance(id, 'cell shut down')));
-    await this.options.store.removeCell(this.cellId).catch(() => undefined);
+    await Promise.all(
+      [...this.instances.keys()].map((id) =>
+        this.stopInstance(id, 'cell shut down').catch((err: unknown) =>
+          this.options.warn?.(`cell ${this.cellId}: could not report instance ${id} stopped: ${(err as Error).message}`),
+        ),
+      ),
+    );
+    await this.options.uplink.leave(this.cellId).catch(() => undefined);
   }
 }

@@ -1,2 +1,3 @@
 export { RouteTable, normalizeHost, type RouteMatch } from './route-table.js';
 export { createRouter, type RouterOptions } from './router.js';
+export { Dispatcher, type DispatcherOptions, type Invoker } from './dispatcher.js';

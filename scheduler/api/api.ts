@@ -4,6 +4,7 @@ import { GroveError, toGroveError } from '../model/index.js';
 import { appRoutes } from './app-routes.js';
 import { type ApiEnv, requireToken } from './auth.js';
 import type { ApiDeps } from './deps.js';
+import { cellRoutes } from './cell-routes.js';
 import { eventRoutes } from './event-routes.js';
 import { routingRoutes } from './routing-routes.js';
 import { spaceRoutes } from './space-routes.js';
@@ -28,6 +29,12 @@ export function createApi(deps: ApiDeps, options: { keepAliveMs?: number } = {})
 
   const v1 = new Hono<ApiEnv>();
   v1.use('*', requireToken(deps.store));
+  v1.route('/cell', cellRoutes(deps));
+  // A cell token is for the cell API only.
+  v1.use('*', async (c, next) => {
+    if (c.get('auth').token.role === 'cell') throw new GroveError('FORBIDDEN', 'a cell token can only use the cell API');
+    await next();
+  });
   v1.route('/', spaceRoutes(deps));
   v1.route('/', appRoutes(deps));
   v1.route('/', routingRoutes(deps));

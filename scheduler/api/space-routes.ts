@@ -87,7 +87,7 @@ export function spaceRoutes(deps: ApiDeps): Hono<ApiEnv> {
   api.get('/cells', async (c) => {
     const t = now();
     const cells = await store.listCells();
-    return c.json({ cells: cells.map((cell) => ({ ...cell, present: cell.expiresAt > t })) });
+    return c.json({ cells: cells.map(({ secret: _secret, ...cell }) => ({ ...cell, present: cell.expiresAt > t })) });
   });
 
   return api;

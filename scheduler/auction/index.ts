@@ -1,4 +1,3 @@
-export { chooseCell, type PlacementCandidate, type PlacementRequest } from './least-loaded.js';
 export {
   runAuction,
   DEFAULT_WEIGHTS,

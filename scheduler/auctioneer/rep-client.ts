@@ -9,6 +9,8 @@ export interface CellState {
   capacity: CellCapacity;
   available: CellCapacity;
   instances: { instanceId: string; appId: string; kind: AppKind }[];
+  /** Bundle and image digests the cell holds already (the auction prefers warm cells). */
+  digests: string[];
 }
 
 export interface Work {

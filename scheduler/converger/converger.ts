@@ -1,13 +1,12 @@
 import type { ActualLRP } from '../model/index.js';
 import type { Store } from '../store/index.js';
-import { chooseCell } from '../auction/index.js';
+import { Auctioneer, type RepClient } from '../auctioneer/index.js';
 import { planConvergence } from './plan.js';
-import type { CellState, RepClient } from '../auctioneer/index.js';
 
 export interface ConvergerOptions {
   store: Store;
-  /** The rep of each cell by id (in-process for the embedded cell). */
-  reps: () => Map<string, RepClient>;
+  /** The rep of each present cell by id (in-process for the embedded cell, HTTP for the others). */
+  reps: () => Map<string, RepClient> | Promise<Map<string, RepClient>>;
   intervalMs?: number;
   now?: () => number;
   warn?: (message: string) => void;
@@ -35,17 +34,27 @@ const RELEVANT = new Set([
  */
 export class Converger {
   private timer: NodeJS.Timeout | undefined;
+  private expiryTimer: NodeJS.Timeout | undefined;
   private running: Promise<void> | null = null;
   private again = false;
   private stopped = false;
   private unwatch: (() => void) | undefined;
   private readonly now: () => number;
+  private readonly auctioneer: Auctioneer;
+  /** Until then no cell counts as lost: see `converge`. */
+  private graceUntil = 0;
 
   constructor(private readonly options: ConvergerOptions) {
     this.now = options.now ?? Date.now;
+    this.auctioneer = new Auctioneer({ store: options.store, warn: options.warn });
   }
 
-  start(): void {
+  async start(): Promise<void> {
+    // Cells could not heartbeat while this control plane was down: give them two of their presence
+    // TTLs to check in again before declaring any of them lost, or a restart would replace everything.
+    const cells = await this.options.store.listCells();
+    const longestTtl = Math.max(0, ...cells.map((c) => c.expiresAt - c.heartbeatAt));
+    this.graceUntil = this.now() + 2 * longestTtl;
     this.unwatch = this.options.store.watch((event) => {
       if (RELEVANT.has(event.type)) this.trigger();
     });
@@ -54,9 +63,21 @@ export class Converger {
     this.trigger();
   }
 
+  /**
+   * A cell is lost the moment its presence lapses; run then rather than at the next tick, so its
+   * instances are replaced within the presence TTL, not the converger's interval.
+   */
+  private wakeAtNextExpiry(expiries: number[], now: number): void {
+    clearTimeout(this.expiryTimer);
+    if (expiries.length === 0 || this.stopped) return;
+    this.expiryTimer = setTimeout(() => this.trigger(), Math.min(...expiries) - now + 50);
+    this.expiryTimer.unref();
+  }
+
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.timer);
+    clearTimeout(this.expiryTimer);
     this.unwatch?.();
     await this.running;
   }
@@ -84,9 +105,16 @@ export class Converger {
   /** One pass: snapshot → plan → act. Exposed for tests. */
   async converge(): Promise<void> {
     const { store } = this.options;
-    const [desired, actual, cells] = await Promise.all([store.listDesired(), store.listActual(), store.listCells()]);
-    const plan = planConvergence({ desired, actual, cells }, this.now());
-    const reps = this.options.reps();
+    const [desired, actual, listed] = await Promise.all([store.listDesired(), store.listActual(), store.listCells()]);
+    const now = this.now();
+    const graceUntil = this.graceUntil;
+    const cells = now < graceUntil ? listed.map((c) => ({ ...c, expiresAt: Math.max(c.expiresAt, graceUntil) })) : listed;
+    // A lapsed presence is a lost cell: say so once (a cell that comes back joins again).
+    for (const cell of cells) if (cell.expiresAt <= now) await store.removeCell(cell.id);
+    const plan = planConvergence({ desired, actual, cells }, now);
+    const reps = await this.options.reps();
+    const present = new Set(cells.filter((c) => c.expiresAt > now).map((c) => c.id));
+    this.wakeAtNextExpiry(cells.map((c) => c.expiresAt).filter((t) => t > now), now);
 
     // Stop first: it frees capacity for what is placed next.
     const stopsByCell = new Map<string, ActualLRP[]>();
@@ -95,59 +123,17 @@ export class Converger {
       if (rep && lrp.cellId && (lrp.state === 'RUNNING' || lrp.state === 'CLAIMED')) {
         stopsByCell.set(lrp.cellId, [...(stopsByCell.get(lrp.cellId) ?? []), lrp]);
       } else {
-        await store.removeActual(lrp.instanceId, 'no longer desired');
+        const lost = lrp.cellId !== null && !present.has(lrp.cellId);
+        await store.removeActual(lrp.instanceId, lost ? `cell ${lrp.cellId} was lost; replaced` : 'no longer desired');
       }
     }
     await Promise.all([...stopsByCell].map(([cellId, stop]) => reps.get(cellId)!.perform({ start: [], stop })));
 
     const toPlace: ActualLRP[] = [...plan.place];
-    for (const lrp of [...plan.restart, ...plan.lost]) {
+    for (const lrp of plan.restart) {
       toPlace.push(await store.transitionActual(lrp.instanceId, 'UNCLAIMED'));
     }
     for (const missing of plan.create) toPlace.push(await store.createActual(missing));
-    if (toPlace.length > 0) await this.place(toPlace, reps, desired);
-  }
-
-  private async place(lrps: ActualLRP[], reps: Map<string, RepClient>, desired: { appId: string; kind: 'isolate' | 'container' }[]): Promise<void> {
-    const { store } = this.options;
-    const states = new Map<string, CellState>();
-    await Promise.all(
-      [...reps].map(async ([cellId, rep]) => {
-        try {
-          states.set(cellId, await rep.state());
-        } catch (err) {
-          this.options.warn?.(`converger: cell ${cellId} did not answer: ${(err as Error).message}`);
-        }
-      }),
-    );
-    const kindOf = new Map(desired.map((d) => [d.appId, d.kind]));
-    const work = new Map<string, ActualLRP[]>();
-    for (const lrp of lrps) {
-      const kind = kindOf.get(lrp.appId);
-      if (!kind) continue;
-      const revision = await store.getRevision(lrp.revisionId);
-      const memoryMb = revision?.limits.memoryMb ?? 0;
-      const choice = chooseCell(
-        { kind, memoryMb },
-        [...states.values()].map((s) => ({
-          cellId: s.cellId,
-          drivers: s.drivers,
-          availableMemoryMb: s.available.memoryMb,
-          availableInstances: s.available.instances,
-          sameApp: s.instances.filter((i) => i.appId === lrp.appId).length,
-        })),
-      );
-      if ('error' in choice) {
-        if (lrp.placementError !== choice.error) await store.setPlacementError(lrp.instanceId, choice.error);
-        continue;
-      }
-      // Reserve on the copy so the next instance in this batch sees the cell as it will be.
-      const state = states.get(choice.cellId)!;
-      state.available.memoryMb -= memoryMb;
-      state.available.instances -= 1;
-      state.instances.push({ instanceId: lrp.instanceId, appId: lrp.appId, kind });
-      work.set(choice.cellId, [...(work.get(choice.cellId) ?? []), lrp]);
-    }
-    await Promise.all([...work].map(([cellId, start]) => reps.get(cellId)!.perform({ start, stop: [] })));
+    if (toPlace.length > 0) await this.auctioneer.auction(toPlace, reps, desired);
   }
 }

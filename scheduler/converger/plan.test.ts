@@ -10,6 +10,7 @@ const cell = (id: string, expiresAt = NOW + 10_000): Cell => ({
   drivers: ['isolate'],
   capacity: { memoryMb: 1, diskMb: 1, instances: 1 },
   address: null,
+  secret: null,
   startedAt: 0,
   heartbeatAt: 0,
   expiresAt,
@@ -65,13 +66,27 @@ describe('planConvergence', () => {
     expect(ids(plan.stop)).toEqual(ids([a]));
   });
 
-  it('places unclaimed instances and re-places instances of lost cells', () => {
+  it('places unclaimed instances', () => {
     const waiting = actual({ index: 0, state: 'UNCLAIMED', cellId: null });
-    const orphan = actual({ index: 1, cellId: 'gone' });
-    const expired = actual({ index: 2, cellId: 'c2' });
-    const plan = planConvergence({ desired: [desired(3)], actual: [waiting, orphan, expired], cells: [cell('c1'), cell('c2', NOW)] }, NOW);
+    const plan = planConvergence({ desired: [desired(1)], actual: [waiting], cells: [cell('c1')] }, NOW);
     expect(ids(plan.place)).toEqual(ids([waiting]));
-    expect(ids(plan.lost)).toEqual(ids([orphan, expired]));
+  });
+
+  it('replaces instances of lost cells, keeping the old ones until the replacements run', () => {
+    const orphan = actual({ index: 0, cellId: 'gone' });
+    const expired = actual({ index: 1, cellId: 'c2' });
+    const lost = planConvergence({ desired: [desired(2)], actual: [orphan, expired], cells: [cell('c1'), cell('c2', NOW)] }, NOW);
+    expect(lost.create).toEqual([
+      { appId: 'a', revisionId: 'r2', index: 0 },
+      { appId: 'a', revisionId: 'r2', index: 1 },
+    ]);
+    expect(lost.stop).toEqual([]);
+
+    const starting = actual({ index: 0, cellId: 'c1', state: 'CLAIMED' });
+    const running = actual({ index: 1, cellId: 'c1', state: 'RUNNING' });
+    const later = planConvergence({ desired: [desired(2)], actual: [orphan, expired, starting, running], cells: [cell('c1'), cell('c2', NOW)] }, NOW);
+    expect(later.create).toEqual([]);
+    expect(ids(later.stop)).toEqual(ids([expired]));
   });
 
   it('restarts crashed instances according to the backoff policy', () => {

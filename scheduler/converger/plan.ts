@@ -20,8 +20,6 @@ export interface ConvergencePlan {
   place: ActualLRP[];
   /** CRASHED instances whose backoff has passed: back to UNCLAIMED, then place. */
   restart: ActualLRP[];
-  /** Instances on cells whose presence lapsed: back to UNCLAIMED, then place. */
-  lost: ActualLRP[];
   /** Instances to stop and forget: beyond the desired count, of a deleted app, or a replaced revision. */
   stop: ActualLRP[];
 }
@@ -35,9 +33,14 @@ const PREFERENCE: Record<ActualLRPState, number> = { RUNNING: 0, CLAIMED: 1, UNC
  * A new revision rolls out without downtime: its instances start beside the old revision's, which
  * stop only once every index of the new revision is RUNNING (old instances that are not serving
  * anyway stop at once). If the new revision never comes up, the old one keeps serving.
+ *
+ * An instance on a lost cell (presence lapsed) is not taken out at once: a replacement is created for
+ * its index, and the old record goes only when the replacement runs. Until then the router may still
+ * try it (and move on to another instance if the cell really is gone), as Diego keeps a suspect
+ * instance routable while its replacement starts.
  */
 export function planConvergence(snapshot: Snapshot, now: number): ConvergencePlan {
-  const plan: ConvergencePlan = { create: [], place: [], restart: [], lost: [], stop: [] };
+  const plan: ConvergencePlan = { create: [], place: [], restart: [], stop: [] };
   const present = new Set(snapshot.cells.filter((c) => c.expiresAt > now).map((c) => c.id));
   const desiredByApp = new Map(snapshot.desired.map((d) => [d.appId, d]));
   const actualByApp = new Map<string, ActualLRP[]>();
@@ -56,10 +59,16 @@ export function planConvergence(snapshot: Snapshot, now: number): ConvergencePla
     const current = actuals.filter((a) => a.revisionId === desired.revisionId);
     const old = actuals.filter((a) => a.revisionId !== desired.revisionId);
 
+    const onLostCell = (a: ActualLRP) => (a.state === 'RUNNING' || a.state === 'CLAIMED') && a.cellId !== null && !present.has(a.cellId);
+    const lostByIndex = new Map<number, ActualLRP[]>();
     const byIndex = new Map<number, ActualLRP>();
     for (const a of current) {
       if (a.index >= desired.instances) {
         plan.stop.push(a);
+        continue;
+      }
+      if (onLostCell(a)) {
+        lostByIndex.set(a.index, [...(lostByIndex.get(a.index) ?? []), a]);
         continue;
       }
       const kept = byIndex.get(a.index);
@@ -74,15 +83,13 @@ export function planConvergence(snapshot: Snapshot, now: number): ConvergencePla
     for (let index = 0; index < desired.instances; index++) {
       const a = byIndex.get(index);
       if (!a) {
+        // Missing, or only on a lost cell: start a replacement (the lost one stays until it runs).
         plan.create.push({ appId: desired.appId, revisionId: desired.revisionId, index });
         allRunning = false;
         continue;
       }
-      const onLostCell = a.cellId !== null && !present.has(a.cellId);
-      if ((a.state === 'RUNNING' || a.state === 'CLAIMED') && onLostCell) {
-        plan.lost.push(a);
-        allRunning = false;
-      } else if (a.state === 'UNCLAIMED') {
+      if (a.state === 'RUNNING') plan.stop.push(...(lostByIndex.get(index) ?? []));
+      if (a.state === 'UNCLAIMED') {
         plan.place.push(a);
         allRunning = false;
       } else if (a.state === 'CRASHED') {
@@ -94,7 +101,7 @@ export function planConvergence(snapshot: Snapshot, now: number): ConvergencePla
     }
 
     for (const a of old) {
-      const serving = a.state === 'RUNNING' && (a.cellId === null || present.has(a.cellId));
+      const serving = a.state === 'RUNNING' && !onLostCell(a);
       if (allRunning || !serving) plan.stop.push(a);
     }
   }

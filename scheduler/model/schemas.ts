@@ -11,8 +11,11 @@ export const Space = z.object({
 });
 export type Space = z.infer<typeof Space>;
 
-/** `admin` may manage spaces and tokens; every token, admin or not, acts on apps of its own space only. */
-export const TokenRole = z.enum(['admin', 'developer']);
+/**
+ * `admin` may manage spaces and tokens; every token, admin or not, acts on apps of its own space only.
+ * `cell` is what a `grove cell` process presents: the cell API and nothing else.
+ */
+export const TokenRole = z.enum(['admin', 'developer', 'cell']);
 export type TokenRole = z.infer<typeof TokenRole>;
 
 export const Token = z.object({
@@ -99,7 +102,7 @@ export type DesiredLRP = z.infer<typeof DesiredLRP>;
 export const ActualLRPState = z.enum(['UNCLAIMED', 'CLAIMED', 'RUNNING', 'CRASHED']);
 export type ActualLRPState = z.infer<typeof ActualLRPState>;
 
-export const ActualLRP = z.object({
+export const ActualLRP = z.strictObject({
   instanceId: z.string(),
   appId: z.string(),
   spaceId: z.string(),
@@ -151,6 +154,8 @@ export const Cell = z.object({
   drivers: z.array(DriverKind),
   capacity: CellCapacity,
   address: z.string().nullable(),
+  /** What the control plane presents to the cell's rep; never shown by the API. */
+  secret: z.string().nullable(),
   startedAt: Millis,
   heartbeatAt: Millis,
   expiresAt: Millis,

@@ -139,4 +139,6 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX events_by_space ON events (space_id, seq);
   `,
+  // 2: a remote cell's secret, which the control plane presents when it calls the cell's rep.
+  `ALTER TABLE cells ADD COLUMN secret TEXT;`,
 ];

@@ -122,6 +122,7 @@ const toCell = (r: Row): Cell => ({
   drivers: json(r.drivers),
   capacity: json(r.capacity),
   address: optStr(r.address),
+  secret: optStr(r.secret),
   startedAt: num(r.started_at),
   heartbeatAt: num(r.heartbeat_at),
   expiresAt: num(r.expires_at),
@@ -921,17 +922,18 @@ export class SqliteStore implements Store {
         expiresAt: now + ttlMs,
       };
       this.run(
-        `INSERT INTO cells (id, zone, tags, drivers, capacity, address, started_at, heartbeat_at, expires_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+        `INSERT INTO cells (id, zone, tags, drivers, capacity, address, secret, started_at, heartbeat_at, expires_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (id) DO UPDATE SET zone = excluded.zone, tags = excluded.tags, drivers = excluded.drivers,
-           capacity = excluded.capacity, address = excluded.address, started_at = excluded.started_at,
-           heartbeat_at = excluded.heartbeat_at, expires_at = excluded.expires_at`,
+           capacity = excluded.capacity, address = excluded.address, secret = excluded.secret,
+           started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, expires_at = excluded.expires_at`,
         cell.id,
         cell.zone,
         JSON.stringify(cell.tags),
         JSON.stringify(cell.drivers),
         JSON.stringify(cell.capacity),
         cell.address,
+        cell.secret,
         cell.startedAt,
         cell.heartbeatAt,
         cell.expiresAt,

@@ -257,13 +257,13 @@ export function storeContract(adapter: string, makeHarness: () => Promise<StoreH
 
     it('records cell presence with an expiry', async () => {
       const cell = await store.heartbeatCell(
-        { id: 'cell-1', zone: 'z1', tags: ['ssd'], drivers: ['isolate'], capacity: { memoryMb: 1024, diskMb: 1024, instances: 100 }, address: null },
+        { id: 'cell-1', zone: 'z1', tags: ['ssd'], drivers: ['isolate'], capacity: { memoryMb: 1024, diskMb: 1024, instances: 100 }, address: null, secret: 's3cret' },
         10_000,
       );
       expect(cell.expiresAt - cell.heartbeatAt).toBe(10_000);
       const again = await store.heartbeatCell({ ...cell, zone: 'z2' }, 10_000);
       expect(again.startedAt).toBe(cell.startedAt);
-      expect((await store.listCells()).map((c) => c.zone)).toEqual(['z2']);
+      expect((await store.listCells()).map((c) => [c.zone, c.secret])).toEqual([['z2', 's3cret']]);
       await store.removeCell('cell-1');
       expect(await store.listCells()).toEqual([]);
     });

@@ -1,0 +1,100 @@
+import { randomBytes } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join, resolve } from 'node:path';
+import { createAdaptorServer } from '@hono/node-server';
+import { BlobStore } from '../registry/index.js';
+import { IsolateDriver } from '../runtime/drivers/isolate/isolate-driver.js';
+import { CachingUplink, HttpUplink, Rep, createRepServer } from '../runtime/rep/index.js';
+import { readOrCreate } from './platform.js';
+
+export interface CellOptions {
+  api: string;
+  token: string;
+  dataDir: string;
+  port: number;
+  host?: string;
+  zone: string;
+  tags: string[];
+  memoryMb: number;
+  instances?: number;
+  presenceTtlMs?: number;
+  /** Where the app's console output goes on this cell. */
+  log?: (line: string) => void;
+  warn?: (message: string) => void;
+}
+
+export interface RunningCell {
+  cellId: string;
+  address: string;
+  stop(): Promise<void>;
+}
+
+/**
+ * The composition root of `grove cell`: a Rep with the isolate driver, reachable over HTTP by the
+ * control plane, reporting to it through its cell API. The secret the control plane must present is
+ * made anew at every start and travels only in the (authenticated) presence heartbeat.
+ */
+export async function startCell(options: CellOptions): Promise<RunningCell> {
+  const dataDir = resolve(options.dataDir);
+  const host = options.host ?? '127.0.0.1';
+  await fs.mkdir(dataDir, { recursive: true, mode: 0o700 });
+  const cellId = await readOrCreate(join(dataDir, 'cell-id'), () => `cell-${randomBytes(4).toString('hex')}`);
+  const secret = randomBytes(32).toString('base64url');
+  const cache = await BlobStore.open(join(dataDir, 'bundles'));
+  const uplink = new CachingUplink(new HttpUplink(options.api.replace(/\/+$/, ''), options.token), cache);
+  const log = options.log ?? ((line: string) => process.stdout.write(`${line}\n`));
+  const isolates = new IsolateDriver({ log: (l) => log(`${new Date().toISOString()} ${l.appId}/${l.instanceId} ${l.level.toUpperCase()} ${l.message}`) });
+
+  // Listen first: the address must answer by the time the presence announces it.
+  let rep: Rep | undefined;
+  const server = createAdaptorServer({
+    fetch: (req: Request) => {
+      if (!rep) return new Response('starting', { status: 503 });
+      return repApp.fetch(req);
+    },
+  }) as Server;
+  const port = await new Promise<number>((resolvePort, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, host, () => resolvePort((server.address() as AddressInfo).port));
+  });
+  const shown = host.includes(':') ? `[${host}]` : host;
+  const address = `http://${shown}:${port}`;
+  const ttl = options.presenceTtlMs ?? 30_000;
+  rep = new Rep({
+    cellId,
+    zone: options.zone,
+    tags: options.tags,
+    uplink,
+    drivers: [isolates],
+    capacity: { memoryMb: options.memoryMb, diskMb: 65_536, instances: options.instances ?? 1000 },
+    address,
+    secret,
+    presenceTtlMs: ttl,
+    heartbeatMs: Math.max(200, Math.floor(ttl / 3)),
+    warn: options.warn,
+  });
+  const repApp = createRepServer(rep, secret);
+  try {
+    await rep.boot();
+  } catch (err) {
+    server.close();
+    throw err;
+  }
+  const running = rep;
+  return {
+    cellId,
+    address,
+    async stop() {
+      try {
+        await running.shutdown();
+      } finally {
+        await new Promise<void>((done) => {
+          server.close(() => done());
+          server.closeAllConnections();
+        });
+      }
+    },
+  };
+}

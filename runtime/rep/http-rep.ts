@@ -1,0 +1,108 @@
+import { timingSafeEqual } from 'node:crypto';
+import { Hono } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { type Dispatcher, request } from 'undici';
+import { z } from 'zod';
+import type { CellState, RepClient, Work, WorkResult } from '../../scheduler/auctioneer/index.js';
+import { ActualLRP, GroveError, isErrorCode, toGroveError } from '../../scheduler/model/index.js';
+import type { Rep } from './rep.js';
+import type { WireRequest, WireResponse } from './workload-driver.js';
+
+const WorkBody = z.strictObject({ start: z.array(ActualLRP), stop: z.array(ActualLRP) });
+const RequestMeta = z.strictObject({ method: z.string().min(1).max(32), url: z.string().url(), headers: z.array(z.tuple([z.string(), z.string()])) });
+const ResponseMeta = z.strictObject({ status: z.number().int(), statusText: z.string(), headers: z.array(z.tuple([z.string(), z.string()])) });
+
+const encodeMeta = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url');
+const decodeMeta = (v: string | undefined) => (v ? (JSON.parse(Buffer.from(v, 'base64url').toString('utf8')) as unknown) : undefined);
+
+/**
+ * The rep's HTTP face on a `grove cell`: state, perform, and invoking a function on this cell. Every
+ * call must present the cell's secret (registered with its presence), so only the control plane can
+ * drive the cell. A request for a function travels as its raw body, with method, URL and headers in
+ * one `x-grove-request` header; the answer comes back the same way.
+ */
+export function createRepServer(rep: Rep, secret: string, options: { maxBodyBytes?: number } = {}): Hono {
+  const app = new Hono();
+  const expected = Buffer.from(`Bearer ${secret}`);
+  app.onError((err, c) => {
+    const e = toGroveError(err);
+    return c.json(e.toJSON(), e.status as 400, { 'x-grove-error': e.code });
+  });
+  app.use('*', async (c, next) => {
+    const given = Buffer.from(c.req.header('authorization') ?? '');
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw new GroveError('UNAUTHORIZED', 'this cell only takes work from its control plane');
+    await next();
+  });
+  app.get('/rep/v1/state', async (c) => c.json(await rep.state()));
+  app.post('/rep/v1/perform', bodyLimit({ maxSize: 16 * 1024 * 1024 }), async (c) => {
+    const work = WorkBody.safeParse(await c.req.json().catch(() => undefined));
+    if (!work.success) throw new GroveError('VALIDATION_FAILED', 'perform needs {start, stop} lists of instances');
+    return c.json(await rep.perform(work.data));
+  });
+  app.all('/rep/v1/invoke/:appId', bodyLimit({ maxSize: options.maxBodyBytes ?? 10 * 1024 * 1024 }), async (c) => {
+    const meta = RequestMeta.safeParse(decodeMeta(c.req.header('x-grove-request')));
+    if (!meta.success) throw new GroveError('BAD_REQUEST', 'missing or malformed x-grove-request');
+    const body = new Uint8Array(await c.req.arrayBuffer());
+    const res = await rep.fetch(c.req.param('appId'), { ...meta.data, body: body.length ? body : null });
+    const headers = { 'x-grove-response': encodeMeta({ status: res.status, statusText: res.statusText, headers: res.headers }) };
+    return res.body ? c.body(new Uint8Array(res.body), 200, headers) : c.body(null, 200, headers);
+  });
+  return app;
+}
+
+/** The control plane's client for a remote cell's rep (the HTTP adapter of RepClient). */
+export class HttpRepClient implements RepClient {
+  constructor(
+    readonly address: string,
+    private readonly secret: string,
+    private readonly timeoutMs = 5_000,
+  ) {}
+
+  private async call(method: Dispatcher.HttpMethod, path: string, init: { body?: Uint8Array | string; headers?: Record<string, string> } = {}) {
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await request(`${this.address}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${this.secret}`, ...init.headers },
+        body: init.body,
+        headersTimeout: this.timeoutMs,
+        bodyTimeout: this.timeoutMs,
+      });
+    } catch (err) {
+      throw new GroveError('UNAVAILABLE', `cell at ${this.address} is unreachable: ${(err as Error).message}`, { cause: err, details: { retryable: true } });
+    }
+    const code = res.headers['x-grove-error'];
+    if (res.statusCode >= 400) {
+      const text = await res.body.text();
+      let message = `cell at ${this.address} answered ${res.statusCode}`;
+      try {
+        message = (JSON.parse(text) as { error: { message: string } }).error.message;
+      } catch {
+        // keep the generic message
+      }
+      throw new GroveError(typeof code === 'string' && isErrorCode(code) ? code : 'UNAVAILABLE', message);
+    }
+    return res;
+  }
+
+  async state(): Promise<CellState> {
+    return (await (await this.call('GET', '/rep/v1/state')).body.json()) as CellState;
+  }
+
+  async perform(work: Work): Promise<WorkResult> {
+    const res = await this.call('POST', '/rep/v1/perform', { body: JSON.stringify(work), headers: { 'content-type': 'application/json' } });
+    return (await res.body.json()) as WorkResult;
+  }
+
+  async invoke(appId: string, wire: WireRequest): Promise<WireResponse> {
+    const res = await this.call('POST', `/rep/v1/invoke/${encodeURIComponent(appId)}`, {
+      body: wire.body ?? undefined,
+      headers: { 'x-grove-request': encodeMeta({ method: wire.method, url: wire.url, headers: wire.headers }) },
+    });
+    const raw = res.headers['x-grove-response'];
+    const meta = ResponseMeta.safeParse(decodeMeta(typeof raw === 'string' ? raw : undefined));
+    const body = new Uint8Array(await res.body.arrayBuffer());
+    if (!meta.success) throw new GroveError('UNAVAILABLE', `cell at ${this.address} sent a malformed response`);
+    return { ...meta.data, body: body.length ? body : null };
+  }
+}

@@ -1,0 +1,82 @@
+import type { ActualLRP, ActualLRPState, AppKind, CellCapacity, Revision } from '../../scheduler/model/index.js';
+import { GroveError } from '../../scheduler/model/index.js';
+import type { ActualChange, Store } from '../../scheduler/store/index.js';
+import type { BlobStore } from '../../registry/index.js';
+
+export interface CellPresence {
+  id: string;
+  zone: string;
+  tags: string[];
+  drivers: AppKind[];
+  capacity: CellCapacity;
+  /** Where the control plane reaches this cell's rep (null for the in-process cell). */
+  address: string | null;
+  /** What the control plane presents to this cell's rep; null for the in-process cell. */
+  secret: string | null;
+}
+
+/** What a cell needs to start one instance. */
+export interface LaunchSpec {
+  kind: AppKind;
+  appName: string;
+  revision: Revision;
+}
+
+/**
+ * Everything a Rep asks of the control plane, as one small port: presence, instance reports, what to
+ * run, and bundles. The in-process cell talks to the Store directly; a `grove cell` process talks to
+ * the control plane's cell API over HTTP.
+ */
+export interface CellUplink {
+  heartbeat(cell: CellPresence, ttlMs: number): Promise<void>;
+  leave(cellId: string): Promise<void>;
+  instancesOn(cellId: string): Promise<ActualLRP[]>;
+  transition(instanceId: string, to: ActualLRPState, change: ActualChange): Promise<ActualLRP>;
+  remove(instanceId: string, reason: string): Promise<void>;
+  /** Null when the instance's app or revision no longer exists. */
+  launchSpec(lrp: ActualLRP): Promise<LaunchSpec | null>;
+  bundle(digest: string): Promise<Buffer>;
+}
+
+/** The in-process adapter: the Store and the blob store of this very process. */
+export class StoreUplink implements CellUplink {
+  constructor(
+    private readonly store: Store,
+    private readonly blobs: BlobStore,
+  ) {}
+
+  async heartbeat(cell: CellPresence, ttlMs: number): Promise<void> {
+    await this.store.heartbeatCell(cell, ttlMs);
+  }
+
+  leave(cellId: string): Promise<void> {
+    return this.store.removeCell(cellId);
+  }
+
+  instancesOn(cellId: string): Promise<ActualLRP[]> {
+    return this.store.listActual({ cellId });
+  }
+
+  transition(instanceId: string, to: ActualLRPState, change: ActualChange): Promise<ActualLRP> {
+    return this.store.transitionActual(instanceId, to, change);
+  }
+
+  remove(instanceId: string, reason: string): Promise<void> {
+    return this.store.removeActual(instanceId, reason);
+  }
+
+  async launchSpec(lrp: ActualLRP): Promise<LaunchSpec | null> {
+    const [desired, revision, app] = await Promise.all([
+      this.store.getDesired(lrp.appId),
+      this.store.getRevision(lrp.revisionId),
+      this.store.getAppById(lrp.appId),
+    ]);
+    if (!desired || !revision || !app) return null;
+    return { kind: desired.kind, appName: app.name, revision };
+  }
+
+  async bundle(digest: string): Promise<Buffer> {
+    if (!(await this.blobs.has(digest))) throw new GroveError('BUNDLE_NOT_FOUND', `bundle ${digest} is not stored`);
+    return this.blobs.get(digest);
+  }
+}

@@ -1,0 +1,98 @@
+import type { Cell, PlatformEvent } from '../../scheduler/model/index.js';
+import { GroveError } from '../../scheduler/model/index.js';
+import type { Store } from '../../scheduler/store/index.js';
+import type { WireRequest, WireResponse } from '../rep/index.js';
+
+export interface Invoker {
+  invoke(appId: string, request: WireRequest): Promise<WireResponse>;
+}
+
+export interface DispatcherOptions {
+  store: Store;
+  /** The in-process cell, if this process has one. */
+  local?: { cellId: string; fetch(appId: string, request: WireRequest): Promise<WireResponse> };
+  /** How to reach a remote cell. */
+  remote: (cell: Cell) => Invoker;
+  /** How often the cell list (addresses, secrets) is re-read. */
+  cellRefreshMs?: number;
+}
+
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE']);
+
+/**
+ * Where an app's requests go: it follows instance.started / stopped / crashed from the Store to know
+ * which cells run which app, spreads requests round robin over those instances, and when a cell
+ * cannot be reached (it died and the converger has not noticed yet) tries the next instance for
+ * requests that are safe to repeat.
+ */
+export class Dispatcher {
+  private readonly byApp = new Map<string, Map<string, string>>(); // appId → instanceId → cellId
+  private readonly cursor = new Map<string, number>();
+  private cells = new Map<string, Cell>();
+  private cellsReadAt = 0;
+  private unwatch: (() => void) | undefined;
+
+  constructor(private readonly options: DispatcherOptions) {}
+
+  /** Subscribe first, then read, so no change falls between the two. */
+  async start(): Promise<void> {
+    this.unwatch = this.options.store.watch((e) => this.apply(e));
+    for (const a of await this.options.store.listActual()) {
+      if (a.state === 'RUNNING' && a.cellId) this.add(a.appId, a.instanceId, a.cellId);
+    }
+    await this.refreshCells();
+  }
+
+  stop(): void {
+    this.unwatch?.();
+  }
+
+  private add(appId: string, instanceId: string, cellId: string): void {
+    let m = this.byApp.get(appId);
+    if (!m) this.byApp.set(appId, (m = new Map()));
+    m.set(instanceId, cellId);
+  }
+
+  private apply(e: PlatformEvent): void {
+    const { appId, instanceId, cellId } = e.data as { appId?: string; instanceId?: string; cellId?: string };
+    if (typeof appId !== 'string' || typeof instanceId !== 'string') return;
+    if (e.type === 'instance.started' && typeof cellId === 'string') this.add(appId, instanceId, cellId);
+    else if (e.type === 'instance.stopped' || e.type === 'instance.crashed') this.byApp.get(appId)?.delete(instanceId);
+    else if (e.type === 'app.deleted') this.byApp.delete(appId);
+  }
+
+  private async refreshCells(): Promise<void> {
+    this.cells = new Map((await this.options.store.listCells()).map((c) => [c.id, c]));
+    this.cellsReadAt = Date.now();
+  }
+
+  async invoke(appId: string, request: WireRequest): Promise<WireResponse> {
+    const instances = this.byApp.get(appId);
+    const cellIds = instances ? [...instances.values()] : [];
+    if (cellIds.length === 0) throw new GroveError('NO_INSTANCE', 'the app has no running instance right now');
+    const start = this.cursor.get(appId) ?? 0;
+    this.cursor.set(appId, start + 1);
+    const attempts = IDEMPOTENT.has(request.method) ? Math.min(cellIds.length, 3) : 1;
+    let lastError: unknown;
+    for (let i = 0; i < attempts; i++) {
+      const cellId = cellIds[(start + i) % cellIds.length]!;
+      try {
+        return await this.invokeOn(cellId, appId, request);
+      } catch (err) {
+        lastError = err;
+        const retryable = err instanceof GroveError && (err.code === 'UNAVAILABLE' || err.code === 'NO_INSTANCE');
+        if (!retryable) throw err;
+      }
+    }
+    throw lastError;
+  }
+
+  private async invokeOn(cellId: string, appId: string, request: WireRequest): Promise<WireResponse> {
+    const local = this.options.local;
+    if (local && cellId === local.cellId) return local.fetch(appId, request);
+    if (!this.cells.has(cellId) || Date.now() - this.cellsReadAt > (this.options.cellRefreshMs ?? 5_000)) await this.refreshCells();
+    const cell = this.cells.get(cellId);
+    if (!cell?.address) throw new GroveError('UNAVAILABLE', `cell ${cellId} has no address`);
+    return this.options.remote(cell).invoke(appId, request);
+  }
+}

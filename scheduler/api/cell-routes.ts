@@ -1,0 +1,83 @@
+import { Hono } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { z } from 'zod';
+import { ActualLRP, ActualLRPState, AppKind, CellCapacity, Digest, GroveError } from '../model/index.js';
+import type { ApiEnv } from './auth.js';
+import type { ApiDeps } from './deps.js';
+import { jsonBody, validate } from './http.js';
+
+const Presence = z.strictObject({
+  zone: z.string().min(1).max(64),
+  tags: z.array(z.string().min(1).max(64)).max(32),
+  drivers: z.array(AppKind).min(1),
+  capacity: CellCapacity,
+  address: z.string().url().nullable(),
+  secret: z.string().min(16).max(256).nullable(),
+  ttlMs: z.number().int().min(500).max(600_000),
+});
+const Transition = z.strictObject({ to: ActualLRPState, cellId: z.string().min(1).optional(), reason: z.string().max(4096).optional() });
+const CELL_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+
+/**
+ * The control plane's side of the cell protocol: what `grove cell` processes call. Only `cell` and
+ * `admin` tokens get here; cells are platform infrastructure and see across spaces by necessity.
+ */
+export function cellRoutes(deps: ApiDeps): Hono<ApiEnv> {
+  const { store, blobs } = deps;
+  const limit = bodyLimit({
+    maxSize: 1024 * 1024,
+    onError: () => {
+      throw new GroveError('PAYLOAD_TOO_LARGE', 'cell API bodies are limited to 1 MiB');
+    },
+  });
+  const api = new Hono<ApiEnv>();
+  api.use('*', async (c, next) => {
+    const role = c.get('auth').token.role;
+    if (role !== 'cell' && role !== 'admin') throw new GroveError('FORBIDDEN', 'the cell API needs a cell or admin token');
+    await next();
+  });
+  const cellId = (raw: string) => {
+    if (!CELL_ID.test(raw)) throw new GroveError('VALIDATION_FAILED', `invalid cell id "${raw}"`);
+    return raw;
+  };
+
+  api.put('/cells/:id', limit, async (c) => {
+    const body = await jsonBody(c, Presence);
+    const { ttlMs, ...presence } = body;
+    const cell = await store.heartbeatCell({ id: cellId(c.req.param('id')), ...presence }, ttlMs);
+    return c.json({ expiresAt: cell.expiresAt });
+  });
+
+  api.delete('/cells/:id', async (c) => {
+    await store.removeCell(cellId(c.req.param('id')));
+    return c.json({ removed: true });
+  });
+
+  api.get('/cells/:id/instances', async (c) => c.json({ instances: await store.listActual({ cellId: cellId(c.req.param('id')) }) }));
+
+  api.post('/instances/:id/transition', limit, async (c) => {
+    const body = await jsonBody(c, Transition);
+    const actual = await store.transitionActual(c.req.param('id'), body.to, { cellId: body.cellId, reason: body.reason });
+    return c.json({ instance: actual });
+  });
+
+  api.delete('/instances/:id', async (c) => {
+    await store.removeActual(c.req.param('id'), c.req.query('reason') ?? 'stopped');
+    return c.json({ removed: true });
+  });
+
+  api.post('/launch', limit, async (c) => {
+    const lrp = await jsonBody(c, ActualLRP);
+    const [desired, revision, app] = await Promise.all([store.getDesired(lrp.appId), store.getRevision(lrp.revisionId), store.getAppById(lrp.appId)]);
+    if (!desired || !revision || !app) throw new GroveError('REVISION_NOT_FOUND', `instance ${lrp.instanceId} has nothing to run any more`);
+    return c.json({ launch: { kind: desired.kind, appName: app.name, revision } });
+  });
+
+  api.get('/bundles/:digest', async (c) => {
+    const digest = validate(Digest, c.req.param('digest'), 'digest');
+    const bytes = await blobs.get(digest);
+    return c.body(new Uint8Array(bytes), 200, { 'content-type': 'application/javascript', 'docker-content-digest': digest });
+  });
+
+  return api;
+}

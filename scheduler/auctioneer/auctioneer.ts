@@ -1,0 +1,129 @@
+import type { ActualLRP, AppKind, DesiredLRP } from '../model/index.js';
+import type { Store } from '../store/index.js';
+import { type AuctionCell, type LRPStart, runAuction } from '../auction/index.js';
+import type { CellState, RepClient } from './rep-client.js';
+
+export interface AuctioneerOptions {
+  store: Store;
+  /** How long a cell may take to tell its state before it sits this auction out. */
+  stateTimeoutMs?: number;
+  warn?: (message: string) => void;
+}
+
+export interface AuctionOutcome {
+  placed: number;
+  failed: number;
+  /** Cells that did not answer in time or refused work. */
+  unreachable: string[];
+}
+
+/**
+ * Runs auctions for batches of unclaimed instances: asks every present cell for its state in parallel
+ * (with a timeout), runs the pure auction over the batch, then commits the work to the winning cells.
+ * Whatever fails — a cell that does not answer, work a cell does not take — is left for the converger's
+ * next pass; work no cell can take gets a placement error the user sees.
+ */
+export class Auctioneer {
+  private readonly stateTimeoutMs: number;
+
+  constructor(private readonly options: AuctioneerOptions) {
+    this.stateTimeoutMs = options.stateTimeoutMs ?? 2_000;
+  }
+
+  async auction(batch: ActualLRP[], reps: Map<string, RepClient>, desired: DesiredLRP[]): Promise<AuctionOutcome> {
+    const { store } = this.options;
+    const unreachable: string[] = [];
+    const states: CellState[] = [];
+    await Promise.all(
+      [...reps].map(async ([cellId, rep]) => {
+        try {
+          states.push(await withTimeout(rep.state(), this.stateTimeoutMs, `cell ${cellId} did not report its state within ${this.stateTimeoutMs} ms`));
+        } catch (err) {
+          unreachable.push(cellId);
+          this.options.warn?.(`auctioneer: ${(err as Error).message}`);
+        }
+      }),
+    );
+    states.sort((a, b) => a.cellId.localeCompare(b.cellId));
+
+    const kindOf = new Map<string, AppKind>(desired.map((d) => [d.appId, d.kind]));
+    const revisions = new Map<string, { memoryMb: number; digest: string | null }>();
+    const work: LRPStart[] = [];
+    const byKey = new Map<string, ActualLRP>();
+    for (const lrp of batch) {
+      const driver = kindOf.get(lrp.appId);
+      if (!driver) continue;
+      let rev = revisions.get(lrp.revisionId);
+      if (!rev) {
+        const r = await store.getRevision(lrp.revisionId);
+        rev = { memoryMb: r?.limits.memoryMb ?? 0, digest: r?.bundleDigest ?? r?.imageDigest ?? null };
+        revisions.set(lrp.revisionId, rev);
+      }
+      byKey.set(lrp.instanceId, lrp);
+      work.push({
+        kind: 'lrp',
+        key: lrp.instanceId,
+        appId: lrp.appId,
+        index: lrp.index,
+        driver,
+        memoryMb: rev.memoryMb,
+        diskMb: 0,
+        placementTags: [],
+        digest: rev.digest,
+      });
+    }
+
+    const result = runAuction(states.map(toAuctionCell), work);
+    for (const failure of result.failed) {
+      const lrp = byKey.get(failure.work.key)!;
+      if (lrp.placementError !== failure.error) await store.setPlacementError(lrp.instanceId, failure.error);
+    }
+    const perCell = new Map<string, ActualLRP[]>();
+    for (const p of result.placed) perCell.set(p.cellId, [...(perCell.get(p.cellId) ?? []), byKey.get(p.work.key)!]);
+    let refused = 0;
+    await Promise.all(
+      [...perCell].map(async ([cellId, start]) => {
+        try {
+          const { failedStarts } = await reps.get(cellId)!.perform({ start, stop: [] });
+          refused += failedStarts.length;
+        } catch (err) {
+          refused += start.length;
+          unreachable.push(cellId);
+          this.options.warn?.(`auctioneer: cell ${cellId} did not take its work: ${(err as Error).message}`);
+        }
+      }),
+    );
+    return { placed: result.placed.length - refused, failed: result.failed.length + refused, unreachable };
+  }
+}
+
+export function toAuctionCell(s: CellState): AuctionCell {
+  const appCounts = new Map<string, number>();
+  for (const i of s.instances) appCounts.set(i.appId, (appCounts.get(i.appId) ?? 0) + 1);
+  return {
+    cellId: s.cellId,
+    zone: s.zone,
+    tags: s.tags,
+    drivers: s.drivers,
+    total: s.capacity,
+    available: s.available,
+    appCounts,
+    digests: new Set(s.digests),
+  };
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(message)), ms);
+    promise.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (e: unknown) => {
+        clearTimeout(timer);
+        reject(e);
+      },
+    );
+  });
+}
