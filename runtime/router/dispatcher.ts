@@ -72,16 +72,20 @@ export class Dispatcher {
     if (cellIds.length === 0) throw new GroveError('NO_INSTANCE', 'the app has no running instance right now');
     const start = this.cursor.get(appId) ?? 0;
     this.cursor.set(appId, start + 1);
-    const attempts = IDEMPOTENT.has(request.method) ? Math.min(cellIds.length, 3) : 1;
+    // A retry goes to another cell: the next instances in line may well sit on the same dead one.
+    const maxCells = IDEMPOTENT.has(request.method) ? 3 : 1;
+    const failedCells = new Set<string>();
     let lastError: unknown;
-    for (let i = 0; i < attempts; i++) {
+    for (let i = 0; i < cellIds.length && failedCells.size < maxCells; i++) {
       const cellId = cellIds[(start + i) % cellIds.length]!;
+      if (failedCells.has(cellId)) continue;
       try {
         return await this.invokeOn(cellId, appId, request);
       } catch (err) {
         lastError = err;
         const retryable = err instanceof GroveError && (err.code === 'UNAVAILABLE' || err.code === 'NO_INSTANCE');
         if (!retryable) throw err;
+        failedCells.add(cellId);
       }
     }
     throw lastError;

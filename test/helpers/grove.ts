@@ -30,10 +30,24 @@ export function scratch(prefix: string): { dir: string; cleanup(): void } {
  * Starts `grove up` as a real child process (one process: node runs with --no-node-snapshot itself)
  * on ports chosen by the kernel, and waits until it prints where it listens.
  */
-export async function startGroveUp(dataDir: string, options: { apiPort?: number; routerPort?: number; env?: NodeJS.ProcessEnv } = {}): Promise<GroveUp> {
+export async function startGroveUp(
+  dataDir: string,
+  options: { apiPort?: number; routerPort?: number; env?: NodeJS.ProcessEnv; extraArgs?: string[] } = {},
+): Promise<GroveUp> {
   const child = spawn(
     process.execPath,
-    ['--no-node-snapshot', GROVE_BIN, 'up', '--data', dataDir, '--api-port', String(options.apiPort ?? 0), '--router-port', String(options.routerPort ?? 0)],
+    [
+      '--no-node-snapshot',
+      GROVE_BIN,
+      'up',
+      '--data',
+      dataDir,
+      '--api-port',
+      String(options.apiPort ?? 0),
+      '--router-port',
+      String(options.routerPort ?? 0),
+      ...(options.extraArgs ?? []),
+    ],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } },
   );
   let out = '';

@@ -1,0 +1,154 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GROVE_BIN, type GroveUp, apiCaller, grove, scratch, startGroveUp, viaRouter, waitFor } from '../helpers/grove.js';
+
+const HELLO = join(import.meta.dirname, '../../examples/hello.js');
+const TTL = '2s';
+
+interface CellProcess {
+  child: ChildProcess;
+  dataDir: string;
+  zone: string;
+  cellId: string;
+}
+
+/** Starts `grove cell` as its own process and waits until it says it joined. */
+async function startCell(api: string, token: string, dataDir: string, zone: string): Promise<CellProcess> {
+  const child = spawn(process.execPath, ['--no-node-snapshot', GROVE_BIN, 'cell', '--api', api, '--token', token, '--data', dataDir, '--zone', zone, '--presence-ttl', TTL], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  const cellId = await waitFor(`cell in ${dataDir} to join`, async () => /Cell (cell-[0-9a-f]+) joined/.exec(out)?.[1], 20_000);
+  return { child, dataDir, zone, cellId };
+}
+
+async function stopProcess(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill(signal);
+  const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+describe('three cell processes in two zones under one control plane', () => {
+  const tmp = scratch('grove-cells-');
+  const controlData = join(tmp.dir, 'control');
+  let up: GroveUp;
+  let cells: CellProcess[] = [];
+  let env: NodeJS.ProcessEnv;
+  let cellToken: string;
+  const api = apiCaller(() => up.apiUrl, () => up.adminToken);
+  const placement = async () => {
+    const app = (await api('GET', '/v1/apps/hello')).json.app;
+    const perCell = new Map<string, number>();
+    for (const i of app.instances) if (i.state === 'RUNNING') perCell.set(i.cellId, (perCell.get(i.cellId) ?? 0) + 1);
+    return { app, perCell };
+  };
+
+  beforeAll(async () => {
+    up = await startGroveUp(controlData, { extraArgs: ['--no-cell', '--converge-interval', '1s'] });
+    env = { HOME: join(tmp.dir, 'home'), GROVE_API: up.apiUrl, GROVE_TOKEN: up.adminToken };
+    const created = await grove(['create-token', 'cells', '--role', 'cell'], env);
+    expect(created.code).toBe(0);
+    cellToken = created.stdout.trim();
+    cells = await Promise.all([
+      startCell(up.apiUrl, cellToken, join(tmp.dir, 'c1'), 'z1'),
+      startCell(up.apiUrl, cellToken, join(tmp.dir, 'c2'), 'z1'),
+      startCell(up.apiUrl, cellToken, join(tmp.dir, 'c3'), 'z2'),
+    ]);
+  });
+  afterAll(async () => {
+    await Promise.all(cells.map((c) => stopProcess(c.child)));
+    await up?.stop();
+    tmp.cleanup();
+  });
+
+  it('refuses a cell token anywhere but the cell API', async () => {
+    const r = await grove(['apps'], { ...env, GROVE_TOKEN: cellToken });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('a cell token can only use the cell API');
+  });
+
+  it('spreads 12 instances 4/4/4, each cell carrying the same share of its zone', async () => {
+    expect((await grove(['deploy', 'hello', HELLO], env)).code).toBe(0);
+    expect((await grove(['map-route', 'hello', 'hello.localhost'], env)).code).toBe(0);
+    const scaled = await grove(['scale', 'hello', '-i', '12'], env);
+    expect(scaled.stdout).toContain('hello: 12/12 instances running');
+    const { app, perCell } = await placement();
+    expect(new Set(perCell.keys())).toEqual(new Set(cells.map((c) => c.cellId)));
+    expect([...perCell.values()]).toEqual([4, 4, 4]);
+    const zoneOf = new Map(cells.map((c) => [c.cellId, c.zone]));
+    const perZone = new Map<string, number>();
+    for (const i of app.instances) perZone.set(zoneOf.get(i.cellId)!, (perZone.get(zoneOf.get(i.cellId)!) ?? 0) + 1);
+    // z1 has two cells and z2 one: balanced per cell of each zone.
+    expect(perZone.get('z1')! / 2).toBe(perZone.get('z2')!);
+    const res = await viaRouter(up.routerUrl, 'hello.localhost', '/spread');
+    expect(res.text).toBe('Hello from Grove! You asked for /spread\n');
+  });
+
+  it('shows an unplaceable instance\'s reason', async () => {
+    const big = await grove(['deploy', 'big', HELLO, '--memory', '4096', '--no-wait'], env);
+    expect(big.code).toBe(0);
+    const app = await waitFor('a placement error', async () => {
+      const a = (await api('GET', '/v1/apps/big')).json.app;
+      return a.instances[0]?.placementError ? a : undefined;
+    });
+    expect(app.instances[0]).toMatchObject({ state: 'UNCLAIMED', placementError: 'insufficient resources: memory' });
+    const shown = await grove(['app', 'big'], env);
+    expect(shown.stdout).toMatch(/unclaimed .* insufficient resources: memory/);
+    await grove(['delete', 'big'], env);
+  });
+
+  it('replaces a killed cell\'s instances elsewhere while the app keeps answering', async () => {
+    const victim = cells[0]!;
+    let stop = false;
+    const statuses: number[] = [];
+    const load = (async () => {
+      while (!stop) {
+        statuses.push((await viaRouter(up.routerUrl, 'hello.localhost', '/during')).status);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })();
+    await stopProcess(victim.child, 'SIGKILL');
+    const killedAt = Date.now();
+    const after = await waitFor(
+      'the lost cell\'s instances to run elsewhere',
+      async () => {
+        const { app, perCell } = await placement();
+        const onVictim = app.instances.filter((i: { cellId: string }) => i.cellId === victim.cellId).length;
+        const running = [...perCell.values()].reduce((a, b) => a + b, 0);
+        return onVictim === 0 && running === 12 ? perCell : undefined;
+      },
+      10_000,
+    );
+    const replacedWithinMs = Date.now() - killedAt;
+    stop = true;
+    await load;
+    expect(replacedWithinMs).toBeLessThanOrEqual(10_000);
+    expect([...after.values()].sort()).toEqual([6, 6]);
+    expect(statuses.length).toBeGreaterThan(10);
+    expect(statuses.filter((s) => s !== 200)).toEqual([]);
+    const events = (await api('GET', '/v1/events?limit=200')).json.events.map((e: { type: string; data: { reason?: string } }) => `${e.type} ${e.data.reason ?? ''}`);
+    expect(events.some((e: string) => e.startsWith('instance.stopped cell') && e.includes('was lost; replaced'))).toBe(true);
+    cells = cells.slice(1);
+  });
+
+  it('loses and duplicates nothing when the control plane restarts', async () => {
+    const before = (await placement()).app.instances.map((i: { instanceId: string }) => i.instanceId).sort();
+    // Back on the same address: that is where the cells keep sending their heartbeats.
+    const apiPort = Number(new URL(up.apiUrl).port);
+    const routerPort = Number(new URL(up.routerUrl).port);
+    await up.stop();
+    up = await startGroveUp(controlData, { apiPort, routerPort, extraArgs: ['--no-cell', '--converge-interval', '1s'] });
+    // Give the converger more than the grace period (two presence TTLs) to do anything it would do.
+    await new Promise((r) => setTimeout(r, 5_000));
+    const { app, perCell } = await placement();
+    expect(app.instances.map((i: { instanceId: string }) => i.instanceId).sort()).toEqual(before);
+    expect([...perCell.values()].sort()).toEqual([6, 6]);
+    expect((await viaRouter(up.routerUrl, 'hello.localhost', '/after-restart')).status).toBe(200);
+  });
+});
