@@ -180,6 +180,16 @@ describe('control API', () => {
       expect(bad.json.error.message).toContain('limits.memoryMb');
     });
 
+    it('keeps placement tags across deploys unless given, and validates them', async () => {
+      const first = await h.deploy(dev, 'gpu-app', undefined, { placementTags: ['gpu', 'ssd'] });
+      expect(first.json.app.desired.placementTags).toEqual(['gpu', 'ssd']);
+      const second = await h.deploy(dev, 'gpu-app', 'export default { fetch() { return new Response("2") } }');
+      expect(second.json.app.desired.placementTags).toEqual(['gpu', 'ssd']);
+      const cleared = await h.deploy(dev, 'gpu-app', 'export default { fetch() { return new Response("3") } }', { placementTags: [] });
+      expect(cleared.json.app.desired.placementTags).toEqual([]);
+      expect((await h.deploy(dev, 'gpu-app', undefined, { placementTags: ['GPU!'] })).status).toBe(400);
+    });
+
     it('refuses a deploy without create for a new app, of a bundle the space never uploaded, or with bad env', async () => {
       const digest = await h.upload(dev, 'export default { fetch() { return new Response("x") } }');
       expect((await h.call(dev, 'POST', '/v1/apps/web/revisions', { bundle: digest })).json.error.code).toBe('APP_NOT_FOUND');

@@ -66,6 +66,18 @@ describe('platform wiring', () => {
     expect((await viaRouter(p.routerUrl, 'idle.localhost')).text).toBe('up');
   });
 
+  it('tells the user when no cell carries the app\'s placement tags', async () => {
+    expect((await deploy('tagged', 'export default { fetch() { return new Response("x") } }', { placementTags: ['gpu'] })).status).toBe(201);
+    const a = await waitFor('a placement error', async () => {
+      const x = await app('tagged');
+      return x.instances[0]?.placementError ? x : undefined;
+    });
+    expect(a.instances[0]).toMatchObject({ state: 'UNCLAIMED', placementError: 'found no cell with placement tags gpu', cellId: null, zone: null });
+    await deploy('tagged', 'export default { fetch() { return new Response("x") } }', { placementTags: [] });
+    const placed = await waitFor('the untagged revision to run', async () => ((await app('tagged')).running === 1 ? await app('tagged') : undefined));
+    expect(placed.instances.find((i: { state: string }) => i.state === 'RUNNING').zone).toBe('local');
+  });
+
   it('stops the instances of a deleted app and forgets them', async () => {
     await deploy('doomed', 'export default { fetch() { return new Response("x") } }', { instances: 2 });
     await waitFor('doomed to run', async () => ((await app('doomed')).running === 2 ? true : undefined));

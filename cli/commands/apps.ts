@@ -36,12 +36,13 @@ export async function showApp(client: ApiClient, name: string, opts: { json?: bo
     say();
     say(
       table([
-        ['#', 'state', 'revision', 'cell', 'uptime', 'crashes', 'details'],
+        ['#', 'state', 'revision', 'cell', 'zone', 'uptime', 'crashes', 'details'],
         ...app.instances.map((i) => [
           String(i.index),
           i.state.toLowerCase(),
           i.revision === null ? '-' : `r${i.revision}`,
           i.cellId ?? '-',
+          i.zone ?? '-',
           ago(i.uptimeMs),
           String(i.crashCount),
           i.placementError ?? i.crashReason ?? '',

@@ -11,6 +11,7 @@ export interface DeployOptions {
   instances?: number;
   memory?: number;
   cpuMs?: number;
+  placementTags?: string;
   wait: boolean;
   json?: boolean;
 }
@@ -73,6 +74,7 @@ export async function deploy(client: ApiClient, name: string, entry: string, opt
     ...(opts.env.length ? { env: parseEnv(opts.env) } : {}),
     ...(Object.keys(limits).length ? { limits } : {}),
     ...(opts.instances !== undefined ? { instances: opts.instances } : {}),
+    ...(opts.placementTags !== undefined ? { placementTags: opts.placementTags.split(',').map((t) => t.trim()).filter(Boolean) } : {}),
   });
   progress(`${result.created ? 'Created' : 'Updated'} ${name}: revision r${result.revision.number} (${uploaded.digest.slice(0, 19)}…)`);
   const app = opts.wait ? await waitForApp(client, name) : result.app;

@@ -8,6 +8,7 @@ import {
   GroveError,
   LimitsPatch,
   Name,
+  PlacementTag,
   AppKind,
 } from '../model/index.js';
 import type { Store } from '../store/index.js';
@@ -24,6 +25,7 @@ const DeployBody = z
     limits: LimitsPatch.optional(),
     create: z.boolean().default(false),
     instances: z.number().int().min(0).max(1000).optional(),
+    placementTags: z.array(PlacementTag).max(16).optional(),
   })
   .strict();
 
@@ -46,13 +48,15 @@ export async function findApp(store: Store, spaceId: string, name: string): Prom
 
 /** Everything `grove app NAME` shows, in one document. */
 export async function appDetail(store: Store, app: App, now: number) {
-  const [desired, revisions, actual, routes] = await Promise.all([
+  const [desired, revisions, actual, routes, cells] = await Promise.all([
     store.getDesired(app.id),
     store.listRevisions(app.id),
     store.listActual({ appId: app.id }),
     store.listRoutes({ appId: app.id }),
+    store.listCells(),
   ]);
   const numberOf = new Map(revisions.map((r) => [r.id, r.number]));
+  const zoneOf = new Map(cells.map((c) => [c.id, c.zone]));
   const current = revisions.find((r) => r.id === desired?.revisionId) ?? null;
   return {
     id: app.id,
@@ -69,7 +73,7 @@ export async function appDetail(store: Store, app: App, now: number) {
       limits: current.limits,
       createdAt: current.createdAt,
     },
-    desired: desired ? { instances: desired.instances, version: desired.version } : null,
+    desired: desired ? { instances: desired.instances, version: desired.version, placementTags: desired.placementTags } : null,
     running: actual.filter((a) => a.state === 'RUNNING' && a.revisionId === desired?.revisionId).length,
     instances: actual.map((a) => ({
       instanceId: a.instanceId,
@@ -77,6 +81,7 @@ export async function appDetail(store: Store, app: App, now: number) {
       revision: numberOf.get(a.revisionId) ?? null,
       state: a.state,
       cellId: a.cellId,
+      zone: a.cellId ? (zoneOf.get(a.cellId) ?? null) : null,
       since: a.since,
       uptimeMs: a.state === 'RUNNING' ? Math.max(0, now - a.since) : null,
       crashCount: a.crashCount,
@@ -169,6 +174,7 @@ export function appRoutes(deps: ApiDeps): Hono<ApiEnv> {
       limits: body.limits ?? {},
       createIfMissing: body.create,
       defaultInstances: body.instances ?? 1,
+      placementTags: body.placementTags,
     });
     return c.json(
       {

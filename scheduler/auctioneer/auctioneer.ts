@@ -47,6 +47,7 @@ export class Auctioneer {
     states.sort((a, b) => a.cellId.localeCompare(b.cellId));
 
     const kindOf = new Map<string, AppKind>(desired.map((d) => [d.appId, d.kind]));
+    const tagsOf = new Map<string, string[]>(desired.map((d) => [d.appId, d.placementTags]));
     const revisions = new Map<string, { memoryMb: number; digest: string | null }>();
     const work: LRPStart[] = [];
     const byKey = new Map<string, ActualLRP>();
@@ -68,7 +69,7 @@ export class Auctioneer {
         driver,
         memoryMb: rev.memoryMb,
         diskMb: 0,
-        placementTags: [],
+        placementTags: tagsOf.get(lrp.appId) ?? [],
         digest: rev.digest,
       });
     }

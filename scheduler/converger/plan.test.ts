@@ -21,6 +21,7 @@ const desired = (instances: number, revisionId = 'r2'): DesiredLRP => ({
   kind: 'isolate',
   revisionId,
   instances,
+  placementTags: [],
   version: 1,
   updatedAt: 0,
 });

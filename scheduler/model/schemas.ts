@@ -94,10 +94,14 @@ export const DesiredLRP = z.object({
   kind: AppKind,
   revisionId: z.string(),
   instances: z.number().int().min(0).max(1000),
+  /** Only cells with all of these tags may run the app's instances. */
+  placementTags: z.array(z.string()),
   version: z.number().int().positive(),
   updatedAt: Millis,
 });
 export type DesiredLRP = z.infer<typeof DesiredLRP>;
+
+export const PlacementTag = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'placement tags are lowercase letters, digits, ".", "_" and "-"');
 
 export const ActualLRPState = z.enum(['UNCLAIMED', 'CLAIMED', 'RUNNING', 'CRASHED']);
 export type ActualLRPState = z.infer<typeof ActualLRPState>;

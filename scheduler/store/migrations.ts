@@ -141,4 +141,6 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
   `,
   // 2: a remote cell's secret, which the control plane presents when it calls the cell's rep.
   `ALTER TABLE cells ADD COLUMN secret TEXT;`,
+  // 3: placement tags of an app: only cells carrying all of them may run it.
+  `ALTER TABLE desired_lrps ADD COLUMN placement_tags TEXT NOT NULL DEFAULT '[]';`,
 ];

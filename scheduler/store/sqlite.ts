@@ -70,6 +70,7 @@ const toDesired = (r: Row): DesiredLRP => ({
   kind: str(r.kind) as AppKind,
   revisionId: str(r.revision_id),
   instances: num(r.instances),
+  placementTags: json(r.placement_tags),
   version: num(r.version),
   updatedAt: num(r.updated_at),
 });
@@ -465,20 +466,22 @@ export class SqliteStore implements Store {
       const existing = this.one('SELECT * FROM desired_lrps WHERE app_id = ?', app.id);
       if (existing) {
         this.run(
-          'UPDATE desired_lrps SET revision_id = ?, version = version + 1, updated_at = ? WHERE app_id = ?',
+          'UPDATE desired_lrps SET revision_id = ?, placement_tags = COALESCE(?, placement_tags), version = version + 1, updated_at = ? WHERE app_id = ?',
           revision.id,
+          input.placementTags === undefined ? null : JSON.stringify(input.placementTags),
           now,
           app.id,
         );
       } else {
         this.run(
-          `INSERT INTO desired_lrps (app_id, space_id, kind, revision_id, instances, version, updated_at)
-           VALUES (?, ?, ?, ?, ?, 1, ?)`,
+          `INSERT INTO desired_lrps (app_id, space_id, kind, revision_id, instances, placement_tags, version, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, 1, ?)`,
           app.id,
           app.spaceId,
           app.kind,
           revision.id,
           input.defaultInstances,
+          JSON.stringify(input.placementTags ?? []),
           now,
         );
       }

@@ -129,6 +129,8 @@ export interface DeployInput {
   limits: LimitsPatch;
   createIfMissing: boolean;
   defaultInstances: number;
+  /** New placement tags for the app; undefined keeps the current ones. */
+  placementTags?: string[];
 }
 
 export interface DeployResult {

@@ -81,9 +81,13 @@ describe('three cell processes in two zones under one control plane', () => {
     const { app, perCell } = await placement();
     expect(new Set(perCell.keys())).toEqual(new Set(cells.map((c) => c.cellId)));
     expect([...perCell.values()]).toEqual([4, 4, 4]);
+    // `grove app --json` names each instance's cell and zone.
     const zoneOf = new Map(cells.map((c) => [c.cellId, c.zone]));
     const perZone = new Map<string, number>();
-    for (const i of app.instances) perZone.set(zoneOf.get(i.cellId)!, (perZone.get(zoneOf.get(i.cellId)!) ?? 0) + 1);
+    for (const i of app.instances) {
+      expect(i.zone).toBe(zoneOf.get(i.cellId));
+      perZone.set(i.zone, (perZone.get(i.zone) ?? 0) + 1);
+    }
     // z1 has two cells and z2 one: balanced per cell of each zone.
     expect(perZone.get('z1')! / 2).toBe(perZone.get('z2')!);
     const res = await viaRouter(up.routerUrl, 'hello.localhost', '/spread');

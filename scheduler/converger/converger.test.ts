@@ -1,0 +1,91 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { CellState, RepClient, Work, WorkResult } from '../auctioneer/index.js';
+import { SqliteStore } from '../store/index.js';
+import { Converger } from './converger.js';
+
+/** A cell in memory that claims every instance it is given and crashes it at once (Diego-style simulation). */
+class CrashingRep implements RepClient {
+  starts = 0;
+  constructor(
+    private readonly store: SqliteStore,
+    readonly cellId: string,
+  ) {}
+  async state(): Promise<CellState> {
+    const cap = { memoryMb: 4096, diskMb: 4096, instances: 100 };
+    return { cellId: this.cellId, zone: 'z', tags: [], drivers: ['isolate'], capacity: cap, available: cap, instances: [], digests: [] };
+  }
+  async perform(work: Work): Promise<WorkResult> {
+    for (const lrp of work.start) {
+      this.starts++;
+      await this.store.transitionActual(lrp.instanceId, 'CLAIMED', { cellId: this.cellId });
+      await this.store.transitionActual(lrp.instanceId, 'CRASHED', { reason: 'exited with status 1', cellId: this.cellId });
+    }
+    return { failedStarts: [] };
+  }
+}
+
+describe('Converger with an injected clock', () => {
+  let dir: string;
+  let store: SqliteStore;
+  let now = 1_000_000;
+  let rep: CrashingRep;
+  let converger: Converger;
+
+  beforeEach(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'grove-converge-'));
+    now = 1_000_000;
+    store = new SqliteStore(join(dir, 'db'), { clock: { now: () => now } });
+    rep = new CrashingRep(store, 'sim-cell');
+    await store.heartbeatCell({ id: 'sim-cell', zone: 'z', tags: [], drivers: ['isolate'], capacity: { memoryMb: 4096, diskMb: 4096, instances: 100 }, address: null, secret: null }, 1e12);
+    const space = await store.createSpace({ name: 's' });
+    await store.deploy({
+      spaceId: space.id, appName: 'flaky', kind: 'isolate', bundleDigest: `sha256:${'f'.repeat(64)}`, image: null, imageDigest: null,
+      env: {}, limits: {}, createIfMissing: true, defaultInstances: 1,
+    });
+    converger = new Converger({ store, reps: () => new Map([['sim-cell', rep]]), now: () => now });
+  });
+  afterEach(async () => {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const crashCount = async () => (await store.listActual())[0]!.crashCount;
+
+  it('restarts a crashing instance on Diego\'s schedule and gives up after 200 crashes', async () => {
+    // Crashes 1–3 restart at once.
+    for (let i = 1; i <= 4; i++) {
+      await converger.converge();
+      expect(await crashCount()).toBe(i);
+    }
+    // The 4th crash waits 30 s.
+    await converger.converge();
+    expect(await crashCount()).toBe(4);
+    now += 29_999;
+    await converger.converge();
+    expect(await crashCount()).toBe(4);
+    now += 1;
+    await converger.converge();
+    expect(await crashCount()).toBe(5);
+    // Then 60 s, 120 s, …
+    now += 59_999;
+    await converger.converge();
+    expect(await crashCount()).toBe(5);
+    now += 1;
+    await converger.converge();
+    expect(await crashCount()).toBe(6);
+    // … capped at 16 minutes, until crash 200; after that it stays down.
+    for (let i = 7; i <= 201; i++) {
+      now += 16 * 60_000;
+      await converger.converge();
+      expect(await crashCount()).toBe(i);
+    }
+    const startsBefore = rep.starts;
+    now += 24 * 60 * 60_000;
+    await converger.converge();
+    expect(rep.starts).toBe(startsBefore);
+    expect((await store.listActual())[0]).toMatchObject({ state: 'CRASHED', crashCount: 201 });
+  });
+});

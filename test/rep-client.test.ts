@@ -1,0 +1,105 @@
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createAdaptorServer } from '@hono/node-server';
+import { describe, expect, it } from 'vitest';
+import { BlobStore } from '../registry/index.js';
+import { IsolateDriver } from '../runtime/drivers/isolate/isolate-driver.js';
+import { HttpRepClient, Rep, StoreUplink, createRepServer } from '../runtime/rep/index.js';
+import { SqliteStore } from '../scheduler/store/index.js';
+import { HELLO, type RepHarness, repClientContract } from './contract/rep-client.contract.js';
+
+async function makeRep(): Promise<{ rep: Rep; store: SqliteStore; blobs: BlobStore; dir: string; unclaimed: RepHarness['unclaimed'] }> {
+  const dir = mkdtempSync(join(tmpdir(), 'grove-rep-'));
+  const store = new SqliteStore(join(dir, 'db'));
+  const blobs = await BlobStore.open(join(dir, 'blobs'));
+  const rep = new Rep({
+    cellId: 'cell-test',
+    zone: 'z1',
+    tags: ['ssd'],
+    uplink: new StoreUplink(store, blobs),
+    drivers: [new IsolateDriver({ log: () => undefined })],
+    capacity: { memoryMb: 1024, diskMb: 1024, instances: 10 },
+  });
+  await rep.boot();
+  const space = await store.createSpace({ name: 'rep' });
+  let n = 0;
+  const unclaimed: RepHarness['unclaimed'] = async (code = HELLO) => {
+    const { digest } = await blobs.put(new TextEncoder().encode(code));
+    const { app, revision } = await store.deploy({
+      spaceId: space.id, appName: `app-${n++}`, kind: 'isolate', bundleDigest: digest, image: null, imageDigest: null,
+      env: {}, limits: {}, createIfMissing: true, defaultInstances: 1,
+    });
+    return store.createActual({ appId: app.id, revisionId: revision.id, index: 0 });
+  };
+  return { rep, store, blobs, dir, unclaimed };
+}
+
+repClientContract('in-process Rep', async () => {
+  const { rep, store, dir, unclaimed } = await makeRep();
+  return {
+    client: rep,
+    store,
+    cellId: 'cell-test',
+    unclaimed,
+    async cleanup() {
+      await rep.shutdown();
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+});
+
+async function serve(rep: Rep, secret: string): Promise<{ server: Server; address: string }> {
+  const app = createRepServer(rep, secret);
+  const server = createAdaptorServer({ fetch: app.fetch }) as Server;
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  return { server, address: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
+}
+
+repClientContract('HTTP RepClient against a rep server', async () => {
+  const { rep, store, dir, unclaimed } = await makeRep();
+  const { server, address } = await serve(rep, 'a-secret-of-sixteen+');
+  return {
+    client: new HttpRepClient(address, 'a-secret-of-sixteen+'),
+    store,
+    cellId: 'cell-test',
+    unclaimed,
+    async cleanup() {
+      server.close();
+      server.closeAllConnections();
+      await rep.shutdown();
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+});
+
+describe('rep server', () => {
+  it('refuses a caller without the cell secret, and invokes functions for one with it', async () => {
+    const { rep, store, dir, unclaimed } = await makeRep();
+    const { server, address } = await serve(rep, 'the-right-secret-123');
+    try {
+      const wrong = new HttpRepClient(address, 'the-wrong-secret-123');
+      const err = await wrong.state().catch((e: unknown) => e);
+      expect((err as { code: string }).code).toBe('UNAUTHORIZED');
+      const right = new HttpRepClient(address, 'the-right-secret-123');
+      const lrp = await unclaimed('export default { async fetch(r) { return new Response(r.method + " " + new URL(r.url).pathname + " " + (await r.text()), { status: 201, headers: { "x-a": "1" } }) } }');
+      await right.perform({ start: [lrp], stop: [] });
+      const res = await right.invoke(lrp.appId, { method: 'POST', url: 'http://x.localhost/p?q=1', headers: [['content-type', 'text/plain']], body: new TextEncoder().encode('body') });
+      expect(res.status).toBe(201);
+      expect(res.headers).toContainEqual(['x-a', '1']);
+      expect(new TextDecoder().decode(res.body!)).toBe('POST /p body');
+      const missing = await right.invoke('app_nope', { method: 'GET', url: 'http://x/', headers: [], body: null }).catch((e: unknown) => e);
+      expect((missing as { code: string }).code).toBe('NO_INSTANCE');
+    } finally {
+      server.close();
+      server.closeAllConnections();
+      await rep.shutdown();
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
