@@ -62,6 +62,7 @@ export function buildProgram(): Command {
     .option('--router-port <n>', 'HTTP router port (default 7080)', port)
     .option('--registry-port <n>', 'registry proxy port (default 7090; used once the registry lands)', port)
     .option('--host <addr>', 'address to listen on (default 127.0.0.1)')
+    .option('--store <url>', 'share the Store with other control planes: a postgres:// URL (default: SQLite in the data dir)')
     .option('--no-cell', 'run no cell in this process: instances go to `grove cell` processes')
     .option('--converge-interval <duration>', 'how often the converger runs besides reacting to changes (default 30s)', duration)
     .option('--presence-ttl <duration>', 'presence TTL of the in-process cell (default 30s)', duration)

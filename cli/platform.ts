@@ -13,7 +13,7 @@ import type { RepClient } from '../scheduler/auctioneer/index.js';
 import { createApi, hashTokenSecret, newTokenSecret } from '../scheduler/api/index.js';
 import { Converger } from '../scheduler/converger/index.js';
 import { GroveError } from '../scheduler/model/index.js';
-import { SqliteStore, type Store } from '../scheduler/store/index.js';
+import { type LeaderLease, PostgresLeaderLease, SoleLeader, SqliteStore, type Store, openPostgresStore } from '../scheduler/store/index.js';
 
 export interface PlatformOptions {
   dataDir: string;
@@ -29,6 +29,8 @@ export interface PlatformOptions {
   noCell?: boolean;
   /** Presence TTL of the in-process cell. */
   presenceTtlMs?: number;
+  /** `postgres://…` to share the Store with other control planes; default: SQLite in the data dir. */
+  storeUrl?: string;
   warn?: (message: string) => void;
   /** Called for every platform event (grove up prints them). */
   onEvent?: (line: string) => void;
@@ -41,6 +43,7 @@ export interface Platform {
   adminTokenPath: string;
   cellId: string | null;
   store: Store;
+  lease: LeaderLease;
   logs: LogBuffer;
   stop(): Promise<void>;
 }
@@ -55,7 +58,11 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
   const warn = options.warn ?? ((m: string) => process.stderr.write(`${m}\n`));
   await fs.mkdir(dataDir, { recursive: true, mode: 0o700 });
 
-  const store = new SqliteStore(join(dataDir, 'grove.db'));
+  const postgres = options.storeUrl !== undefined && /^postgres(ql)?:\/\//.test(options.storeUrl);
+  if (options.storeUrl !== undefined && !postgres) {
+    throw new GroveError('VALIDATION_FAILED', `--store takes a postgres:// URL, got "${options.storeUrl}"`);
+  }
+  const store: Store = postgres ? await openPostgresStore(options.storeUrl!) : new SqliteStore(join(dataDir, 'grove.db'));
   const cleanups: (() => Promise<void> | void)[] = [() => store.close()];
   const stopAll = async () => {
     for (const cleanup of cleanups.reverse()) await cleanup();
@@ -106,8 +113,26 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
       }
       return map;
     };
-    const converger = new Converger({ store, reps, intervalMs: options.convergeIntervalMs, warn });
-    cleanups.push(() => converger.stop());
+    // The auctioneer and converger run on one control plane per Store: the lease holder.
+    const lease: LeaderLease = postgres ? new PostgresLeaderLease(options.storeUrl!) : new SoleLeader();
+    let converger: Converger | null = null;
+    lease.start(
+      () => {
+        converger = new Converger({ store, reps, intervalMs: options.convergeIntervalMs, warn });
+        void converger.start();
+        options.onEvent?.('leader: this control plane now runs the auctioneer and converger');
+      },
+      () => {
+        const stepping = converger;
+        converger = null;
+        void stepping?.stop();
+        options.onEvent?.('leader: lost the lease; standing by');
+      },
+    );
+    cleanups.push(async () => {
+      await lease.stop();
+      await (converger as Converger | null)?.stop();
+    });
 
     // Subscribe before listing so no route change falls between the two.
     const table = new RouteTable();
@@ -130,12 +155,11 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
     const routerPort = await listen(router, options.routerPort, host, '--router-port');
     cleanups.push(() => close(router));
 
-    const api = createApi({ store, blobs, logs, warn });
+    const api = createApi({ store, blobs, logs, warn, isLeader: () => lease.isLeader() });
     const apiServer = createAdaptorServer({ fetch: api.fetch }) as Server;
     const apiPort = await listen(apiServer, options.apiPort, host, '--api-port');
     cleanups.push(() => close(apiServer));
 
-    await converger.start();
     const shown = host.includes(':') ? `[${host}]` : host;
     return {
       apiUrl: `http://${shown}:${apiPort}`,
@@ -144,6 +168,7 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
       adminTokenPath,
       cellId,
       store,
+      lease,
       logs,
       stop: stopAll,
     };

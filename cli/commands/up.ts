@@ -14,6 +14,7 @@ export interface UpOptions {
   cell?: boolean;
   convergeInterval?: number;
   presenceTtl?: number;
+  store?: string;
 }
 
 /** Runs the whole platform in this process until SIGINT/SIGTERM. */
@@ -28,6 +29,7 @@ export async function up(opts: UpOptions): Promise<void> {
     noCell: opts.cell === false,
     convergeIntervalMs: opts.convergeInterval,
     presenceTtlMs: opts.presenceTtl,
+    storeUrl: opts.store,
     onEvent: opts.quiet ? undefined : (line) => say(`${new Date().toISOString()}  ${line}`),
   });
   const shownToken = relative(process.cwd(), platform.adminTokenPath).startsWith('..') ? platform.adminTokenPath : relative(process.cwd(), platform.adminTokenPath);
@@ -35,6 +37,7 @@ export async function up(opts: UpOptions): Promise<void> {
   say(`  API:          ${platform.apiUrl}`);
   say(`  Router:       ${platform.routerUrl}`);
   say(`  Data:         ${platform.dataDir}`);
+  say(`  Store:        ${opts.store ? opts.store.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@') : 'SQLite in the data directory'}`);
   say(`  Admin token:  ${shownToken}`);
   say(`Next, in another terminal: grove login --api ${platform.apiUrl} --token-file ${shownToken}`);
 

@@ -25,7 +25,7 @@ export function createApi(deps: ApiDeps, options: { keepAliveMs?: number } = {})
   app.notFound((c) => c.json(new GroveError('NOT_FOUND', `no such endpoint: ${c.req.method} ${c.req.path}`).toJSON(), 404));
 
   app.get('/healthz', (c) => c.json({ ok: true }));
-  app.get('/v1/info', (c) => c.json({ name: 'grove', version: deps.version ?? '0.1.0', api: 'v1' }));
+  app.get('/v1/info', (c) => c.json({ name: 'grove', version: deps.version ?? '0.1.0', api: 'v1', leader: deps.isLeader?.() ?? true }));
 
   const v1 = new Hono<ApiEnv>();
   v1.use('*', requireToken(deps.store));

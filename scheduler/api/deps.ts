@@ -18,6 +18,8 @@ export interface ApiDeps {
     bundleBytes?: number;
   };
   now?: () => number;
+  /** Whether this control plane holds the leader lease (runs the auctioneer and converger). */
+  isLeader?: () => boolean;
   /** Where unexpected (500) errors are reported. */
   warn?: (message: string) => void;
 }
