@@ -10,6 +10,7 @@ import { login } from './commands/login.js';
 import { listRoutes, mapRoute, unmapRoute } from './commands/routes.js';
 import { createSpace, createToken, deleteSpace, listSpaces, listTokens, revokeToken } from './commands/spaces.js';
 import { cell } from './commands/cell.js';
+import { listTasks, runTask } from './commands/tasks.js';
 import { up } from './commands/up.js';
 
 function int(min: number, max: number) {
@@ -172,6 +173,23 @@ export function buildProgram(): Command {
     .description('delete an app with its revisions, routes and triggers')
     .argument('<name>')
     .action(async (name) => deleteApp(await client(), name));
+
+  program
+    .command('run-task')
+    .description('run a one-off task on the app (isolate apps: the module\'s task(command, env, ctx) handler) and print its output')
+    .argument('<name>')
+    .argument('[command...]', 'after --, the command and its arguments')
+    .option('--no-wait', 'print the task id and return')
+    .option('--timeout <seconds>', 'how long to wait (default 120)', int(1, 86_400))
+    .option('--json', 'print the task as JSON')
+    .action(async (name, command: string[], o) => runTask(await client(), name, command, o));
+
+  program
+    .command('tasks')
+    .description('list the tasks of your space, or of one app')
+    .argument('[name]')
+    .option('--json', 'print JSON')
+    .action(async (name, o) => listTasks(await client(), name, o));
 
   program
     .command('events')

@@ -21,7 +21,7 @@ describe('platform wiring', () => {
   const app = async (name: string) => (await api('GET', `/v1/apps/${name}`)).json.app;
 
   beforeAll(async () => {
-    p = await startPlatform({ dataDir: join(tmp.dir, 'data'), apiPort: 0, routerPort: 0, warn: () => undefined });
+    p = await startPlatform({ dataDir: join(tmp.dir, 'data'), apiPort: 0, routerPort: 0, cellMemoryMb: 2048, warn: () => undefined });
     const { readFileSync } = await import('node:fs');
     token = readFileSync(p.adminTokenPath, 'utf8').trim();
   });
@@ -76,6 +76,48 @@ describe('platform wiring', () => {
     await deploy('tagged', 'export default { fetch() { return new Response("x") } }', { placementTags: [] });
     const placed = await waitFor('the untagged revision to run', async () => ((await app('tagged')).running === 1 ? await app('tagged') : undefined));
     expect(placed.instances.find((i: { state: string }) => i.state === 'RUNNING').zone).toBe('local');
+  });
+
+  it('runs tasks to completion through the auction, with their output or their failure', async () => {
+    const code = `export default {
+      fetch() { return new Response('app') },
+      async task(command, env) {
+        if (command[0] === 'fail') throw new Error('migration failed: table exists');
+        await null;
+        return { ran: command, greeting: env.GREETING };
+      },
+    }`;
+    await deploy('jobs', code, { env: { GREETING: 'hi' } });
+    const run = async (command: string[]) => {
+      const created = (await api('POST', '/v1/apps/jobs/tasks', { command })).json.task;
+      return waitFor('the task to complete', async () => {
+        const t = (await api('GET', `/v1/tasks/${created.id}`)).json.task;
+        return t.state === 'COMPLETED' ? t : undefined;
+      });
+    };
+    const ok = await run(['migrate', '--all']);
+    expect(ok).toMatchObject({ failed: false, cellId: p.cellId });
+    expect(JSON.parse(ok.result)).toEqual({ ran: ['migrate', '--all'], greeting: 'hi' });
+    const failed = await run(['fail']);
+    expect(failed).toMatchObject({ failed: true, failureReason: 'migration failed: table exists' });
+
+    await deploy('no-task-handler', 'export default { fetch() { return new Response("x") } }');
+    const missing = (await api('POST', '/v1/apps/no-task-handler/tasks', { command: ['x'] })).json.task;
+    const done = await waitFor('the task to fail', async () => {
+      const t = (await api('GET', `/v1/tasks/${missing.id}`)).json.task;
+      return t.state === 'COMPLETED' ? t : undefined;
+    });
+    expect(done.failureReason).toContain('the module has no task handler');
+
+    // A task no cell can take fails with the auction's reason.
+    await deploy('huge', 'export default { fetch() { return new Response("x") }, task() { return "never" } }', { instances: 0, limits: { memoryMb: 4096 } });
+    await api('POST', '/v1/apps/huge/scale', { instances: 0 });
+    const big = (await api('POST', '/v1/apps/huge/tasks', { command: ['x'] })).json.task;
+    const refused = await waitFor('the task to be refused', async () => {
+      const t = (await api('GET', `/v1/tasks/${big.id}`)).json.task;
+      return t.state === 'COMPLETED' ? t : undefined;
+    });
+    expect(refused.failureReason).toBe('insufficient resources: memory');
   });
 
   it('stops the instances of a deleted app and forgets them', async () => {

@@ -4,11 +4,11 @@ import { bodyLimit } from 'hono/body-limit';
 import { type Dispatcher, request } from 'undici';
 import { z } from 'zod';
 import type { CellState, RepClient, Work, WorkResult } from '../../scheduler/auctioneer/index.js';
-import { ActualLRP, GroveError, isErrorCode, toGroveError } from '../../scheduler/model/index.js';
+import { ActualLRP, GroveError, Task, isErrorCode, toGroveError } from '../../scheduler/model/index.js';
 import type { Rep } from './rep.js';
 import type { WireRequest, WireResponse } from './workload-driver.js';
 
-const WorkBody = z.strictObject({ start: z.array(ActualLRP), stop: z.array(ActualLRP) });
+const WorkBody = z.strictObject({ start: z.array(ActualLRP), stop: z.array(ActualLRP), tasks: z.array(Task).optional() });
 const RequestMeta = z.strictObject({ method: z.string().min(1).max(32), url: z.string().url(), headers: z.array(z.tuple([z.string(), z.string()])) });
 const ResponseMeta = z.strictObject({ status: z.number().int(), statusText: z.string(), headers: z.array(z.tuple([z.string(), z.string()])) });
 

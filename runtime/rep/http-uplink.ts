@@ -1,8 +1,8 @@
 import { type Dispatcher, request } from 'undici';
-import type { ActualLRP, ActualLRPState } from '../../scheduler/model/index.js';
+import type { ActualLRP, ActualLRPState, Task } from '../../scheduler/model/index.js';
 import { GroveError, isErrorCode } from '../../scheduler/model/index.js';
 import type { ActualChange } from '../../scheduler/store/index.js';
-import type { CellPresence, CellUplink, LaunchSpec } from './uplink.js';
+import type { CellPresence, CellUplink, LaunchSpec, TaskOutcome } from './uplink.js';
 
 /** A `grove cell` process's uplink: the control plane's cell API over HTTP, with a cell or admin token. */
 export class HttpUplink implements CellUplink {
@@ -76,6 +76,14 @@ export class HttpUplink implements CellUplink {
     const res = await this.call('GET', `/bundles/${encodeURIComponent(digest)}`);
     return Buffer.from(await res.body.arrayBuffer());
   }
+
+  async claimTask(task: Task, cellId: string): Promise<LaunchSpec | null> {
+    return (await this.json<{ launch: LaunchSpec | null }>('POST', `/tasks/${encodeURIComponent(task.id)}/claim`, { cellId })).launch;
+  }
+
+  async completeTask(taskId: string, outcome: TaskOutcome): Promise<void> {
+    await this.json('POST', `/tasks/${encodeURIComponent(taskId)}/complete`, outcome);
+  }
 }
 
 /** Bundles a remote cell fetched once, kept on its disk so a restart does not fetch them again. */
@@ -102,6 +110,12 @@ export class CachingUplink implements CellUplink {
   }
   launchSpec(lrp: ActualLRP): Promise<LaunchSpec | null> {
     return this.inner.launchSpec(lrp);
+  }
+  claimTask(task: Task, cellId: string): Promise<LaunchSpec | null> {
+    return this.inner.claimTask(task, cellId);
+  }
+  completeTask(taskId: string, outcome: TaskOutcome): Promise<void> {
+    return this.inner.completeTask(taskId, outcome);
   }
   async bundle(digest: string): Promise<Buffer> {
     if (await this.cache.has(digest)) return this.cache.get(digest);

@@ -1,4 +1,4 @@
-import type { ActualLRP, AppKind, CellCapacity } from '../../scheduler/model/index.js';
+import type { ActualLRP, AppKind, CellCapacity, Task } from '../../scheduler/model/index.js';
 import type { CellState, RepClient, Work, WorkResult } from '../../scheduler/auctioneer/index.js';
 import { GroveError } from '../../scheduler/model/index.js';
 import type { CellUplink } from './uplink.js';
@@ -42,6 +42,8 @@ export class Rep implements RepClient {
   private readonly cursor = new Map<string, number>();
   private readonly byKind = new Map<AppKind, WorkloadDriver>();
   private heartbeatTimer: NodeJS.Timeout | undefined;
+  /** Tasks running here, with the memory they hold. */
+  private readonly tasks = new Map<string, { appId: string; memoryMb: number }>();
   /** Bundles this cell has loaded (reported in its state so the auction can prefer warm cells). */
   private readonly digests = new Set<string>();
   private readonly unsubscribers: (() => void)[] = [];
@@ -115,6 +117,10 @@ export class Rep implements RepClient {
       used.memoryMb += inst.memoryMb;
       used.instances += 1;
     }
+    for (const task of this.tasks.values()) {
+      used.memoryMb += task.memoryMb;
+      used.instances += 1;
+    }
     const cap = this.options.capacity;
     return {
       cellId: this.cellId,
@@ -128,6 +134,7 @@ export class Rep implements RepClient {
         instances: Math.max(0, cap.instances - used.instances),
       },
       instances: [...this.instances.values()].map((i) => ({ instanceId: i.actual.instanceId, appId: i.actual.appId, kind: i.kind })),
+      tasks: [...this.tasks].map(([taskId, t]) => ({ taskId, appId: t.appId })),
       digests: [...this.digests],
     };
   }
@@ -135,12 +142,47 @@ export class Rep implements RepClient {
   async perform(work: Work): Promise<WorkResult> {
     await Promise.all(work.stop.map((lrp) => this.stopInstance(lrp.instanceId, 'stopped by the converger')));
     const failedStarts: ActualLRP[] = [];
-    await Promise.all(
-      work.start.map(async (lrp) => {
+    const failedTasks: Task[] = [];
+    await Promise.all([
+      ...work.start.map(async (lrp) => {
         if (!(await this.startInstance(lrp))) failedStarts.push(lrp);
       }),
-    );
-    return { failedStarts };
+      ...(work.tasks ?? []).map(async (task) => {
+        if (!(await this.startTask(task))) failedTasks.push(task);
+      }),
+    ]);
+    return { failedStarts, failedTasks };
+  }
+
+  /**
+   * Claims a task and runs it in the background (perform answers at once, as Diego's rep does); the
+   * outcome goes to the control plane when it completes. False when the task was not taken here.
+   */
+  private async startTask(task: Task): Promise<boolean> {
+    const { uplink } = this.options;
+    const launch = await uplink.claimTask(task, this.cellId).catch(() => null);
+    const driver = launch && this.byKind.get(launch.kind);
+    if (!launch) return false;
+    this.tasks.set(task.id, { appId: task.appId, memoryMb: launch.revision.limits.memoryMb });
+    void (async () => {
+      let outcome: { failed: boolean; failureReason?: string; result?: string };
+      try {
+        if (!driver?.runTask) throw new Error(`${launch.kind} apps cannot run tasks on this cell`);
+        const { revision } = launch;
+        const code = revision.bundleDigest ? (await uplink.bundle(revision.bundleDigest)).toString('utf8') : null;
+        const result = await driver.runTask(
+          { instanceId: `task-${task.id}`, appId: task.appId, appName: launch.appName, revisionId: revision.id, index: 0, code, env: revision.env, limits: revision.limits },
+          task.command,
+        );
+        outcome = { failed: false, result };
+      } catch (err) {
+        outcome = { failed: true, failureReason: (err as Error).message };
+      } finally {
+        this.tasks.delete(task.id);
+      }
+      await uplink.completeTask(task.id, outcome).catch((err: unknown) => this.options.warn?.(`cell ${this.cellId}: could not report task ${task.id}: ${(err as Error).message}`));
+    })();
+    return true;
   }
 
   /** Returns false when the cell did not take the work (it was not claimable here). */

@@ -1,4 +1,4 @@
-import type { ActualLRP, ActualLRPState, AppKind, CellCapacity, Revision } from '../../scheduler/model/index.js';
+import type { ActualLRP, ActualLRPState, AppKind, CellCapacity, Revision, Task } from '../../scheduler/model/index.js';
 import { GroveError } from '../../scheduler/model/index.js';
 import type { ActualChange, Store } from '../../scheduler/store/index.js';
 import type { BlobStore } from '../../registry/index.js';
@@ -36,6 +36,15 @@ export interface CellUplink {
   /** Null when the instance's app or revision no longer exists. */
   launchSpec(lrp: ActualLRP): Promise<LaunchSpec | null>;
   bundle(digest: string): Promise<Buffer>;
+  /** PENDING → RUNNING on this cell, with what to run; null when the task was taken or cancelled. */
+  claimTask(task: Task, cellId: string): Promise<LaunchSpec | null>;
+  completeTask(taskId: string, outcome: TaskOutcome): Promise<void>;
+}
+
+export interface TaskOutcome {
+  failed: boolean;
+  failureReason?: string;
+  result?: string;
 }
 
 /** The in-process adapter: the Store and the blob store of this very process. */
@@ -79,4 +88,27 @@ export class StoreUplink implements CellUplink {
     if (!(await this.blobs.has(digest))) throw new GroveError('BUNDLE_NOT_FOUND', `bundle ${digest} is not stored`);
     return this.blobs.get(digest);
   }
+
+  async claimTask(task: Task, cellId: string): Promise<LaunchSpec | null> {
+    return claimTaskIn(this.store, task.id, cellId);
+  }
+
+  async completeTask(taskId: string, outcome: TaskOutcome): Promise<void> {
+    await this.store.transitionTask(taskId, 'COMPLETED', outcome);
+  }
+}
+
+/** Claims a task for a cell and says what to run: the app's current revision. Shared by both adapters' server side. */
+export async function claimTaskIn(store: Store, taskId: string, cellId: string): Promise<LaunchSpec | null> {
+  const task = await store.getTask(taskId);
+  if (!task || task.state !== 'PENDING') return null;
+  const [desired, app] = await Promise.all([store.getDesired(task.appId), store.getAppById(task.appId)]);
+  const revision = desired && (await store.getRevision(desired.revisionId));
+  if (!desired || !app || !revision) return null;
+  try {
+    await store.transitionTask(taskId, 'RUNNING', { cellId });
+  } catch {
+    return null; // taken or cancelled meanwhile
+  }
+  return { kind: desired.kind, appName: app.name, revision };
 }

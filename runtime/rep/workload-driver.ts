@@ -41,4 +41,6 @@ export interface WorkloadDriver {
   onExit(listener: (instanceId: string, reason: string) => void): () => void;
   /** Serves one HTTP request on an instance this driver runs. */
   fetch(instanceId: string, request: WireRequest): Promise<WireResponse>;
+  /** Runs a task to completion in a fresh instance; resolves with its output, rejects with why it failed. */
+  runTask?(spec: InstanceSpec, command: string[]): Promise<string>;
 }

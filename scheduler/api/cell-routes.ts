@@ -5,6 +5,7 @@ import { ActualLRP, ActualLRPState, AppKind, CellCapacity, Digest, GroveError } 
 import type { ApiEnv } from './auth.js';
 import type { ApiDeps } from './deps.js';
 import { jsonBody, validate } from './http.js';
+import { claimTaskIn } from '../../runtime/rep/uplink.js';
 
 const Presence = z.strictObject({
   zone: z.string().min(1).max(64),
@@ -71,6 +72,17 @@ export function cellRoutes(deps: ApiDeps): Hono<ApiEnv> {
     const [desired, revision, app] = await Promise.all([store.getDesired(lrp.appId), store.getRevision(lrp.revisionId), store.getAppById(lrp.appId)]);
     if (!desired || !revision || !app) throw new GroveError('REVISION_NOT_FOUND', `instance ${lrp.instanceId} has nothing to run any more`);
     return c.json({ launch: { kind: desired.kind, appName: app.name, revision } });
+  });
+
+  api.post('/tasks/:id/claim', limit, async (c) => {
+    const body = await jsonBody(c, z.strictObject({ cellId: z.string().regex(CELL_ID) }));
+    return c.json({ launch: await claimTaskIn(store, c.req.param('id'), body.cellId) });
+  });
+
+  api.post('/tasks/:id/complete', limit, async (c) => {
+    const body = await jsonBody(c, z.strictObject({ failed: z.boolean(), failureReason: z.string().max(4096).optional(), result: z.string().max(1024 * 1024).optional() }));
+    await store.transitionTask(c.req.param('id'), 'COMPLETED', body);
+    return c.json({ completed: true });
   });
 
   api.get('/bundles/:digest', async (c) => {

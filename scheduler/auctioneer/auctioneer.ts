@@ -1,6 +1,6 @@
-import type { ActualLRP, AppKind, DesiredLRP } from '../model/index.js';
+import type { ActualLRP, AppKind, DesiredLRP, Task } from '../model/index.js';
 import type { Store } from '../store/index.js';
-import { type AuctionCell, type LRPStart, runAuction } from '../auction/index.js';
+import { type AuctionCell, type AuctionWork, runAuction } from '../auction/index.js';
 import type { CellState, RepClient } from './rep-client.js';
 
 export interface AuctioneerOptions {
@@ -30,7 +30,7 @@ export class Auctioneer {
     this.stateTimeoutMs = options.stateTimeoutMs ?? 2_000;
   }
 
-  async auction(batch: ActualLRP[], reps: Map<string, RepClient>, desired: DesiredLRP[]): Promise<AuctionOutcome> {
+  async auction(batch: ActualLRP[], reps: Map<string, RepClient>, desired: DesiredLRP[], tasks: Task[] = []): Promise<AuctionOutcome> {
     const { store } = this.options;
     const unreachable: string[] = [];
     const states: CellState[] = [];
@@ -49,17 +49,32 @@ export class Auctioneer {
     const kindOf = new Map<string, AppKind>(desired.map((d) => [d.appId, d.kind]));
     const tagsOf = new Map<string, string[]>(desired.map((d) => [d.appId, d.placementTags]));
     const revisions = new Map<string, { memoryMb: number; digest: string | null }>();
-    const work: LRPStart[] = [];
+    const revisionInfo = async (revisionId: string) => {
+      let rev = revisions.get(revisionId);
+      if (!rev) {
+        const r = await store.getRevision(revisionId);
+        rev = { memoryMb: r?.limits.memoryMb ?? 0, digest: r?.bundleDigest ?? r?.imageDigest ?? null };
+        revisions.set(revisionId, rev);
+      }
+      return rev;
+    };
+    const work: AuctionWork[] = [];
     const byKey = new Map<string, ActualLRP>();
+    const taskByKey = new Map<string, Task>();
+    for (const task of tasks) {
+      const d = desired.find((x) => x.appId === task.appId);
+      if (!d) {
+        await store.transitionTask(task.id, 'COMPLETED', { failed: true, failureReason: 'the app has nothing deployed' }).catch(() => undefined);
+        continue;
+      }
+      const rev = await revisionInfo(d.revisionId);
+      taskByKey.set(task.id, task);
+      work.push({ kind: 'task', key: task.id, appId: task.appId, driver: d.kind, memoryMb: rev.memoryMb, diskMb: 0, placementTags: d.placementTags, digest: rev.digest });
+    }
     for (const lrp of batch) {
       const driver = kindOf.get(lrp.appId);
       if (!driver) continue;
-      let rev = revisions.get(lrp.revisionId);
-      if (!rev) {
-        const r = await store.getRevision(lrp.revisionId);
-        rev = { memoryMb: r?.limits.memoryMb ?? 0, digest: r?.bundleDigest ?? r?.imageDigest ?? null };
-        revisions.set(lrp.revisionId, rev);
-      }
+      const rev = await revisionInfo(lrp.revisionId);
       byKey.set(lrp.instanceId, lrp);
       work.push({
         kind: 'lrp',
@@ -76,19 +91,29 @@ export class Auctioneer {
 
     const result = runAuction(states.map(toAuctionCell), work);
     for (const failure of result.failed) {
+      if (failure.work.kind === 'task') {
+        // As in Diego, a task that no cell can take fails with the auction's reason.
+        await store.transitionTask(failure.work.key, 'COMPLETED', { failed: true, failureReason: failure.error }).catch(() => undefined);
+        continue;
+      }
       const lrp = byKey.get(failure.work.key)!;
       if (lrp.placementError !== failure.error) await store.setPlacementError(lrp.instanceId, failure.error);
     }
-    const perCell = new Map<string, ActualLRP[]>();
-    for (const p of result.placed) perCell.set(p.cellId, [...(perCell.get(p.cellId) ?? []), byKey.get(p.work.key)!]);
+    const perCell = new Map<string, { start: ActualLRP[]; tasks: Task[] }>();
+    for (const p of result.placed) {
+      const entry = perCell.get(p.cellId) ?? { start: [], tasks: [] };
+      if (p.work.kind === 'task') entry.tasks.push(taskByKey.get(p.work.key)!);
+      else entry.start.push(byKey.get(p.work.key)!);
+      perCell.set(p.cellId, entry);
+    }
     let refused = 0;
     await Promise.all(
-      [...perCell].map(async ([cellId, start]) => {
+      [...perCell].map(async ([cellId, { start, tasks: cellTasks }]) => {
         try {
-          const { failedStarts } = await reps.get(cellId)!.perform({ start, stop: [] });
-          refused += failedStarts.length;
+          const { failedStarts, failedTasks } = await reps.get(cellId)!.perform({ start, stop: [], tasks: cellTasks });
+          refused += failedStarts.length + (failedTasks?.length ?? 0);
         } catch (err) {
-          refused += start.length;
+          refused += start.length + cellTasks.length;
           unreachable.push(cellId);
           this.options.warn?.(`auctioneer: cell ${cellId} did not take its work: ${(err as Error).message}`);
         }
@@ -101,6 +126,7 @@ export class Auctioneer {
 export function toAuctionCell(s: CellState): AuctionCell {
   const appCounts = new Map<string, number>();
   for (const i of s.instances) appCounts.set(i.appId, (appCounts.get(i.appId) ?? 0) + 1);
+  for (const t of s.tasks ?? []) appCounts.set(t.appId, (appCounts.get(t.appId) ?? 0) + 1);
   return {
     cellId: s.cellId,
     zone: s.zone,

@@ -15,7 +15,7 @@ class CrashingRep implements RepClient {
   ) {}
   async state(): Promise<CellState> {
     const cap = { memoryMb: 4096, diskMb: 4096, instances: 100 };
-    return { cellId: this.cellId, zone: 'z', tags: [], drivers: ['isolate'], capacity: cap, available: cap, instances: [], digests: [] };
+    return { cellId: this.cellId, zone: 'z', tags: [], drivers: ['isolate'], capacity: cap, available: cap, instances: [], tasks: [], digests: [] };
   }
   async perform(work: Work): Promise<WorkResult> {
     for (const lrp of work.start) {

@@ -25,6 +25,7 @@ const RELEVANT = new Set([
   'instance.stopped',
   'cell.joined',
   'cell.lost',
+  'task.created',
 ]);
 
 /**
@@ -105,13 +106,21 @@ export class Converger {
   /** One pass: snapshot → plan → act. Exposed for tests. */
   async converge(): Promise<void> {
     const { store } = this.options;
-    const [desired, actual, listed] = await Promise.all([store.listDesired(), store.listActual(), store.listCells()]);
+    const [desired, actual, listed, tasks] = await Promise.all([
+      store.listDesired(),
+      store.listActual(),
+      store.listCells(),
+      store.listTasksByState(['PENDING', 'RUNNING']),
+    ]);
     const now = this.now();
     const graceUntil = this.graceUntil;
     const cells = now < graceUntil ? listed.map((c) => ({ ...c, expiresAt: Math.max(c.expiresAt, graceUntil) })) : listed;
     // A lapsed presence is a lost cell: say so once (a cell that comes back joins again).
     for (const cell of cells) if (cell.expiresAt <= now) await store.removeCell(cell.id);
-    const plan = planConvergence({ desired, actual, cells }, now);
+    const plan = planConvergence({ desired, actual, cells, tasks }, now);
+    for (const { task, reason } of plan.failTasks) {
+      await store.transitionTask(task.id, 'COMPLETED', { failed: true, failureReason: reason }).catch(() => undefined);
+    }
     const reps = await this.options.reps();
     const present = new Set(cells.filter((c) => c.expiresAt > now).map((c) => c.id));
     this.wakeAtNextExpiry(cells.map((c) => c.expiresAt).filter((t) => t > now), now);
@@ -134,6 +143,6 @@ export class Converger {
       toPlace.push(await store.transitionActual(lrp.instanceId, 'UNCLAIMED'));
     }
     for (const missing of plan.create) toPlace.push(await store.createActual(missing));
-    if (toPlace.length > 0) await this.auctioneer.auction(toPlace, reps, desired);
+    if (toPlace.length > 0 || plan.startTasks.length > 0) await this.auctioneer.auction(toPlace, reps, desired, plan.startTasks);
   }
 }

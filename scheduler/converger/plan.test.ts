@@ -114,6 +114,18 @@ describe('planConvergence', () => {
     expect(ids(after.stop)).toEqual(ids([old0, old1]));
   });
 
+  it('auctions pending tasks and fails tasks whose cell was lost', () => {
+    const task = (id: string, state: 'PENDING' | 'RUNNING' | 'COMPLETED', cellId: string | null) => ({
+      id, spaceId: 's', appId: 'a', command: ['x'], state, cellId, failed: false, failureReason: null, result: null, createdAt: 0, updatedAt: 0,
+    });
+    const plan = planConvergence(
+      { desired: [], actual: [], cells: [cell('c1')], tasks: [task('p', 'PENDING', null), task('r', 'RUNNING', 'c1'), task('l', 'RUNNING', 'gone')] },
+      NOW,
+    );
+    expect(plan.startTasks.map((t) => t.id)).toEqual(['p']);
+    expect(plan.failTasks.map((f) => [f.task.id, f.reason])).toEqual([['l', 'cell gone was lost while running the task']]);
+  });
+
   it('scaling to zero stops everything and creates nothing', () => {
     const a = actual({});
     const plan = planConvergence({ desired: [desired(0)], actual: [a], cells: [cell('c1')] }, NOW);

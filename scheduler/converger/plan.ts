@@ -1,10 +1,12 @@
-import type { ActualLRP, ActualLRPState, Cell, DesiredLRP } from '../model/index.js';
+import type { ActualLRP, ActualLRPState, Cell, DesiredLRP, Task } from '../model/index.js';
 import { shouldRestart } from '../model/index.js';
 
 export interface Snapshot {
   desired: DesiredLRP[];
   actual: ActualLRP[];
   cells: Cell[];
+  /** PENDING and RUNNING tasks. */
+  tasks?: Task[];
 }
 
 export interface MissingInstance {
@@ -22,6 +24,10 @@ export interface ConvergencePlan {
   restart: ActualLRP[];
   /** Instances to stop and forget: beyond the desired count, of a deleted app, or a replaced revision. */
   stop: ActualLRP[];
+  /** PENDING tasks to auction. */
+  startTasks: Task[];
+  /** RUNNING tasks whose cell was lost: they complete as failed (a task is not silently rerun). */
+  failTasks: { task: Task; reason: string }[];
 }
 
 // Which of two instances at the same index to keep: the one closest to serving.
@@ -40,8 +46,14 @@ const PREFERENCE: Record<ActualLRPState, number> = { RUNNING: 0, CLAIMED: 1, UNC
  * instance routable while its replacement starts.
  */
 export function planConvergence(snapshot: Snapshot, now: number): ConvergencePlan {
-  const plan: ConvergencePlan = { create: [], place: [], restart: [], stop: [] };
+  const plan: ConvergencePlan = { create: [], place: [], restart: [], stop: [], startTasks: [], failTasks: [] };
   const present = new Set(snapshot.cells.filter((c) => c.expiresAt > now).map((c) => c.id));
+  for (const task of snapshot.tasks ?? []) {
+    if (task.state === 'PENDING') plan.startTasks.push(task);
+    else if (task.state === 'RUNNING' && task.cellId !== null && !present.has(task.cellId)) {
+      plan.failTasks.push({ task, reason: `cell ${task.cellId} was lost while running the task` });
+    }
+  }
   const desiredByApp = new Map(snapshot.desired.map((d) => [d.appId, d]));
   const actualByApp = new Map<string, ActualLRP[]>();
   for (const a of snapshot.actual) {

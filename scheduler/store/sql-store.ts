@@ -863,6 +863,13 @@ export class SqlStore implements Store {
     );
   }
 
+  listTasksByState(states: TaskState[]): Promise<Task[]> {
+    return this.read(async (q) => {
+      if (states.length === 0) return [];
+      return (await q.all(`SELECT * FROM tasks WHERE state IN (${states.map(() => '?').join(', ')}) ORDER BY created_at, id`, ...states)).map(toTask);
+    });
+  }
+
   transitionTask(id: string, to: TaskState, change: TaskChange = {}): Promise<Task> {
     return this.tx(async (q) => {
       const row = await q.one('SELECT * FROM tasks WHERE id = ?', id);

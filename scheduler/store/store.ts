@@ -93,6 +93,8 @@ export interface Store {
   createTask(input: { spaceId: string; appId: string; command: string[] }): Promise<Task>;
   getTask(id: string): Promise<Task | undefined>;
   listTasks(filter: { spaceId: string; appId?: string }): Promise<Task[]>;
+  /** Tasks in the given states, across spaces, oldest first (what the scheduler works through). */
+  listTasksByState(states: TaskState[]): Promise<Task[]>;
   transitionTask(id: string, to: TaskState, change?: TaskChange): Promise<Task>;
 
   // Cells (presence)

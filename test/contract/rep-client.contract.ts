@@ -24,13 +24,13 @@ export function repClientContract(adapter: string, makeHarness: () => Promise<Re
 
     it('reports its cell: id, zone, tags, drivers, capacity, nothing running yet', async () => {
       const s = await h.client.state();
-      expect(s).toMatchObject({ cellId: h.cellId, zone: 'z1', tags: ['ssd'], drivers: ['isolate'], instances: [], digests: [] });
+      expect(s).toMatchObject({ cellId: h.cellId, zone: 'z1', tags: ['ssd'], drivers: ['isolate'], instances: [], tasks: [], digests: [] });
       expect(s.available).toEqual(s.capacity);
     });
 
     it('starts work, reports it RUNNING in the Store and accounts for it in its state', async () => {
       const lrp = await h.unclaimed();
-      expect(await h.client.perform({ start: [lrp], stop: [] })).toEqual({ failedStarts: [] });
+      expect(await h.client.perform({ start: [lrp], stop: [] })).toEqual({ failedStarts: [], failedTasks: [] });
       expect(await h.store.getActual(lrp.instanceId)).toMatchObject({ state: 'RUNNING', cellId: h.cellId });
       const s = await h.client.state();
       expect(s.instances).toEqual([{ instanceId: lrp.instanceId, appId: lrp.appId, kind: 'isolate' }]);
@@ -53,9 +53,25 @@ export function repClientContract(adapter: string, makeHarness: () => Promise<Re
       expect((await h.client.perform({ start: [lrp], stop: [] })).failedStarts.map((l) => l.instanceId)).toEqual([lrp.instanceId]);
     });
 
+    it('runs tasks it is given to completion and accounts for them while they run', async () => {
+      const lrp = await h.unclaimed('export default { fetch() { return new Response("x") }, async task(c) { await new Promise((r) => queueMicrotask(r)); return c.join("+") } }');
+      const task = await h.store.createTask({ spaceId: lrp.spaceId, appId: lrp.appId, command: ['a', 'b'] });
+      expect(await h.client.perform({ start: [], stop: [], tasks: [task] })).toEqual({ failedStarts: [], failedTasks: [] });
+      const deadline = Date.now() + 5_000;
+      let done = await h.store.getTask(task.id);
+      while (done?.state !== 'COMPLETED' && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 20));
+        done = await h.store.getTask(task.id);
+      }
+      expect(done).toMatchObject({ state: 'COMPLETED', failed: false, result: 'a+b', cellId: h.cellId });
+      expect((await h.client.state()).tasks).toEqual([]);
+      // A task already taken is handed back.
+      expect((await h.client.perform({ start: [], stop: [], tasks: [task] })).failedTasks?.map((t) => t.id)).toEqual([task.id]);
+    });
+
     it('reports a start that fails as CRASHED with the reason', async () => {
       const lrp = await h.unclaimed('throw new Error("no config")');
-      expect(await h.client.perform({ start: [lrp], stop: [] })).toEqual({ failedStarts: [] });
+      expect(await h.client.perform({ start: [lrp], stop: [] })).toEqual({ failedStarts: [], failedTasks: [] });
       expect(await h.store.getActual(lrp.instanceId)).toMatchObject({ state: 'CRASHED', crashReason: expect.stringContaining('no config') });
     });
   });

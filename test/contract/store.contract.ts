@@ -247,6 +247,8 @@ export function storeContract(adapter: string, makeHarness: () => Promise<StoreH
 
       const task = await store.createTask({ spaceId: a.id, appId: app.id, command: ['echo', 'hi'] });
       expect(task.state).toBe('PENDING');
+      expect((await store.listTasksByState(['PENDING'])).map((t) => t.id)).toEqual([task.id]);
+      expect(await store.listTasksByState(['RUNNING'])).toEqual([]);
       await rejectsWith(store.transitionTask(task.id, 'PENDING'), 'INVALID_TRANSITION');
       await store.transitionTask(task.id, 'RUNNING', { cellId: 'cell-1' });
       const done = await store.transitionTask(task.id, 'COMPLETED', { failed: false, result: 'hi' });

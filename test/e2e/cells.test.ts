@@ -94,6 +94,17 @@ describe('three cell processes in two zones under one control plane', () => {
     expect(res.text).toBe('Hello from Grove! You asked for /spread\n');
   });
 
+  it('runs a task on a cell and prints its output', async () => {
+    expect((await grove(['deploy', 'jobs', join(import.meta.dirname, 'fixtures/jobs.js'), '-i', '0'], env)).code).toBe(0);
+    const run = await grove(['run-task', 'jobs', '--', 'migrate', '--all'], env);
+    expect(run.stderr).toContain('Task task_');
+    expect(run.code).toBe(0);
+    expect(run.stdout.trim()).toBe('ran migrate --all');
+    const tasks = JSON.parse((await grove(['tasks', 'jobs', '--json'], env)).stdout);
+    expect(cells.map((c) => c.cellId)).toContain(tasks[0].cellId);
+    await grove(['delete', 'jobs'], env);
+  });
+
   it('shows an unplaceable instance\'s reason', async () => {
     const big = await grove(['deploy', 'big', HELLO, '--memory', '4096', '--no-wait'], env);
     expect(big.code).toBe(0);

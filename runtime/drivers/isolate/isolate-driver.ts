@@ -36,6 +36,7 @@ interface Running {
   isolate: ivm.Isolate;
   context: ivm.Context;
   dispatch: ivm.Reference<(id: number, wire: WireRequest) => void>;
+  taskEntry: ivm.Reference<(id: number, command: string[]) => void>;
   /** Requests in flight, by the id the isolate hands back with the outcome. */
   pending: Map<number, PendingRequest>;
   nextId: number;
@@ -106,7 +107,9 @@ export class IsolateDriver implements WorkloadDriver {
       // Take the prelude's entry points before any user code runs, so the module cannot replace them.
       const boot = await global.get('__grove_boot', { reference: true });
       const dispatch = await global.get('__grove_fetch', { reference: true });
+      const taskEntry = await global.get('__grove_task', { reference: true });
       await global.delete('__grove_fetch');
+      await global.delete('__grove_task');
 
       const module = await isolate.compileModule(spec.code, { filename: `${spec.appName}.js` });
       await module.instantiate(context, (specifier) => {
@@ -116,7 +119,7 @@ export class IsolateDriver implements WorkloadDriver {
       await boot.apply(undefined, [module.namespace.derefInto(), new ivm.ExternalCopy(spec.env).copyInto()], {
         timeout: this.startupTimeoutMs,
       });
-      this.instances.set(spec.instanceId, { spec, isolate, context, dispatch, pending, nextId: 1 });
+      this.instances.set(spec.instanceId, { spec, isolate, context, dispatch, taskEntry, pending, nextId: 1 });
     } catch (err) {
       if (!isolate.isDisposed) isolate.dispose();
       throw new GroveError('WORKER_EXCEPTION', `the module failed to start: ${describe(err)}`, { cause: err });
@@ -144,6 +147,7 @@ export class IsolateDriver implements WorkloadDriver {
     for (const request of inst.pending.values()) request.abort(new GroveError('UNAVAILABLE', 'the instance stopped before it answered'));
     inst.pending.clear();
     inst.dispatch.release();
+    inst.taskEntry.release();
     inst.context.release();
     if (!inst.isolate.isDisposed) inst.isolate.dispose();
   }
@@ -216,6 +220,43 @@ export class IsolateDriver implements WorkloadDriver {
         inst.dispatch.apply(undefined, args, { timeout: cpuMs }).catch(onEntryError);
       }
     });
+  }
+
+  /**
+   * Runs `task(command, env, ctx)` of the module's default export in an isolate of its own, up to
+   * the wall-time limit, and answers with what it returned (a string as is, anything else as JSON).
+   */
+  async runTask(spec: InstanceSpec, command: string[]): Promise<string> {
+    await this.start(spec);
+    const inst = this.instances.get(spec.instanceId)!;
+    const { wallMs } = spec.limits;
+    try {
+      return await new Promise<string>((resolve, reject) => {
+        const id = inst.nextId++;
+        const timer = setTimeout(() => {
+          inst.pending.delete(id);
+          reject(new GroveError('WORKER_TIMEOUT', `the task did not finish within ${wallMs} ms`));
+        }, wallMs);
+        inst.pending.set(id, {
+          settle: (error, value) => {
+            clearTimeout(timer);
+            if (error) reject(new GroveError('WORKER_EXCEPTION', error.name && error.name !== 'Error' ? `${error.name}: ${error.message}` : error.message));
+            else resolve((value as unknown as { result: string }).result);
+          },
+          abort: (err) => {
+            clearTimeout(timer);
+            reject(err);
+          },
+        });
+        inst.taskEntry.apply(undefined, [id, new ivm.ExternalCopy(command).copyInto()], { timeout: wallMs }).catch((err: unknown) => {
+          inst.pending.delete(id);
+          clearTimeout(timer);
+          reject(new GroveError('WORKER_EXCEPTION', describe(err)));
+        });
+      });
+    } finally {
+      await this.stop(spec.instanceId);
+    }
   }
 }
 

@@ -872,6 +872,21 @@
   // at once, and still correct when it awaits something and settles later.
   const done = g.__grove_done;
   delete g.__grove_done;
+  // Tasks (run-to-completion work, `grove run-task`): `export default { task(command, env, ctx) }`.
+  define('__grove_task', (id, command) => {
+    (async () => {
+      if (typeof handlers.task !== 'function') {
+        throw new TypeError('the module has no task handler: export default { task(command, env, ctx) { … } }');
+      }
+      const ctx = Object.freeze({ waitUntil() {}, passThroughOnException() {} });
+      const value = await handlers.task.call(handlers, command.slice(), env, ctx);
+      return { result: typeof value === 'string' ? value : value === undefined ? '' : JSON.stringify(value) };
+    })().then(
+      (result) => done(id, null, result),
+      (err) => done(id, err instanceof Error ? { name: err.name, message: err.message, stack: String(err.stack) } : { name: 'Error', message: String(err), stack: '' }, null),
+    );
+  });
+
   define('__grove_fetch', (id, wire) => {
     handleFetch(wire).then(
       (response) => done(id, null, response),
