@@ -76,11 +76,11 @@ export function buildProgram(): Command {
     .option('--api <url>', 'the control plane API (default $GROVE_API)')
     .option('--token <token>', 'a cell or admin token (default $GROVE_TOKEN)')
     .requiredOption('--data <dir>', 'data directory (cell id, bundle cache)')
-    .option('--port <n>', 'port for the control plane to reach this cell (default: any free port)', port, 0)
+    .option('--port <n>', 'port for the control plane to reach this cell (0: any free port)', port, 0)
     .option('--host <addr>', 'address to listen on (default 127.0.0.1)')
     .option('--zone <zone>', 'availability zone', 'default')
     .option('--tags <a,b>', 'placement tags')
-    .option('--memory <size>', 'memory this cell offers, e.g. 4G (default 4G)', megabytes, 4096)
+    .option('--memory <size>', 'memory this cell offers in MB, or e.g. 4G', megabytes, 4096)
     .option('--instances <n>', 'instance slots (default 1000)', int(1, 100_000))
     .option('--presence-ttl <duration>', 'how long the cell counts as present without a heartbeat (default 30s)', duration)
     .action(async (o) => cell(o));
