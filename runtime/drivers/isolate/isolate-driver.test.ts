@@ -250,6 +250,73 @@ describe('IsolateDriver', () => {
     expect(JSON.parse(res.text)).toEqual(['TypeError', 'TypeError', 'TypeError', 'a\uFEFFb']);
   });
 
+  it('runs setTimeout and setInterval callbacks in order, with arguments, and clears them', async () => {
+    const res = await run(`export default { async fetch() {
+      const seen = [];
+      const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+      setTimeout((a, b) => seen.push('late:' + a + b), 40, 'x', 'y');
+      setTimeout(() => seen.push('early'), 5);
+      const cancelled = setTimeout(() => seen.push('cancelled'), 10);
+      clearTimeout(cancelled);
+      let ticks = 0;
+      const every = setInterval(() => { ticks++; if (ticks === 3) clearInterval(every); }, 5);
+      let thrown = 'no error';
+      try { setTimeout('code', 1); } catch (e) { thrown = e.constructor.name; }
+      await sleep(80);
+      return Response.json({ seen, ticks, thrown });
+    } }`);
+    expect(JSON.parse(res.text)).toEqual({ seen: ['early', 'late:xy'], ticks: 3, thrown: 'TypeError' });
+  });
+
+  it('gives crypto.getRandomValues and randomUUID from the host\'s CSPRNG, within the spec\'s limits', async () => {
+    const res = await run(`export default { fetch() {
+      const a = crypto.getRandomValues(new Uint8Array(32));
+      const b = crypto.getRandomValues(new Uint32Array(8));
+      const errors = [];
+      for (const f of [() => crypto.getRandomValues(new Uint8Array(65537)), () => crypto.getRandomValues(new Float64Array(2))]) {
+        try { f(); errors.push('accepted'); } catch (e) { errors.push(e.name); }
+      }
+      const uuids = new Set(Array.from({ length: 50 }, () => crypto.randomUUID()));
+      return Response.json({ nonZero: a.some((x) => x !== 0) && b.some((x) => x !== 0), errors, unique: uuids.size, sample: [...uuids][0] });
+    } }`);
+    const out = JSON.parse(res.text);
+    expect(out).toMatchObject({ nonZero: true, errors: ['QuotaExceededError', 'TypeMismatchError'], unique: 50 });
+    expect(out.sample).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  });
+
+  it('deep-copies with structuredClone, keeping cycles and types, and refuses functions', async () => {
+    const res = await run(`export default { fetch() {
+      const original = { when: new Date(5), tags: new Set(['a']), map: new Map([['k', { n: 1 }]]), bytes: new Uint16Array([1, 2]), list: [1, { deep: true }], err: new TypeError('bad') };
+      original.self = original;
+      const copy = structuredClone(original);
+      copy.list[1].deep = false;
+      let refused = 'accepted';
+      try { structuredClone({ f() {} }); } catch (e) { refused = e.name; }
+      return Response.json({
+        cycle: copy.self === copy, notSame: copy !== original, deepIntact: original.list[1].deep,
+        date: copy.when instanceof Date && copy.when.getTime(), set: copy.tags.has('a'), map: copy.map.get('k').n,
+        bytes: Array.from(copy.bytes), bytesType: copy.bytes.constructor.name, err: copy.err instanceof TypeError && copy.err.message, refused,
+      });
+    } }`);
+    expect(JSON.parse(res.text)).toEqual({
+      cycle: true, notSame: true, deepIntact: true, date: 5, set: true, map: 1, bytes: [1, 2], bytesType: 'Uint16Array', err: 'bad', refused: 'DataCloneError',
+    });
+  });
+
+  it('has performance.now and stops an instance\'s timers with it', async () => {
+    const s = spec(`let fired = 0; setInterval(() => { fired++; console.log('tick', fired) }, 5);
+      export default { fetch() { const t0 = performance.now(); return Response.json({ t0: typeof t0, origin: performance.timeOrigin > 0 }) } }`);
+    await driver.start(s);
+    const res = await driver.fetch(s.instanceId, get('http://h/'));
+    expect(JSON.parse(dec.decode(res.body!))).toEqual({ t0: 'number', origin: true });
+    await new Promise((r) => setTimeout(r, 40));
+    await driver.stop(s.instanceId);
+    const ticksAtStop = logs.filter((l) => l.message.startsWith('tick')).length;
+    expect(ticksAtStop).toBeGreaterThan(0);
+    await new Promise((r) => setTimeout(r, 40));
+    expect(logs.filter((l) => l.message.startsWith('tick')).length).toBe(ticksAtStop);
+  });
+
   it('answers requests that settle later, after awaiting', async () => {
     const res = await run(`export default { async fetch() {
       await null; await Promise.resolve();

@@ -1,3 +1,4 @@
+import { randomFillSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import ivm from 'isolated-vm';
 import { GroveError } from '../../../scheduler/model/index.js';
@@ -39,6 +40,8 @@ interface Running {
   taskEntry: ivm.Reference<(id: number, command: string[]) => void>;
   /** Requests in flight, by the id the isolate hands back with the outcome. */
   pending: Map<number, PendingRequest>;
+  /** The isolate's setTimeout/setInterval timers, kept on the host and cleared when it stops. */
+  timers: Map<number, NodeJS.Timeout>;
   nextId: number;
 }
 
@@ -72,6 +75,7 @@ export class IsolateDriver implements WorkloadDriver {
     if (this.instances.has(spec.instanceId)) return;
     if (spec.code === null) throw new GroveError('BAD_REQUEST', `instance ${spec.instanceId} has no bundle to run`);
     const isolate = new ivm.Isolate({ memoryLimit: spec.limits.memoryMb });
+    const timers: Running['timers'] = new Map();
     try {
       const context = await isolate.createContext();
       const global = context.global;
@@ -101,8 +105,46 @@ export class IsolateDriver implements WorkloadDriver {
           { ignored: true },
         ),
       );
+      // Timers live on the host: the isolate asks for one, the host calls back into the isolate when it
+      // fires. A stopped instance's timers are cleared with it.
+      let fire: ivm.Reference<(id: number) => void> | undefined;
+      const fireTimer = (id: number) => {
+        fire?.apply(undefined, [id], { timeout: Math.max(spec.limits.cpuMs, 1) }).catch((err: unknown) => {
+          this.options.log({ appId: spec.appId, instanceId: spec.instanceId, level: 'error', message: `timer callback failed: ${describe(err)}` });
+        });
+      };
+      await global.set(
+        '__grove_timer',
+        new ivm.Callback(
+          (op: unknown, id: unknown, ms: unknown, repeat: unknown) => {
+            if (typeof id !== 'number') return;
+            clearTimeout(timers.get(id));
+            timers.delete(id);
+            if (op !== 'set' || isolate.isDisposed) return;
+            const delay = Math.min(Math.max(Number(ms) || 0, 0), 2 ** 31 - 1);
+            const handle = repeat
+              ? setInterval(() => fireTimer(id), Math.max(delay, 1))
+              : setTimeout(() => {
+                  timers.delete(id);
+                  fireTimer(id);
+                }, delay);
+            timers.set(id, handle);
+          },
+          { ignored: true },
+        ),
+      );
+      // crypto.getRandomValues: bytes from the host's CSPRNG (an isolate has no entropy of its own).
+      await global.set(
+        '__grove_random',
+        new ivm.Callback((n: unknown) => {
+          const size = Math.min(Math.max(Math.floor(Number(n) || 0), 0), 65_536);
+          return new ivm.ExternalCopy(randomFillSync(new Uint8Array(size))).copyInto();
+        }),
+      );
       const prelude = await this.compilePrelude(isolate);
       await prelude.run(context);
+      fire = await global.get('__grove_fire', { reference: true });
+      await global.delete('__grove_fire');
 
       // Take the prelude's entry points before any user code runs, so the module cannot replace them.
       const boot = await global.get('__grove_boot', { reference: true });
@@ -119,8 +161,9 @@ export class IsolateDriver implements WorkloadDriver {
       await boot.apply(undefined, [module.namespace.derefInto(), new ivm.ExternalCopy(spec.env).copyInto()], {
         timeout: this.startupTimeoutMs,
       });
-      this.instances.set(spec.instanceId, { spec, isolate, context, dispatch, taskEntry, pending, nextId: 1 });
+      this.instances.set(spec.instanceId, { spec, isolate, context, dispatch, taskEntry, pending, timers, nextId: 1 });
     } catch (err) {
+      for (const handle of timers.values()) clearTimeout(handle);
       if (!isolate.isDisposed) isolate.dispose();
       throw new GroveError('WORKER_EXCEPTION', `the module failed to start: ${describe(err)}`, { cause: err });
     }
@@ -146,6 +189,8 @@ export class IsolateDriver implements WorkloadDriver {
     // Requests still waiting on this isolate will never hear from it: answer them now.
     for (const request of inst.pending.values()) request.abort(new GroveError('UNAVAILABLE', 'the instance stopped before it answered'));
     inst.pending.clear();
+    for (const handle of inst.timers.values()) clearTimeout(handle);
+    inst.timers.clear();
     inst.dispatch.release();
     inst.taskEntry.release();
     inst.context.release();

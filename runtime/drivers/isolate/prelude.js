@@ -15,6 +15,10 @@
   const g = globalThis;
   const hostUrl = g.__grove_url;
   const hostLog = g.__grove_log;
+  const hostTimer = g.__grove_timer;
+  const hostRandom = g.__grove_random;
+  delete g.__grove_timer;
+  delete g.__grove_random;
   // __grove_done is taken further down, next to the dispatcher that uses it.
   delete g.__grove_url;
   delete g.__grove_log;
@@ -804,6 +808,113 @@
     },
   };
 
+  // ── Timers (kept by the host, which calls __grove_fire when one is due) ────────────────────────
+
+  const MAX_TIMERS = 10_000;
+  const pendingTimers = new Map(); // id → { fn, args, repeat }
+  let nextTimerId = 1;
+  function addTimer(fn, ms, args, repeat) {
+    if (typeof fn !== 'function') throw new TypeError('the timer callback must be a function (strings are not evaluated)');
+    if (pendingTimers.size >= MAX_TIMERS) throw new RangeError(`too many pending timers (limit ${MAX_TIMERS})`);
+    const id = nextTimerId++;
+    pendingTimers.set(id, { fn, args, repeat });
+    hostTimer('set', id, Math.max(0, Number(ms) || 0), repeat);
+    return id;
+  }
+  function clearTimer(id) {
+    if (pendingTimers.delete(Number(id))) hostTimer('clear', Number(id));
+  }
+  const setTimeout = (fn, ms, ...args) => addTimer(fn, ms, args, false);
+  const setInterval = (fn, ms, ...args) => addTimer(fn, ms, args, true);
+  define('__grove_fire', (id) => {
+    const timer = pendingTimers.get(id);
+    if (!timer) return;
+    if (!timer.repeat) pendingTimers.delete(id);
+    try {
+      timer.fn(...timer.args);
+    } catch (err) {
+      console.error('uncaught exception in a timer callback:', err);
+    }
+  });
+
+  // ── crypto (random values from the host's CSPRNG) ───────────────────────────────────────────────
+
+  const INTEGER_ARRAYS = [Int8Array, Uint8Array, Uint8ClampedArray, Int16Array, Uint16Array, Int32Array, Uint32Array, BigInt64Array, BigUint64Array];
+  function getRandomValues(view) {
+    if (!INTEGER_ARRAYS.some((T) => view instanceof T)) {
+      throw new DOMException('getRandomValues takes an integer typed array', 'TypeMismatchError');
+    }
+    if (view.byteLength > 65536) {
+      throw new DOMException(`getRandomValues takes at most 65536 bytes, got ${view.byteLength}`, 'QuotaExceededError');
+    }
+    new Uint8Array(view.buffer, view.byteOffset, view.byteLength).set(hostRandom(view.byteLength));
+    return view;
+  }
+  function randomUUID() {
+    const b = getRandomValues(new Uint8Array(16));
+    b[6] = (b[6] & 0x0f) | 0x40; // version 4
+    b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
+    const hex = Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+    return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+  }
+  const crypto = Object.freeze({ getRandomValues, randomUUID });
+
+  // ── structuredClone (the HTML spec's serializable types, cycles preserved) ──────────────────────
+
+  const ERROR_TYPES = { Error, EvalError, RangeError, ReferenceError, SyntaxError, TypeError, URIError };
+  function structuredClone(value) {
+    const seen = new Map();
+    const clone = (v) => {
+      if (v === null || (typeof v !== 'object' && typeof v !== 'function' && typeof v !== 'symbol')) return v;
+      if (typeof v === 'function' || typeof v === 'symbol') throw new DOMException(`${String(v)} could not be cloned`, 'DataCloneError');
+      if (seen.has(v)) return seen.get(v);
+      let out;
+      if (Array.isArray(v)) {
+        out = new Array(v.length);
+        seen.set(v, out);
+        for (const key of Object.keys(v)) out[key] = clone(v[key]);
+        return out;
+      }
+      if (v instanceof Date) out = new Date(v.getTime());
+      else if (v instanceof RegExp) out = new RegExp(v.source, v.flags);
+      else if (v instanceof ArrayBuffer) out = v.slice(0);
+      else if (ArrayBuffer.isView(v)) {
+        const buffer = clone(v.buffer);
+        out = v instanceof DataView ? new DataView(buffer, v.byteOffset, v.byteLength) : new v.constructor(buffer, v.byteOffset, v.length);
+      } else if (v instanceof Map) {
+        out = new Map();
+        seen.set(v, out);
+        for (const [k, x] of v) out.set(clone(k), clone(x));
+        return out;
+      } else if (v instanceof Set) {
+        out = new Set();
+        seen.set(v, out);
+        for (const x of v) out.add(clone(x));
+        return out;
+      } else if (v instanceof Error) {
+        const Type = ERROR_TYPES[v.name] || Error;
+        out = new Type(v.message);
+        if (v.stack !== undefined) out.stack = v.stack;
+      } else if (v instanceof Boolean || v instanceof Number || v instanceof String) out = Object(v.valueOf());
+      else if (Object.getPrototypeOf(v) === Object.prototype || Object.getPrototypeOf(v) === null) {
+        out = {};
+        seen.set(v, out);
+        for (const key of Object.keys(v)) out[key] = clone(v[key]);
+        return out;
+      } else {
+        throw new DOMException(`${Object.prototype.toString.call(v)} could not be cloned`, 'DataCloneError');
+      }
+      seen.set(v, out);
+      return out;
+    };
+    return clone(value);
+  }
+
+  // ── performance ──────────────────────────────────────────────────────────────────────────────
+
+  const timeOrigin = Date.now();
+  const performance = Object.freeze({ timeOrigin, now: () => Date.now() - timeOrigin });
+
   // ── Install the globals ───────────────────────────────────────────────────────────────────────
 
   define('self', g);
@@ -823,6 +934,13 @@
     Promise.resolve().then(fn);
   });
   define('navigator', Object.freeze({ userAgent: 'Grove/0.1' }));
+  define('setTimeout', setTimeout);
+  define('setInterval', setInterval);
+  define('clearTimeout', clearTimer);
+  define('clearInterval', clearTimer);
+  define('crypto', crypto);
+  define('structuredClone', structuredClone);
+  define('performance', performance);
 
   // ── Handler plumbing ──────────────────────────────────────────────────────────────────────────
 
