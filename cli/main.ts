@@ -11,6 +11,7 @@ import { listRoutes, mapRoute, unmapRoute } from './commands/routes.js';
 import { createSpace, createToken, deleteSpace, listSpaces, listTokens, revokeToken } from './commands/spaces.js';
 import { cell } from './commands/cell.js';
 import { listTasks, runTask } from './commands/tasks.js';
+import { deleteSecret, listSecrets, putSecret } from './commands/secrets.js';
 import { up } from './commands/up.js';
 
 function int(min: number, max: number) {
@@ -173,6 +174,26 @@ export function buildProgram(): Command {
     .description('delete an app with its revisions, routes and triggers')
     .argument('<name>')
     .action(async (name) => deleteApp(await client(), name));
+
+  const secret = program.command('secret').description('secrets: bound into env like variables, never shown again once set');
+  secret
+    .command('put')
+    .description('set a secret from standard input (the app rolls out a new revision)')
+    .argument('<name>')
+    .argument('<key>')
+    .action(async (name, key) => putSecret(await client(), name, key));
+  secret
+    .command('list')
+    .description('list the names of an app\'s secrets')
+    .argument('<name>')
+    .option('--json', 'print JSON')
+    .action(async (name, o) => listSecrets(await client(), name, o));
+  secret
+    .command('delete')
+    .description('remove a secret (the app rolls out a new revision)')
+    .argument('<name>')
+    .argument('<key>')
+    .action(async (name, key) => deleteSecret(await client(), name, key));
 
   program
     .command('run-task')

@@ -238,6 +238,30 @@ describe('control API', () => {
     });
   });
 
+  describe('secrets', () => {
+    it('sets secrets from a text body and never returns their values', async () => {
+      await h.deploy(dev, 'web', undefined, { env: { PLAIN: 'p' } });
+      const put = await h.call(dev, 'PUT', '/v1/apps/web/secrets/DB_PASSWORD', 's3cr3t-value', { 'content-type': 'text/plain' });
+      expect(put.status).toBe(200);
+      expect(put.json).toEqual({ secret: { key: 'DB_PASSWORD' }, revision: { number: 2 } });
+      const listed = await h.call(dev, 'GET', '/v1/apps/web/secrets');
+      expect(listed.json.secrets.map((x: { key: string }) => x.key)).toEqual(['DB_PASSWORD']);
+      const detail = await h.call(dev, 'GET', '/v1/apps/web');
+      expect(detail.json.app.secretKeys).toEqual(['DB_PASSWORD']);
+      for (const path of ['/v1/apps/web', '/v1/apps/web/secrets', '/v1/apps/web/revisions', '/v1/events?since=0&limit=1000']) {
+        expect((await h.call(dev, 'GET', path)).text, path).not.toContain('s3cr3t-value');
+      }
+      expect((await h.call(dev, 'PUT', '/v1/apps/web/secrets/PLAIN', 'x', { 'content-type': 'text/plain' })).json.error.code).toBe('ALREADY_EXISTS');
+      expect((await h.call(dev, 'PUT', '/v1/apps/web/secrets/1BAD', 'x', { 'content-type': 'text/plain' })).status).toBe(400);
+      expect((await h.call(dev, 'PUT', '/v1/apps/web/secrets/EMPTY', '', { 'content-type': 'text/plain' })).status).toBe(400);
+      expect((await h.call(dev, 'PUT', '/v1/apps/web/secrets/BIG', 'x'.repeat(40_000), { 'content-type': 'text/plain' })).status).toBe(413);
+      expect((await h.call(other, 'GET', '/v1/apps/web/secrets')).status).toBe(404);
+      expect((await h.call(other, 'PUT', '/v1/apps/web/secrets/X', 'x', { 'content-type': 'text/plain' })).status).toBe(404);
+      expect((await h.call(dev, 'DELETE', '/v1/apps/web/secrets/DB_PASSWORD')).status).toBe(200);
+      expect((await h.call(dev, 'DELETE', '/v1/apps/web/secrets/DB_PASSWORD')).json.error.code).toBe('SECRET_NOT_FOUND');
+    });
+  });
+
   describe('cross-space isolation', () => {
     it('hides another space\'s apps, revisions, routes, triggers, tasks and events', async () => {
       await h.deploy(other, 'secret');

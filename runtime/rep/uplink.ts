@@ -74,14 +74,8 @@ export class StoreUplink implements CellUplink {
     return this.store.removeActual(instanceId, reason);
   }
 
-  async launchSpec(lrp: ActualLRP): Promise<LaunchSpec | null> {
-    const [desired, revision, app] = await Promise.all([
-      this.store.getDesired(lrp.appId),
-      this.store.getRevision(lrp.revisionId),
-      this.store.getAppById(lrp.appId),
-    ]);
-    if (!desired || !revision || !app) return null;
-    return { kind: desired.kind, appName: app.name, revision };
+  launchSpec(lrp: ActualLRP): Promise<LaunchSpec | null> {
+    return launchSpecIn(this.store, lrp.appId, lrp.revisionId);
   }
 
   async bundle(digest: string): Promise<Buffer> {
@@ -98,17 +92,33 @@ export class StoreUplink implements CellUplink {
   }
 }
 
-/** Claims a task for a cell and says what to run: the app's current revision. Shared by both adapters' server side. */
+/**
+ * What an instance of `revisionId` runs with: the revision, its env joined by the app's secrets.
+ * Secrets are read here and only here, on the way to a cell. Used on the control plane's side of both
+ * uplink adapters.
+ */
+export async function launchSpecIn(store: Store, appId: string, revisionId: string): Promise<LaunchSpec | null> {
+  const [desired, revision, app, secrets] = await Promise.all([
+    store.getDesired(appId),
+    store.getRevision(revisionId),
+    store.getAppById(appId),
+    store.secretValues(appId),
+  ]);
+  if (!desired || !revision || !app) return null;
+  return { kind: desired.kind, appName: app.name, revision: { ...revision, env: { ...revision.env, ...secrets } } };
+}
+
+/** Claims a task for a cell and says what to run: the app's current revision. */
 export async function claimTaskIn(store: Store, taskId: string, cellId: string): Promise<LaunchSpec | null> {
   const task = await store.getTask(taskId);
   if (!task || task.state !== 'PENDING') return null;
-  const [desired, app] = await Promise.all([store.getDesired(task.appId), store.getAppById(task.appId)]);
-  const revision = desired && (await store.getRevision(desired.revisionId));
-  if (!desired || !app || !revision) return null;
+  const desired = await store.getDesired(task.appId);
+  const launch = desired && (await launchSpecIn(store, task.appId, desired.revisionId));
+  if (!launch) return null;
   try {
     await store.transitionTask(taskId, 'RUNNING', { cellId });
   } catch {
     return null; // taken or cancelled meanwhile
   }
-  return { kind: desired.kind, appName: app.name, revision };
+  return launch;
 }

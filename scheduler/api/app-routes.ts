@@ -4,6 +4,7 @@ import { z } from 'zod';
 import {
   type App,
   Digest,
+  ENV_KEY,
   EnvVars,
   GroveError,
   LimitsPatch,
@@ -40,6 +41,11 @@ const RollbackBody = z.object({ revision: z.number().int().positive().optional()
 
 const JS_TYPES = /^(?:application|text)\/(?:javascript|ecmascript)(?:\s*;.*)?$|^application\/octet-stream$/i;
 
+function secretKey(key: string): string {
+  if (!ENV_KEY.test(key) || key.length > 128) throw new GroveError('VALIDATION_FAILED', `invalid secret name "${key}": letters, digits and "_", not starting with a digit`);
+  return key;
+}
+
 export async function findApp(store: Store, spaceId: string, name: string): Promise<App> {
   const app = await store.getApp(spaceId, name);
   if (!app) throw new GroveError('APP_NOT_FOUND', `app "${name}" does not exist in this space`);
@@ -48,12 +54,13 @@ export async function findApp(store: Store, spaceId: string, name: string): Prom
 
 /** Everything `grove app NAME` shows, in one document. */
 export async function appDetail(store: Store, app: App, now: number) {
-  const [desired, revisions, actual, routes, cells] = await Promise.all([
+  const [desired, revisions, actual, routes, cells, secrets] = await Promise.all([
     store.getDesired(app.id),
     store.listRevisions(app.id),
     store.listActual({ appId: app.id }),
     store.listRoutes({ appId: app.id }),
     store.listCells(),
+    store.listSecretKeys(app.id),
   ]);
   const numberOf = new Map(revisions.map((r) => [r.id, r.number]));
   const zoneOf = new Map(cells.map((c) => [c.id, c.zone]));
@@ -73,6 +80,7 @@ export async function appDetail(store: Store, app: App, now: number) {
       limits: current.limits,
       createdAt: current.createdAt,
     },
+    secretKeys: secrets.map((x) => x.key),
     desired: desired ? { instances: desired.instances, version: desired.version, placementTags: desired.placementTags } : null,
     running: actual.filter((a) => a.state === 'RUNNING' && a.revisionId === desired?.revisionId).length,
     instances: actual.map((a) => ({
@@ -224,6 +232,36 @@ export function appRoutes(deps: ApiDeps): Hono<ApiEnv> {
     const body = await jsonBody(c, ScaleBody);
     const desired = await store.scale(app.id, body.instances, body.version);
     return c.json({ desired: { instances: desired.instances, version: desired.version }, app: await appDetail(store, app, now()) });
+  });
+
+  // Secrets: written here, never read back. The value is the raw body (text/plain), up to 32 KiB.
+  api.put(
+    '/apps/:name/secrets/:key',
+    bodyLimit({
+      maxSize: 32 * 1024,
+      onError: () => {
+        throw new GroveError('PAYLOAD_TOO_LARGE', 'a secret is at most 32768 bytes');
+      },
+    }),
+    async (c) => {
+      const app = await findApp(store, c.get('auth').space.id, nameParam(c));
+      const key = secretKey(c.req.param('key'));
+      const value = await c.req.text();
+      if (value.length === 0) throw new GroveError('BAD_REQUEST', 'the secret value is empty: send it as the request body');
+      const { revision } = await store.putSecret(app.id, key, value);
+      return c.json({ secret: { key }, revision: { number: revision.number } });
+    },
+  );
+
+  api.get('/apps/:name/secrets', async (c) => {
+    const app = await findApp(store, c.get('auth').space.id, nameParam(c));
+    return c.json({ secrets: await store.listSecretKeys(app.id) });
+  });
+
+  api.delete('/apps/:name/secrets/:key', async (c) => {
+    const app = await findApp(store, c.get('auth').space.id, nameParam(c));
+    const { revision } = await store.deleteSecret(app.id, secretKey(c.req.param('key')));
+    return c.json({ deleted: { key: c.req.param('key') }, revision: { number: revision.number } });
   });
 
   api.get('/apps/:name/logs', async (c) => {

@@ -5,7 +5,7 @@ import { ActualLRP, ActualLRPState, AppKind, CellCapacity, Digest, GroveError } 
 import type { ApiEnv } from './auth.js';
 import type { ApiDeps } from './deps.js';
 import { jsonBody, validate } from './http.js';
-import { claimTaskIn } from '../../runtime/rep/uplink.js';
+import { claimTaskIn, launchSpecIn } from '../../runtime/rep/uplink.js';
 
 const Presence = z.strictObject({
   zone: z.string().min(1).max(64),
@@ -69,9 +69,9 @@ export function cellRoutes(deps: ApiDeps): Hono<ApiEnv> {
 
   api.post('/launch', limit, async (c) => {
     const lrp = await jsonBody(c, ActualLRP);
-    const [desired, revision, app] = await Promise.all([store.getDesired(lrp.appId), store.getRevision(lrp.revisionId), store.getAppById(lrp.appId)]);
-    if (!desired || !revision || !app) throw new GroveError('REVISION_NOT_FOUND', `instance ${lrp.instanceId} has nothing to run any more`);
-    return c.json({ launch: { kind: desired.kind, appName: app.name, revision } });
+    const launch = await launchSpecIn(store, lrp.appId, lrp.revisionId);
+    if (!launch) throw new GroveError('REVISION_NOT_FOUND', `instance ${lrp.instanceId} has nothing to run any more`);
+    return c.json({ launch });
   });
 
   api.post('/tasks/:id/claim', limit, async (c) => {

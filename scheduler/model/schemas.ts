@@ -40,7 +40,7 @@ export const App = z.object({
 });
 export type App = z.infer<typeof App>;
 
-const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
+export const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
 export const EnvVars = z
   .record(z.string().regex(ENV_KEY, 'environment variable names are letters, digits and "_", not starting with a digit'), z.string().max(32 * 1024))
   .refine((env) => Object.keys(env).length <= 128, 'at most 128 environment variables');
@@ -237,6 +237,8 @@ export const PLATFORM_EVENT_TYPES = [
   'route.unmapped',
   'trigger.created',
   'trigger.deleted',
+  'secret.put',
+  'secret.deleted',
   'task.created',
   'task.changed',
   'instance.started',

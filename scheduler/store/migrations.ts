@@ -143,6 +143,14 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
   `ALTER TABLE cells ADD COLUMN secret TEXT;`,
   // 3: placement tags of an app: only cells carrying all of them may run it.
   `ALTER TABLE desired_lrps ADD COLUMN placement_tags TEXT NOT NULL DEFAULT '[]';`,
+  // 4: secrets, per app; values are only ever read to start instances.
+  `CREATE TABLE secrets (
+    app_id TEXT NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (app_id, key)
+  );`,
 ];
 
 /**
@@ -288,4 +296,11 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
   `,
   `ALTER TABLE cells ADD COLUMN secret TEXT;`,
   `ALTER TABLE desired_lrps ADD COLUMN placement_tags TEXT NOT NULL DEFAULT '[]';`,
+  `CREATE TABLE secrets (
+    app_id TEXT NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (app_id, key)
+  );`,
 ];

@@ -420,6 +420,11 @@ export class SqlStore implements Store {
         app.id,
       );
       const baseEnv: EnvVars = currentRow ? json(currentRow.env) : {};
+      if (input.env) {
+        const secretKeys = (await q.all('SELECT key FROM secrets WHERE app_id = ?', app.id)).map((r) => str(r.key));
+        const clash = secretKeys.find((k) => Object.hasOwn(input.env!, k));
+        if (clash) throw new GroveError('ALREADY_EXISTS', `${clash} is a secret of "${app.name}": an environment variable cannot share its name`);
+      }
       const baseLimits: Limits = currentRow ? json(currentRow.limits) : DEFAULT_LIMITS;
       const revision: Revision = {
         id: this.newId('rev'),
@@ -512,6 +517,73 @@ export class SqlStore implements Store {
       });
       return toDesired((await q.one('SELECT * FROM desired_lrps WHERE app_id = ?', appId))!);
     });
+  }
+
+  // ── Secrets ────────────────────────────────────────────────────────────────────────────────────
+
+  /** A new revision like the app's current one, made current: how a secret change rolls out. */
+  private async rollOut(q: Tx, app: App, reason: Record<string, unknown>): Promise<Revision> {
+    const row = await q.one('SELECT r.* FROM desired_lrps d JOIN revisions r ON r.id = d.revision_id WHERE d.app_id = ?', app.id);
+    if (!row) throw new GroveError('APP_NOT_FOUND', `app "${app.name}" has nothing deployed yet: deploy it first`);
+    const current = toRevision(row);
+    const last = await q.one('SELECT MAX(number) AS n FROM revisions WHERE app_id = ?', app.id);
+    const revision: Revision = { ...current, id: this.newId('rev'), number: num(last!.n) + 1, createdAt: this.now() };
+    await q.run(
+      `INSERT INTO revisions (id, app_id, number, bundle_digest, image, image_digest, env, limits, created_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      revision.id,
+      revision.appId,
+      revision.number,
+      revision.bundleDigest,
+      revision.image,
+      revision.imageDigest,
+      JSON.stringify(revision.env),
+      JSON.stringify(revision.limits),
+      revision.createdAt,
+    );
+    await q.run('UPDATE desired_lrps SET revision_id = ?, version = version + 1, updated_at = ? WHERE app_id = ?', revision.id, revision.createdAt, app.id);
+    await this.emit(q, 'revision.deployed', app.spaceId, { app: app.name, appId: app.id, revision: revision.number, revisionId: revision.id, ...reason });
+    return revision;
+  }
+
+  putSecret(appId: string, key: string, value: string): Promise<{ revision: Revision }> {
+    return this.tx(async (q) => {
+      const app = await this.appRow(q, appId);
+      const current = await q.one('SELECT r.env FROM desired_lrps d JOIN revisions r ON r.id = d.revision_id WHERE d.app_id = ?', appId);
+      if (current && Object.hasOwn(json<Record<string, string>>(current.env), key)) {
+        throw new GroveError('ALREADY_EXISTS', `${key} is a plain environment variable of "${app.name}": a secret cannot share its name`);
+      }
+      await q.run(
+        'INSERT INTO secrets (app_id, key, value, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (app_id, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at',
+        appId,
+        key,
+        value,
+        this.now(),
+      );
+      await this.emit(q, 'secret.put', app.spaceId, { app: app.name, appId, key });
+      return { revision: await this.rollOut(q, app, { secret: key }) };
+    });
+  }
+
+  deleteSecret(appId: string, key: string): Promise<{ revision: Revision }> {
+    return this.tx(async (q) => {
+      const app = await this.appRow(q, appId);
+      if ((await q.run('DELETE FROM secrets WHERE app_id = ? AND key = ?', appId, key)) === 0) {
+        throw new GroveError('SECRET_NOT_FOUND', `app "${app.name}" has no secret ${key}`);
+      }
+      await this.emit(q, 'secret.deleted', app.spaceId, { app: app.name, appId, key });
+      return { revision: await this.rollOut(q, app, { secret: key }) };
+    });
+  }
+
+  listSecretKeys(appId: string): Promise<{ key: string; updatedAt: number }[]> {
+    return this.read(async (q) =>
+      (await q.all('SELECT key, updated_at FROM secrets WHERE app_id = ? ORDER BY key', appId)).map((r) => ({ key: str(r.key), updatedAt: num(r.updated_at) })),
+    );
+  }
+
+  secretValues(appId: string): Promise<Record<string, string>> {
+    return this.read(async (q) => Object.fromEntries((await q.all('SELECT key, value FROM secrets WHERE app_id = ?', appId)).map((r) => [str(r.key), str(r.value)])));
   }
 
   // ── Desired state ──────────────────────────────────────────────────────────────────────────────

@@ -62,6 +62,18 @@ export interface Store {
   /** Points the DesiredLRP back at an earlier revision (revisions stay immutable). */
   rollback(appId: string, revisionNumber: number): Promise<DesiredLRP>;
 
+  // Secrets: values are written here and read only to start instances (never listed).
+  /**
+   * Sets a secret and rolls the app out: a new revision like the current one, so every instance
+   * restarts with the new value (old ones stop once new ones run). Refused (ALREADY_EXISTS) when the
+   * key is a plain environment variable of the current revision.
+   */
+  putSecret(appId: string, key: string, value: string): Promise<{ revision: Revision }>;
+  /** Removes a secret (SECRET_NOT_FOUND if absent) and rolls the app out likewise. */
+  deleteSecret(appId: string, key: string): Promise<{ revision: Revision }>;
+  listSecretKeys(appId: string): Promise<{ key: string; updatedAt: number }[]>;
+  secretValues(appId: string): Promise<Record<string, string>>;
+
   // Desired state
   getDesired(appId: string): Promise<DesiredLRP | undefined>;
   listDesired(): Promise<DesiredLRP[]>;

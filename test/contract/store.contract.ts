@@ -163,6 +163,24 @@ export function storeContract(adapter: string, makeHarness: () => Promise<StoreH
       expect(after).toMatchObject({ instances: 4, revisionId: deployed.revision.id, version: 3 });
     });
 
+    it('keeps secrets apart from env, rolls the app out on change, and never puts values in events', async () => {
+      const s = await store.createSpace({ name: 'dev' });
+      const { app, revision } = await store.deploy(deployInput(s.id, 'hello', { env: { PLAIN: '1' } }));
+      const put = await store.putSecret(app.id, 'API_KEY', 'value-1');
+      expect(put.revision.number).toBe(revision.number + 1);
+      expect(put.revision).toMatchObject({ bundleDigest: revision.bundleDigest, env: { PLAIN: '1' } });
+      expect((await store.getDesired(app.id))!.revisionId).toBe(put.revision.id);
+      await store.putSecret(app.id, 'API_KEY', 'value-2');
+      expect(await store.secretValues(app.id)).toEqual({ API_KEY: 'value-2' });
+      expect((await store.listSecretKeys(app.id)).map((x) => x.key)).toEqual(['API_KEY']);
+      await rejectsWith(store.putSecret(app.id, 'PLAIN', 'x'), 'ALREADY_EXISTS');
+      await rejectsWith(store.deploy(deployInput(s.id, 'hello', { env: { API_KEY: 'x' } })), 'ALREADY_EXISTS');
+      await store.deleteSecret(app.id, 'API_KEY');
+      await rejectsWith(store.deleteSecret(app.id, 'API_KEY'), 'SECRET_NOT_FOUND');
+      expect(await store.secretValues(app.id)).toEqual({});
+      expect(JSON.stringify(await store.eventsSince(0))).not.toContain('value-');
+    });
+
     it('tracks bundles per space', async () => {
       const a = await store.createSpace({ name: 'a' });
       const b = await store.createSpace({ name: 'b' });

@@ -120,6 +120,26 @@ describe('grove CLI against a real grove up', () => {
     expect((await viaRouter(up.routerUrl, 'versioned.localhost')).text).toBe('hello from v1\n');
   });
 
+  it('binds secrets into env, rolls them out, and never shows their values', async () => {
+    const code = join(FIXTURES, 'secret-reader.js');
+    expect((await grove(['deploy', 'vault', code], env)).code).toBe(0);
+    await grove(['map-route', 'vault', 'vault.localhost'], env);
+    const put = await grove(['secret', 'put', 'vault', 'API_TOKEN'], env, undefined, 'tok-123-very-secret\n');
+    expect(put.code).toBe(0);
+    expect(put.stderr).toContain('Secret API_TOKEN set on vault; rolling out revision r2.');
+    await waitFor('the secret to reach the worker', async () => ((await viaRouter(up.routerUrl, 'vault.localhost')).text === 'token=tok-123-very-secret' ? true : undefined));
+    const list = await grove(['secret', 'list', 'vault'], env);
+    expect(list.stdout).toMatch(/API_TOKEN\s+\d{4}-/);
+    const empty = await grove(['secret', 'put', 'vault', 'EMPTY'], env, undefined, '');
+    expect(empty.code).toBe(1);
+    for (const args of [['app', 'vault', '--json'], ['events', '--recent', '--json', '--limit', '200'], ['logs', 'vault'], ['revisions', 'vault', '--json']]) {
+      expect((await grove(args, env)).stdout, args.join(' ')).not.toContain('tok-123-very-secret');
+    }
+    expect((await grove(['secret', 'delete', 'vault', 'API_TOKEN'], env)).code).toBe(0);
+    await waitFor('the secret to be gone', async () => ((await viaRouter(up.routerUrl, 'vault.localhost')).text === 'token=none' ? true : undefined));
+    await grove(['delete', 'vault'], env);
+  });
+
   it('answers a worker exception with a 500 JSON error and logs it', async () => {
     const res = await viaRouter(up.routerUrl, 'versioned.localhost', '/boom');
     expect(res.status).toBe(500);

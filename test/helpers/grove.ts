@@ -103,13 +103,18 @@ export interface CliResult {
 }
 
 /** Runs the `grove` command as a user would, with its own HOME (so its config file is private). */
-export function grove(args: string[], env: NodeJS.ProcessEnv, cwd = ROOT): Promise<CliResult> {
+export function grove(args: string[], env: NodeJS.ProcessEnv, cwd = ROOT, input?: string): Promise<CliResult> {
   return new Promise((resolveRun) => {
-    const child = spawn(process.execPath, ['--no-node-snapshot', GROVE_BIN, ...args], { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--no-node-snapshot', GROVE_BIN, ...args], {
+      cwd,
+      env: { ...process.env, ...env },
+      stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+    });
+    if (input !== undefined) child.stdin!.end(input);
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     child.on('exit', (code) => resolveRun({ code: code ?? -1, stdout, stderr }));
   });
 }
