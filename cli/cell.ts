@@ -45,7 +45,11 @@ export async function startCell(options: CellOptions): Promise<RunningCell> {
   const cache = await BlobStore.open(join(dataDir, 'bundles'));
   const uplink = new CachingUplink(new HttpUplink(options.api.replace(/\/+$/, ''), options.token), cache);
   const log = options.log ?? ((line: string) => process.stdout.write(`${line}\n`));
-  const isolates = new IsolateDriver({ log: (l) => log(`${new Date().toISOString()} ${l.appId}/${l.instanceId} ${l.level.toUpperCase()} ${l.message}`) });
+  const ownPorts: number[] = [];
+  const isolates = new IsolateDriver({
+    log: (l) => log(`${new Date().toISOString()} ${l.appId}/${l.instanceId} ${l.level.toUpperCase()} ${l.message}`),
+    egress: { deniedPorts: () => ownPorts },
+  });
 
   // Listen first: the address must answer by the time the presence announces it.
   let rep: Rep | undefined;
@@ -59,6 +63,7 @@ export async function startCell(options: CellOptions): Promise<RunningCell> {
     server.once('error', reject);
     server.listen(options.port, host, () => resolvePort((server.address() as AddressInfo).port));
   });
+  ownPorts.push(port);
   const shown = host.includes(':') ? `[${host}]` : host;
   const address = `http://${shown}:${port}`;
   const ttl = options.presenceTtlMs ?? 30_000;

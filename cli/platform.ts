@@ -71,12 +71,14 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
     const blobs = await BlobStore.open(join(dataDir, 'blobs'));
     const adminTokenPath = await ensureAdminToken(store, dataDir);
     const logs = new LogBuffer();
+    /** This process's listening ports: a worker's fetch may never reach them. */
+    const ownPorts: number[] = [];
 
     let rep: Rep | null = null;
     let cellId: string | null = null;
     if (!options.noCell) {
       cellId = await readOrCreate(join(dataDir, 'cell-id'), () => `cell-${randomBytes(4).toString('hex')}`);
-      const isolates = new IsolateDriver({ log: (l) => logs.append({ ...l, source: 'app' }) });
+      const isolates = new IsolateDriver({ log: (l) => logs.append({ ...l, source: 'app' }), egress: { deniedPorts: () => ownPorts } });
       rep = new Rep({
         cellId,
         zone: 'local',
@@ -158,6 +160,8 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
     const api = createApi({ store, blobs, logs, warn, isLeader: () => lease.isLeader() });
     const apiServer = createAdaptorServer({ fetch: api.fetch }) as Server;
     const apiPort = await listen(apiServer, options.apiPort, host, '--api-port');
+    ownPorts.push(routerPort, apiPort);
+    if (options.registryPort) ownPorts.push(options.registryPort);
     cleanups.push(() => close(apiServer));
 
     const shown = host.includes(':') ? `[${host}]` : host;

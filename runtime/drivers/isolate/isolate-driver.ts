@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import ivm from 'isolated-vm';
 import { GroveError } from '../../../scheduler/model/index.js';
 import type { InstanceSpec, WireRequest, WireResponse, WorkloadDriver } from '../../rep/workload-driver.js';
+import { Egress, type EgressOptions, type EgressRequest } from './egress.js';
 import { hostUrlOperation } from './host-url.js';
 
 export type ConsoleLevel = 'log' | 'info' | 'warn' | 'error' | 'debug';
@@ -19,7 +20,12 @@ export interface IsolateDriverOptions {
   log: (line: IsolateLogLine) => void;
   /** CPU budget for evaluating a module at start (Workers allows 1 s of startup). */
   startupTimeoutMs?: number;
+  /** Outbound fetch policy (SSRF guard). */
+  egress?: EgressOptions;
 }
+
+/** Outbound fetches one instance may have open at once (Workers allows 6 simultaneous connections). */
+const MAX_CONCURRENT_FETCHES = 6;
 
 const PRELUDE_SOURCE = readFileSync(new URL('./prelude.js', import.meta.url), 'utf8');
 
@@ -58,8 +64,11 @@ export class IsolateDriver implements WorkloadDriver {
   /** V8 code cache for the prelude, made once on the trusted side (never from user input). */
   private preludeCache: ivm.ExternalCopy<ArrayBuffer> | undefined;
 
+  private readonly egress: Egress;
+
   constructor(private readonly options: IsolateDriverOptions) {
     this.startupTimeoutMs = options.startupTimeoutMs ?? 1000;
+    this.egress = new Egress(options.egress);
   }
 
   running(): string[] {
@@ -133,6 +142,38 @@ export class IsolateDriver implements WorkloadDriver {
           { ignored: true },
         ),
       );
+      // fetch: the isolate starts one through a fire-and-forget callback; the host performs it behind
+      // the SSRF policy (a few at a time per instance, the rest wait) and delivers the outcome by
+      // calling the prelude's __grove_egress_done. No host reference ever enters the isolate.
+      let egressDone: ivm.Reference<(id: number, error: string | null, response: unknown) => void> | undefined;
+      let open = 0;
+      const waiting: (() => void)[] = [];
+      const deliver = (id: number, error: string | null, response: unknown) => {
+        if (isolate.isDisposed) return;
+        egressDone
+          ?.apply(undefined, [id, error, response === null ? null : new ivm.ExternalCopy(response).copyInto()], { timeout: Math.max(spec.limits.cpuMs, 1) })
+          .catch(() => undefined);
+      };
+      await global.set(
+        '__grove_egress',
+        new ivm.Callback(
+          (id: unknown, req: unknown) => {
+            void (async () => {
+              if (open >= MAX_CONCURRENT_FETCHES) await new Promise<void>((r) => waiting.push(r));
+              open++;
+              try {
+                deliver(id as number, null, await this.egress.fetch(req as EgressRequest));
+              } catch (err) {
+                deliver(id as number, (err as Error).message, null);
+              } finally {
+                open--;
+                waiting.shift()?.();
+              }
+            })();
+          },
+          { ignored: true },
+        ),
+      );
       // crypto.getRandomValues: bytes from the host's CSPRNG (an isolate has no entropy of its own).
       await global.set(
         '__grove_random',
@@ -144,7 +185,9 @@ export class IsolateDriver implements WorkloadDriver {
       const prelude = await this.compilePrelude(isolate);
       await prelude.run(context);
       fire = await global.get('__grove_fire', { reference: true });
+      egressDone = await global.get('__grove_egress_done', { reference: true });
       await global.delete('__grove_fire');
+      await global.delete('__grove_egress_done');
 
       // Take the prelude's entry points before any user code runs, so the module cannot replace them.
       const boot = await global.get('__grove_boot', { reference: true });

@@ -17,8 +17,10 @@
   const hostLog = g.__grove_log;
   const hostTimer = g.__grove_timer;
   const hostRandom = g.__grove_random;
+  const hostFetch = g.__grove_egress;
   delete g.__grove_timer;
   delete g.__grove_random;
+  delete g.__grove_egress;
   // __grove_done is taken further down, next to the dispatcher that uses it.
   delete g.__grove_url;
   delete g.__grove_log;
@@ -730,13 +732,13 @@
       return this.#headers;
     }
     get redirected() {
-      return false;
+      return responseOrigin.get(this)?.redirected ?? false;
     }
     get type() {
       return 'default';
     }
     get url() {
-      return '';
+      return responseOrigin.get(this)?.url ?? '';
     }
     clone() {
       if (this.bodyUsed) throw new TypeError('Cannot clone a Response whose body has been used');
@@ -836,6 +838,40 @@
       console.error('uncaught exception in a timer callback:', err);
     }
   });
+
+  // ── fetch (performed by the host, behind its SSRF policy) ────────────────────────────────────────
+
+  const responseOrigin = new WeakMap(); // Response → { url, redirected }
+  const pendingFetches = new Map(); // id → { resolve, reject }
+  let nextFetchId = 1;
+  define('__grove_egress_done', (id, error, res) => {
+    const pending = pendingFetches.get(id);
+    if (!pending) return;
+    pendingFetches.delete(id);
+    if (error !== null) pending.reject(new TypeError(`fetch failed: ${error}`));
+    else pending.resolve(res);
+  });
+  async function fetch(input, init) {
+    const request = new Request(input, init);
+    const res = await new Promise((resolve, reject) => {
+      const id = nextFetchId++;
+      pendingFetches.set(id, { resolve, reject });
+      hostFetch(id, {
+        method: request.method,
+        url: request.url,
+        headers: [...request.headers],
+        body: request._peekBytes(),
+        redirect: request.redirect,
+      });
+    });
+    const response = new Response(NULL_BODY_STATUS.includes(res.status) || res.body === null ? null : res.body, {
+      status: res.status,
+      statusText: res.statusText,
+      headers: res.headers,
+    });
+    responseOrigin.set(response, { url: res.url, redirected: res.redirected });
+    return response;
+  }
 
   // ── crypto (random values from the host's CSPRNG) ───────────────────────────────────────────────
 
@@ -939,6 +975,7 @@
   define('clearTimeout', clearTimer);
   define('clearInterval', clearTimer);
   define('crypto', crypto);
+  define('fetch', fetch);
   define('structuredClone', structuredClone);
   define('performance', performance);
 
