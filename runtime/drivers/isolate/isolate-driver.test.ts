@@ -317,6 +317,44 @@ describe('IsolateDriver', () => {
     expect(logs.filter((l) => l.message.startsWith('tick')).length).toBe(ticksAtStop);
   });
 
+  it('dispatches events and aborts like the DOM: EventTarget, AbortController, AbortSignal.timeout and any', async () => {
+    const res = await run(`export default { async fetch() {
+      const seen = [];
+      const target = new EventTarget();
+      const once = (e) => seen.push('once:' + e.type + ':' + (e.target === target));
+      target.addEventListener('ping', once, { once: true });
+      target.addEventListener('ping', { handleEvent: (e) => seen.push('object') });
+      target.dispatchEvent(new Event('ping'));
+      target.dispatchEvent(new Event('ping'));
+      const cancel = new Event('go', { cancelable: true });
+      target.addEventListener('go', (e) => e.preventDefault());
+      const notCanceled = target.dispatchEvent(cancel);
+      const controller = new AbortController();
+      controller.signal.addEventListener('abort', () => seen.push('aborted:' + controller.signal.reason.name));
+      controller.abort();
+      controller.abort();
+      const timed = AbortSignal.timeout(10);
+      await new Promise((r) => setTimeout(r, 30));
+      const any = AbortSignal.any([new AbortController().signal, AbortSignal.abort('why')]);
+      let thrown = 'no error';
+      try { controller.signal.throwIfAborted(); } catch (e) { thrown = e.name; }
+      let illegal = 'constructed';
+      try { new AbortSignal(); } catch (e) { illegal = e.constructor.name; }
+      let fetchAborted = 'fetched';
+      try { await fetch('http://example.invalid/', { signal: AbortSignal.abort() }); } catch (e) { fetchAborted = e.name; }
+      return Response.json({ seen, notCanceled, timed: timed.aborted && timed.reason.name, any: any.reason, thrown, illegal, fetchAborted });
+    } }`);
+    expect(JSON.parse(res.text)).toEqual({
+      seen: ['once:ping:true', 'object', 'object', 'aborted:AbortError'],
+      notCanceled: false,
+      timed: 'TimeoutError',
+      any: 'why',
+      thrown: 'AbortError',
+      illegal: 'TypeError',
+      fetchAborted: 'AbortError',
+    });
+  });
+
   it('answers requests that settle later, after awaiting', async () => {
     const res = await run(`export default { async fetch() {
       await null; await Promise.resolve();

@@ -639,6 +639,7 @@
     #url;
     #headers;
     #redirect;
+    #signal;
     constructor(input, init = {}) {
       const from = input instanceof Request ? input : null;
       let bytes = null;
@@ -652,6 +653,9 @@
       this.#url = from ? from.url : trustedUrl !== null ? trustedUrl : new URL(String(input)).href;
       this.#headers = new Headers(init.headers ?? (from ? from.headers : undefined));
       this.#redirect = init.redirect ?? (from ? from.redirect : 'follow');
+      const signal = init.signal !== undefined ? init.signal : from ? from.signal : null;
+      if (signal !== null && signal !== undefined && !(signal instanceof AbortSignal)) throw new TypeError('Request signal must be an AbortSignal');
+      this.#signal = signal ?? null;
       if ((this.#method === 'GET' || this.#method === 'HEAD') && bytes !== null && bytes.length > 0) {
         throw new TypeError('Request with GET/HEAD method cannot have body.');
       }
@@ -668,6 +672,9 @@
     }
     get redirect() {
       return this.#redirect;
+    }
+    get signal() {
+      return this.#signal;
     }
     get cf() {
       return undefined;
@@ -839,6 +846,162 @@
     }
   });
 
+  // ── Event, EventTarget, AbortController, AbortSignal ────────────────────────────────────────────
+
+  const eventState = new WeakMap(); // Event → { target, currentTarget, stop, stopImmediate, canceled }
+  class Event {
+    #type;
+    #bubbles;
+    #cancelable;
+    #timeStamp = Date.now();
+    constructor(type, init = {}) {
+      if (arguments.length === 0) throw new TypeError('Event needs a type');
+      this.#type = String(type);
+      this.#bubbles = Boolean(init.bubbles);
+      this.#cancelable = Boolean(init.cancelable);
+      eventState.set(this, { target: null, currentTarget: null, stopImmediate: false, canceled: false });
+    }
+    get type() {
+      return this.#type;
+    }
+    get bubbles() {
+      return this.#bubbles;
+    }
+    get cancelable() {
+      return this.#cancelable;
+    }
+    get composed() {
+      return false;
+    }
+    get timeStamp() {
+      return this.#timeStamp;
+    }
+    get target() {
+      return eventState.get(this).target;
+    }
+    get currentTarget() {
+      return eventState.get(this).currentTarget;
+    }
+    get defaultPrevented() {
+      return eventState.get(this).canceled;
+    }
+    preventDefault() {
+      if (this.#cancelable) eventState.get(this).canceled = true;
+    }
+    stopPropagation() {}
+    stopImmediatePropagation() {
+      eventState.get(this).stopImmediate = true;
+    }
+    get [Symbol.toStringTag]() {
+      return 'Event';
+    }
+  }
+
+  class EventTarget {
+    #listeners = new Map(); // type → [{ callback, once }]
+    addEventListener(type, callback, options = {}) {
+      if (callback === null || callback === undefined) return;
+      const opts = typeof options === 'boolean' ? {} : options;
+      if (opts.signal && opts.signal.aborted) return;
+      const list = this.#listeners.get(String(type)) || [];
+      if (list.some((l) => l.callback === callback)) return;
+      const entry = { callback, once: Boolean(opts.once) };
+      list.push(entry);
+      this.#listeners.set(String(type), list);
+      if (opts.signal) opts.signal.addEventListener('abort', () => this.removeEventListener(type, callback));
+    }
+    removeEventListener(type, callback) {
+      const list = this.#listeners.get(String(type));
+      if (list) this.#listeners.set(String(type), list.filter((l) => l.callback !== callback));
+    }
+    dispatchEvent(event) {
+      if (!(event instanceof Event)) throw new TypeError('dispatchEvent needs an Event');
+      const state = eventState.get(event);
+      state.target = this;
+      state.currentTarget = this;
+      for (const entry of [...(this.#listeners.get(event.type) || [])]) {
+        if (state.stopImmediate) break;
+        if (entry.once) this.removeEventListener(event.type, entry.callback);
+        try {
+          if (typeof entry.callback === 'function') entry.callback.call(this, event);
+          else entry.callback.handleEvent(event);
+        } catch (err) {
+          console.error('uncaught exception in an event listener:', err);
+        }
+      }
+      state.currentTarget = null;
+      return !state.canceled;
+    }
+  }
+
+  const abortState = new WeakMap(); // AbortSignal → { aborted, reason }
+  const abortedError = () => new DOMException('This operation was aborted', 'AbortError');
+  class AbortSignal extends EventTarget {
+    constructor(key) {
+      if (key !== abortState) throw new TypeError('Illegal constructor: use new AbortController().signal');
+      super();
+      abortState.set(this, { aborted: false, reason: undefined });
+      this.onabort = null;
+    }
+    get aborted() {
+      return abortState.get(this).aborted;
+    }
+    get reason() {
+      return abortState.get(this).reason;
+    }
+    throwIfAborted() {
+      if (this.aborted) throw this.reason;
+    }
+    static abort(reason) {
+      const signal = new AbortSignal(abortState);
+      signalAbort(signal, reason === undefined ? abortedError() : reason);
+      return signal;
+    }
+    static timeout(ms) {
+      const signal = new AbortSignal(abortState);
+      setTimeout(() => signalAbort(signal, new DOMException('The operation timed out', 'TimeoutError')), ms);
+      return signal;
+    }
+    static any(signals) {
+      const signal = new AbortSignal(abortState);
+      for (const s of signals) {
+        if (s.aborted) {
+          signalAbort(signal, s.reason);
+          return signal;
+        }
+      }
+      for (const s of signals) s.addEventListener('abort', () => signalAbort(signal, s.reason), { once: true });
+      return signal;
+    }
+    get [Symbol.toStringTag]() {
+      return 'AbortSignal';
+    }
+  }
+  function signalAbort(signal, reason) {
+    const state = abortState.get(signal);
+    if (state.aborted) return;
+    state.aborted = true;
+    state.reason = reason;
+    const event = new Event('abort');
+    if (typeof signal.onabort === 'function') {
+      try {
+        signal.onabort(event);
+      } catch (err) {
+        console.error('uncaught exception in onabort:', err);
+      }
+    }
+    signal.dispatchEvent(event);
+  }
+  class AbortController {
+    #signal = new AbortSignal(abortState);
+    get signal() {
+      return this.#signal;
+    }
+    abort(reason) {
+      signalAbort(this.#signal, reason === undefined ? abortedError() : reason);
+    }
+  }
+
   // ── fetch (performed by the host, behind its SSRF policy) ────────────────────────────────────────
 
   const responseOrigin = new WeakMap(); // Response → { url, redirected }
@@ -853,9 +1016,17 @@
   });
   async function fetch(input, init) {
     const request = new Request(input, init);
+    const signal = request.signal;
+    if (signal && signal.aborted) throw signal.reason;
     const res = await new Promise((resolve, reject) => {
       const id = nextFetchId++;
       pendingFetches.set(id, { resolve, reject });
+      // An abort answers the caller at once; the host's answer, when it comes, is dropped.
+      if (signal) {
+        signal.addEventListener('abort', () => {
+          if (pendingFetches.delete(id)) reject(signal.reason);
+        }, { once: true });
+      }
       hostFetch(id, {
         method: request.method,
         url: request.url,
@@ -976,6 +1147,10 @@
   define('clearInterval', clearTimer);
   define('crypto', crypto);
   define('fetch', fetch);
+  define('Event', Event);
+  define('EventTarget', EventTarget);
+  define('AbortController', AbortController);
+  define('AbortSignal', AbortSignal);
   define('structuredClone', structuredClone);
   define('performance', performance);
 
