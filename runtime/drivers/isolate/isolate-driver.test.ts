@@ -355,6 +355,45 @@ describe('IsolateDriver', () => {
     });
   });
 
+  it('has Blob and File, and FormData that round-trips through multipart bodies', async () => {
+    const res = await run(`export default { async fetch(request) {
+      const blob = new Blob(['héllo', new Uint8Array([33])], { type: 'Text/Plain' });
+      const file = new File(['{"a":1}'], 'data.json', { type: 'application/json', lastModified: 7 });
+      const form = new FormData();
+      form.append('name', 'grove');
+      form.append('quote', 'say "hi"\\nnow');
+      form.append('upload', file);
+      form.append('raw', new Blob(['xyz']), 'raw.bin');
+      const encoded = new Response(form);
+      const type = encoded.headers.get('content-type');
+      const back = await encoded.formData();
+      const upload = back.get('upload');
+      const urlencoded = await new Request('http://x/', { method: 'POST', body: new URLSearchParams('a=1&a=2&b=x+y') }).formData();
+      const incoming = await request.formData();
+      return Response.json({
+        size: blob.size, type: blob.type, text: await blob.text(), slice: await blob.slice(1, -1).text(),
+        fileName: file.name, lastModified: file.lastModified,
+        multipart: type.startsWith('multipart/form-data; boundary=----GroveFormBoundary'),
+        name: back.get('name'), quote: back.get('quote'), uploadName: upload.name, uploadType: upload.type, uploadText: await upload.text(),
+        raw: back.get('raw').name, keys: [...back.keys()],
+        urlencoded: urlencoded.getAll('a').concat(urlencoded.get('b')),
+        incoming: [incoming.get('field'), incoming.get('doc').name, await incoming.get('doc').text()],
+        blobBody: (await new Response(new Blob(['b'], { type: 'image/png' })).blob()).type,
+      });
+    } }`, {
+      method: 'POST',
+      url: 'http://h/',
+      headers: [['content-type', 'multipart/form-data; boundary=XyZ']],
+      body: enc.encode('--XyZ\r\nContent-Disposition: form-data; name="field"\r\n\r\nvalue\r\n--XyZ\r\nContent-Disposition: form-data; name="doc"; filename="a.txt"\r\nContent-Type: text/plain\r\n\r\nfile body\r\n--XyZ--\r\n'),
+    });
+    expect(JSON.parse(res.text)).toEqual({
+      size: 7, type: 'text/plain', text: 'héllo!', slice: 'éllo', fileName: 'data.json', lastModified: 7,
+      multipart: true, name: 'grove', quote: 'say "hi"\nnow', uploadName: 'data.json', uploadType: 'application/json', uploadText: '{"a":1}',
+      raw: 'raw.bin', keys: ['name', 'quote', 'upload', 'raw'], urlencoded: ['1', '2', 'x y'],
+      incoming: ['value', 'a.txt', 'file body'], blobBody: 'image/png',
+    });
+  });
+
   it('answers requests that settle later, after awaiting', async () => {
     const res = await run(`export default { async fetch() {
       await null; await Promise.resolve();

@@ -569,6 +569,190 @@
     }
   }
 
+  // ── Blob, File, FormData ─────────────────────────────────────────────────────────────────────────
+
+  const blobBytes = new WeakMap(); // Blob → Uint8Array
+  const concat = (chunks) => {
+    const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+    let offset = 0;
+    for (const c of chunks) {
+      out.set(c, offset);
+      offset += c.length;
+    }
+    return out;
+  };
+  class Blob {
+    #type;
+    constructor(parts = [], options = {}) {
+      if (typeof parts !== 'object' || parts === null || typeof parts[Symbol.iterator] !== 'function') {
+        throw new TypeError('Blob parts must be an iterable');
+      }
+      const chunks = [];
+      for (const part of parts) {
+        if (part instanceof Blob) chunks.push(blobBytes.get(part));
+        else if (part instanceof ArrayBuffer) chunks.push(new Uint8Array(part.slice(0)));
+        else if (ArrayBuffer.isView(part)) chunks.push(new Uint8Array(part.buffer.slice(part.byteOffset, part.byteOffset + part.byteLength)));
+        else chunks.push(utf8Encode(String(part)));
+      }
+      blobBytes.set(this, concat(chunks));
+      const type = options.type === undefined ? '' : String(options.type);
+      this.#type = /^[\x20-\x7e]*$/.test(type) ? type.toLowerCase() : '';
+    }
+    get size() {
+      return blobBytes.get(this).length;
+    }
+    get type() {
+      return this.#type;
+    }
+    async arrayBuffer() {
+      return blobBytes.get(this).slice().buffer;
+    }
+    async bytes() {
+      return blobBytes.get(this).slice();
+    }
+    async text() {
+      return decoder.decode(blobBytes.get(this));
+    }
+    slice(start = 0, end = undefined, type = '') {
+      const bytes = blobBytes.get(this);
+      const clamp = (n) => (n < 0 ? Math.max(bytes.length + n, 0) : Math.min(n, bytes.length));
+      const from = clamp(Number(start) || 0);
+      const to = end === undefined ? bytes.length : clamp(Number(end) || 0);
+      return new Blob([bytes.subarray(from, Math.max(from, to))], { type });
+    }
+    get [Symbol.toStringTag]() {
+      return 'Blob';
+    }
+  }
+
+  class File extends Blob {
+    #name;
+    #lastModified;
+    constructor(bits, name, options = {}) {
+      if (arguments.length < 2) throw new TypeError('File needs its contents and a name');
+      super(bits, options);
+      this.#name = String(name);
+      this.#lastModified = options.lastModified === undefined ? Date.now() : Number(options.lastModified);
+    }
+    get name() {
+      return this.#name;
+    }
+    get lastModified() {
+      return this.#lastModified;
+    }
+    get [Symbol.toStringTag]() {
+      return 'File';
+    }
+  }
+
+  const formEntries = new WeakMap(); // FormData → [[name, string | File]]
+  const toFormValue = (value, filename) => {
+    if (value instanceof Blob) {
+      if (value instanceof File && filename === undefined) return value;
+      return new File([value], filename !== undefined ? String(filename) : value instanceof File ? value.name : 'blob', { type: value.type });
+    }
+    return String(value);
+  };
+  class FormData {
+    constructor(form) {
+      if (form !== undefined) throw new TypeError('FormData takes no form element in a worker');
+      formEntries.set(this, []);
+    }
+    append(name, value, filename) {
+      formEntries.get(this).push([String(name), toFormValue(value, filename)]);
+    }
+    delete(name) {
+      formEntries.set(this, formEntries.get(this).filter(([n]) => n !== String(name)));
+    }
+    get(name) {
+      const hit = formEntries.get(this).find(([n]) => n === String(name));
+      return hit ? hit[1] : null;
+    }
+    getAll(name) {
+      return formEntries.get(this).filter(([n]) => n === String(name)).map(([, v]) => v);
+    }
+    has(name) {
+      return formEntries.get(this).some(([n]) => n === String(name));
+    }
+    set(name, value, filename) {
+      const list = formEntries.get(this);
+      const entry = [String(name), toFormValue(value, filename)];
+      const i = list.findIndex(([n]) => n === entry[0]);
+      if (i === -1) list.push(entry);
+      else formEntries.set(this, [...list.slice(0, i), entry, ...list.slice(i + 1).filter(([n]) => n !== entry[0])]);
+    }
+    forEach(callback, thisArg) {
+      for (const [n, v] of this.entries()) callback.call(thisArg, v, n, this);
+    }
+    *entries() {
+      for (const [n, v] of formEntries.get(this)) yield [n, v];
+    }
+    *keys() {
+      for (const [n] of formEntries.get(this)) yield n;
+    }
+    *values() {
+      for (const [, v] of formEntries.get(this)) yield v;
+    }
+    [Symbol.iterator]() {
+      return this.entries();
+    }
+    get [Symbol.toStringTag]() {
+      return 'FormData';
+    }
+  }
+
+  const escapeFormName = (s) => s.replace(/\n/g, '%0A').replace(/\r/g, '%0D').replace(/"/g, '%22');
+  function encodeMultipart(form) {
+    const boundary = `----GroveFormBoundary${Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => b.toString(16).padStart(2, '0')).join('')}`;
+    const chunks = [];
+    for (const [name, value] of form) {
+      let head = `--${boundary}\r\nContent-Disposition: form-data; name="${escapeFormName(name)}"`;
+      if (value instanceof File) {
+        head += `; filename="${escapeFormName(value.name)}"\r\nContent-Type: ${value.type || 'application/octet-stream'}`;
+      }
+      chunks.push(utf8Encode(`${head}\r\n\r\n`), value instanceof File ? blobBytes.get(value) : utf8Encode(value), utf8Encode('\r\n'));
+    }
+    chunks.push(utf8Encode(`--${boundary}--\r\n`));
+    return { bytes: concat(chunks), type: `multipart/form-data; boundary=${boundary}` };
+  }
+
+  function indexOfBytes(haystack, needle, from) {
+    outer: for (let i = from; i <= haystack.length - needle.length; i++) {
+      for (let j = 0; j < needle.length; j++) if (haystack[i + j] !== needle[j]) continue outer;
+      return i;
+    }
+    return -1;
+  }
+
+  function parseMultipart(bytes, boundary) {
+    const form = new FormData();
+    const delimiter = utf8Encode(`--${boundary}`);
+    let pos = indexOfBytes(bytes, delimiter, 0);
+    if (pos === -1) throw new TypeError('the multipart body has no part with the declared boundary');
+    for (;;) {
+      pos += delimiter.length;
+      if (bytes[pos] === 0x2d && bytes[pos + 1] === 0x2d) break; // closing delimiter
+      pos += 2; // CRLF after the delimiter
+      const headerEnd = indexOfBytes(bytes, utf8Encode('\r\n\r\n'), pos);
+      if (headerEnd === -1) throw new TypeError('a multipart part has no header end');
+      const headers = decoder.decode(bytes.subarray(pos, headerEnd)).split('\r\n');
+      const next = indexOfBytes(bytes, delimiter, headerEnd + 4);
+      if (next === -1) throw new TypeError('the multipart body is not closed');
+      const content = bytes.subarray(headerEnd + 4, next - 2); // minus the CRLF before the delimiter
+      const disposition = headers.find((h) => /^content-disposition:/i.test(h)) || '';
+      const name = /\bname="([^"]*)"/i.exec(disposition);
+      const filename = /\bfilename="([^"]*)"/i.exec(disposition);
+      const type = (headers.find((h) => /^content-type:/i.test(h)) || '').replace(/^content-type:\s*/i, '');
+      if (name) {
+        const unescape = (s) => s.replace(/%0A/g, '\n').replace(/%0D/g, '\r').replace(/%22/g, '"');
+        if (filename) form.append(unescape(name[1]), new File([content], unescape(filename[1]), { type }));
+        else form.append(unescape(name[1]), decoder.decode(content));
+      }
+      pos = next;
+    }
+    return form;
+  }
+
   // ── Bodies, Request, Response ─────────────────────────────────────────────────────────────────
   // Bodies are buffered in this first runtime; streaming bodies arrive with the full Web API surface.
 
@@ -585,6 +769,8 @@
       return { bytes: new Uint8Array(body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength)), type: null };
     }
     if (bodyBytes.has(body)) return { bytes: bodyBytes.get(body), type: null };
+    if (body instanceof Blob) return { bytes: blobBytes.get(body).slice(), type: body.type || null };
+    if (body instanceof FormData) return encodeMultipart(body);
     return { bytes: utf8Encode(String(body)), type: 'text/plain;charset=UTF-8' };
   }
 
@@ -621,6 +807,22 @@
     }
     async json() {
       return JSON.parse(await this.text());
+    }
+    async blob() {
+      const type = this.headers.get('content-type') || '';
+      return new Blob([this.#consume()], { type });
+    }
+    async formData() {
+      const type = this.headers.get('content-type') || '';
+      const bytes = this.#consume();
+      if (/^application\/x-www-form-urlencoded\b/i.test(type)) {
+        const form = new FormData();
+        for (const [k, v] of new URLSearchParams(decoder.decode(bytes))) form.append(k, v);
+        return form;
+      }
+      const boundary = /^multipart\/form-data\s*;.*\bboundary=(?:"([^"]+)"|([^;\s]+))/i.exec(type);
+      if (boundary) return parseMultipart(bytes, boundary[1] || boundary[2]);
+      throw new TypeError(`formData() needs a multipart/form-data or application/x-www-form-urlencoded body, not "${type}"`);
     }
     _peekBytes() {
       return this.#bytes;
@@ -1147,6 +1349,9 @@
   define('clearInterval', clearTimer);
   define('crypto', crypto);
   define('fetch', fetch);
+  define('Blob', Blob);
+  define('File', File);
+  define('FormData', FormData);
   define('Event', Event);
   define('EventTarget', EventTarget);
   define('AbortController', AbortController);
