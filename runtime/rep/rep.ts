@@ -38,6 +38,8 @@ interface LocalInstance {
  */
 export class Rep implements RepClient {
   private readonly instances = new Map<string, LocalInstance>();
+  /** Ready instances per app: what a request picks from, without scanning the whole cell. */
+  private readonly readyByApp = new Map<string, LocalInstance[]>();
   /** Round-robin cursor per app for local request routing. */
   private readonly cursor = new Map<string, number>();
   private readonly byKind = new Map<AppKind, WorkloadDriver>();
@@ -78,13 +80,34 @@ export class Rep implements RepClient {
    * Stops what this cell runs but the control plane no longer lists here — after this cell was
    * declared lost and its instances were replaced, say — so a returning cell never serves twice.
    */
+  private markReady(local: LocalInstance): void {
+    local.ready = true;
+    const list = this.readyByApp.get(local.actual.appId) ?? [];
+    list.push(local);
+    this.readyByApp.set(local.actual.appId, list);
+  }
+
+  /** Drops an instance from this cell's books (and from routing); returns what it was, if anything. */
+  private forget(instanceId: string): LocalInstance | undefined {
+    const local = this.instances.get(instanceId);
+    if (!local) return undefined;
+    this.instances.delete(instanceId);
+    const list = this.readyByApp.get(local.actual.appId);
+    if (list) {
+      const rest = list.filter((l) => l !== local);
+      if (rest.length) this.readyByApp.set(local.actual.appId, rest);
+      else this.readyByApp.delete(local.actual.appId);
+    }
+    return local;
+  }
+
   private async reconcile(): Promise<void> {
     // Only instances that were ready before the query: one claimed later is not in its answer yet.
     const candidates = [...this.instances].filter(([, local]) => local.ready);
     const listed = new Set((await this.options.uplink.instancesOn(this.cellId)).map((a) => a.instanceId));
     for (const [id, local] of candidates) {
       if (this.instances.get(id) === local && !listed.has(id)) {
-        this.instances.delete(id);
+        this.forget(id);
         await this.byKind.get(local.kind)?.stop(id);
         this.options.warn?.(`cell ${this.cellId}: stopped instance ${id}, which the control plane no longer places here`);
       }
@@ -219,9 +242,9 @@ export class Rep implements RepClient {
         return true;
       }
       local.actual = await uplink.transition(lrp.instanceId, 'RUNNING', { cellId: this.cellId });
-      local.ready = true;
+      this.markReady(local);
     } catch (err) {
-      this.instances.delete(lrp.instanceId);
+      this.forget(lrp.instanceId);
       // It may have started before the failure (e.g. the RUNNING report failed): never leak it.
       await driver.stop(lrp.instanceId).catch(() => undefined);
       await uplink.transition(lrp.instanceId, 'CRASHED', { reason: (err as Error).message, cellId: this.cellId }).catch(() => undefined);
@@ -234,8 +257,7 @@ export class Rep implements RepClient {
    * `drainMs`), then stops it: a rollout or scale-down never cuts a request off.
    */
   private async stopInstance(instanceId: string, reason: string): Promise<void> {
-    const local = this.instances.get(instanceId);
-    this.instances.delete(instanceId);
+    const local = this.forget(instanceId);
     try {
       if (local) await this.drainAndStop(instanceId, local);
     } finally {
@@ -259,13 +281,13 @@ export class Rep implements RepClient {
   }
 
   private async instanceExited(instanceId: string, reason: string): Promise<void> {
-    if (!this.instances.delete(instanceId)) return;
+    if (!this.forget(instanceId)) return;
     await this.options.uplink.transition(instanceId, 'CRASHED', { reason, cellId: this.cellId }).catch(() => undefined);
   }
 
   /** Serves a request on a ready local instance of the app, round robin. */
   async fetch(appId: string, request: WireRequest): Promise<WireResponse> {
-    const ready = [...this.instances.values()].filter((i) => i.ready && i.actual.appId === appId);
+    const ready = this.readyByApp.get(appId) ?? [];
     if (ready.length === 0) throw new GroveError('NO_INSTANCE', 'the app has no running instance right now');
     const n = (this.cursor.get(appId) ?? 0) % ready.length;
     this.cursor.set(appId, n + 1);

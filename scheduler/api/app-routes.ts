@@ -3,6 +3,7 @@ import { bodyLimit } from 'hono/body-limit';
 import { z } from 'zod';
 import {
   type App,
+  type Cell,
   Digest,
   ENV_KEY,
   EnvVars,
@@ -53,17 +54,18 @@ export async function findApp(store: Store, spaceId: string, name: string): Prom
 }
 
 /** Everything `grove app NAME` shows, in one document. */
-export async function appDetail(store: Store, app: App, now: number) {
-  const [desired, revisions, actual, routes, cells, secrets] = await Promise.all([
+/** `cells` may be passed in when listing many apps, so the cell list is read once, not per app. */
+export async function appDetail(store: Store, app: App, now: number, cells?: Cell[]) {
+  const [desired, revisions, actual, routes, cellList, secrets] = await Promise.all([
     store.getDesired(app.id),
     store.listRevisions(app.id),
     store.listActual({ appId: app.id }),
     store.listRoutes({ appId: app.id }),
-    store.listCells(),
+    cells ?? store.listCells(),
     store.listSecretKeys(app.id),
   ]);
   const numberOf = new Map(revisions.map((r) => [r.id, r.number]));
-  const zoneOf = new Map(cells.map((c) => [c.id, c.zone]));
+  const zoneOf = new Map(cellList.map((c) => [c.id, c.zone]));
   const current = revisions.find((r) => r.id === desired?.revisionId) ?? null;
   return {
     id: app.id,
@@ -114,8 +116,8 @@ export function appRoutes(deps: ApiDeps): Hono<ApiEnv> {
 
   api.get('/apps', async (c) => {
     const { space } = c.get('auth');
-    const apps = await store.listApps(space.id);
-    return c.json({ apps: await Promise.all(apps.map((a) => appDetail(store, a, now()))) });
+    const [apps, cells] = await Promise.all([store.listApps(space.id), store.listCells()]);
+    return c.json({ apps: await Promise.all(apps.map((a) => appDetail(store, a, now(), cells))) });
   });
 
   api.post('/apps', jsonLimit, async (c) => {

@@ -140,6 +140,28 @@ const toEvent = (r: Row): PlatformEvent => ({
   data: json(r.data),
 });
 
+async function insertRevision(q: SqlQuery, revision: Revision): Promise<void> {
+  await q.run(
+    `INSERT INTO revisions (id, app_id, number, bundle_digest, image, image_digest, env, limits, created_at)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    revision.id,
+    revision.appId,
+    revision.number,
+    revision.bundleDigest,
+    revision.image,
+    revision.imageDigest,
+    JSON.stringify(revision.env),
+    JSON.stringify(revision.limits),
+    revision.createdAt,
+  );
+}
+
+/** `WHERE a = ? AND b = ?` for the filters that are set (undefined ones are left out). */
+function whereEqual(filters: Record<string, unknown>): { clause: string; params: unknown[] } {
+  const set = Object.entries(filters).filter(([, v]) => v !== undefined);
+  return { clause: set.length ? `WHERE ${set.map(([column]) => `${column} = ?`).join(' AND ')}` : '', params: set.map(([, v]) => v) };
+}
+
 /**
  * The Store over SQL, for every adapter: SQLite (embedded) and PostgreSQL (beyond one machine) differ
  * only in their SqlDriver. The SQL here is the dialect both accept (ON CONFLICT, RETURNING, `?`
@@ -191,7 +213,7 @@ export class SqlStore implements Store {
     if (this.closed) throw new GroveError('UNAVAILABLE', 'the store is closed');
     let events: PlatformEvent[] = [];
     const result = await this.driver.transaction(async (query) => {
-      const q: Tx = Object.assign(Object.create(query) as SqlQuery, query, { events: [] as PlatformEvent[] });
+      const q: Tx = { ...query, events: [] };
       const value = await fn(q);
       events = q.events;
       if (events.length > 0) await this.driver.announce?.(query, events.map((e) => e.seq));
@@ -437,19 +459,7 @@ export class SqlStore implements Store {
         limits: { ...baseLimits, ...input.limits },
         createdAt: now,
       };
-      await q.run(
-        `INSERT INTO revisions (id, app_id, number, bundle_digest, image, image_digest, env, limits, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-        revision.id,
-        revision.appId,
-        revision.number,
-        revision.bundleDigest,
-        revision.image,
-        revision.imageDigest,
-        JSON.stringify(revision.env),
-        JSON.stringify(revision.limits),
-        revision.createdAt,
-      );
+      await insertRevision(q, revision);
       const existing = await q.one('SELECT * FROM desired_lrps WHERE app_id = ?', app.id);
       if (existing) {
         await q.run(
@@ -528,19 +538,7 @@ export class SqlStore implements Store {
     const current = toRevision(row);
     const last = await q.one('SELECT MAX(number) AS n FROM revisions WHERE app_id = ?', app.id);
     const revision: Revision = { ...current, id: this.newId('rev'), number: num(last!.n) + 1, createdAt: this.now() };
-    await q.run(
-      `INSERT INTO revisions (id, app_id, number, bundle_digest, image, image_digest, env, limits, created_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      revision.id,
-      revision.appId,
-      revision.number,
-      revision.bundleDigest,
-      revision.image,
-      revision.imageDigest,
-      JSON.stringify(revision.env),
-      JSON.stringify(revision.limits),
-      revision.createdAt,
-    );
+    await insertRevision(q, revision);
     await q.run('UPDATE desired_lrps SET revision_id = ?, version = version + 1, updated_at = ? WHERE app_id = ?', revision.id, revision.createdAt, app.id);
     await this.emit(q, 'revision.deployed', app.spaceId, { app: app.name, appId: app.id, revision: revision.number, revisionId: revision.id, ...reason });
     return revision;
@@ -669,17 +667,7 @@ export class SqlStore implements Store {
 
   listActual(filter: { appId?: string; cellId?: string } = {}): Promise<ActualLRP[]> {
     return this.read(async (q) => {
-      const where: string[] = [];
-      const params: unknown[] = [];
-      if (filter.appId !== undefined) {
-        where.push('app_id = ?');
-        params.push(filter.appId);
-      }
-      if (filter.cellId !== undefined) {
-        where.push('cell_id = ?');
-        params.push(filter.cellId);
-      }
-      const clause = where.length ? `WHERE ${where.join(' AND ')}` : '';
+      const { clause, params } = whereEqual({ app_id: filter.appId, cell_id: filter.cellId });
       return (await q.all(`SELECT * FROM actual_lrps ${clause} ORDER BY app_id, idx, instance_id`, ...params)).map(toActual);
     });
   }
@@ -831,17 +819,7 @@ export class SqlStore implements Store {
 
   listRoutes(filter: { spaceId?: string; appId?: string } = {}): Promise<Route[]> {
     return this.read(async (q) => {
-      const where: string[] = [];
-      const params: unknown[] = [];
-      if (filter.spaceId !== undefined) {
-        where.push('space_id = ?');
-        params.push(filter.spaceId);
-      }
-      if (filter.appId !== undefined) {
-        where.push('app_id = ?');
-        params.push(filter.appId);
-      }
-      const clause = where.length ? `WHERE ${where.join(' AND ')}` : '';
+      const { clause, params } = whereEqual({ space_id: filter.spaceId, app_id: filter.appId });
       return (await q.all(`SELECT * FROM routes ${clause} ORDER BY host, path`, ...params)).map(toRoute);
     });
   }
@@ -868,12 +846,10 @@ export class SqlStore implements Store {
   }
 
   listTriggers(filter: { spaceId: string; appId?: string }): Promise<Trigger[]> {
-    return this.read(async (q) =>
-      (filter.appId === undefined
-        ? await q.all('SELECT * FROM triggers WHERE space_id = ? ORDER BY created_at, id', filter.spaceId)
-        : await q.all('SELECT * FROM triggers WHERE space_id = ? AND app_id = ? ORDER BY created_at, id', filter.spaceId, filter.appId)
-      ).map(toTrigger),
-    );
+    return this.read(async (q) => {
+      const { clause, params } = whereEqual({ space_id: filter.spaceId, app_id: filter.appId });
+      return (await q.all(`SELECT * FROM triggers ${clause} ORDER BY created_at, id`, ...params)).map(toTrigger);
+    });
   }
 
   deleteTrigger(spaceId: string, id: string): Promise<void> {
@@ -927,12 +903,10 @@ export class SqlStore implements Store {
   }
 
   listTasks(filter: { spaceId: string; appId?: string }): Promise<Task[]> {
-    return this.read(async (q) =>
-      (filter.appId === undefined
-        ? await q.all('SELECT * FROM tasks WHERE space_id = ? ORDER BY created_at, id', filter.spaceId)
-        : await q.all('SELECT * FROM tasks WHERE space_id = ? AND app_id = ? ORDER BY created_at, id', filter.spaceId, filter.appId)
-      ).map(toTask),
-    );
+    return this.read(async (q) => {
+      const { clause, params } = whereEqual({ space_id: filter.spaceId, app_id: filter.appId });
+      return (await q.all(`SELECT * FROM tasks ${clause} ORDER BY created_at, id`, ...params)).map(toTask);
+    });
   }
 
   listTasksByState(states: TaskState[]): Promise<Task[]> {

@@ -308,6 +308,20 @@ export function storeContract(adapter: string, makeHarness: () => Promise<StoreH
       expect(await store.eventsSince(0, { spaceId: 'space_other' })).toEqual([]);
     });
 
+    it('rolls back a transaction that fails after appending an event: nothing stored, nothing told', async () => {
+      const s = await store.createSpace({ name: 'dev' });
+      const app = await store.createApp({ spaceId: s.id, name: 'undeployed', kind: 'isolate' });
+      const seen: string[] = [];
+      const stop = store.watch((e) => seen.push(e.type));
+      const before = await store.lastSeq();
+      // putSecret stores the secret and appends secret.put before it finds nothing to roll out.
+      await rejectsWith(store.putSecret(app.id, 'TOKEN', 'value'), 'APP_NOT_FOUND');
+      stop();
+      expect(seen).toEqual([]);
+      expect(await store.lastSeq()).toBe(before);
+      expect(await store.listSecretKeys(app.id)).toEqual([]);
+    });
+
     it('keeps everything across a reopen', async () => {
       const s = await store.createSpace({ name: 'dev' });
       const { app } = await store.deploy(deployInput(s.id, 'hello'));

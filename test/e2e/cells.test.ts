@@ -129,7 +129,7 @@ describe('three cell processes in two zones under one control plane', () => {
       }
     })();
     await stopProcess(victim.child, 'SIGKILL');
-    const killedAt = Date.now();
+    // The issue's bound: replaced within 10 s (waitFor fails the test past it).
     const after = await waitFor(
       'the lost cell\'s instances to run elsewhere',
       async () => {
@@ -140,10 +140,8 @@ describe('three cell processes in two zones under one control plane', () => {
       },
       10_000,
     );
-    const replacedWithinMs = Date.now() - killedAt;
     stop = true;
     await load;
-    expect(replacedWithinMs).toBeLessThanOrEqual(10_000);
     expect([...after.values()].sort()).toEqual([6, 6]);
     expect(statuses.length).toBeGreaterThan(10);
     expect(statuses.filter((s) => s !== 200)).toEqual([]);
