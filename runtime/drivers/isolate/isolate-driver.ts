@@ -27,7 +27,13 @@ export interface IsolateDriverOptions {
 /** Outbound fetches one instance may have open at once (Workers allows 6 simultaneous connections). */
 const MAX_CONCURRENT_FETCHES = 6;
 
-const PRELUDE_SOURCE = readFileSync(new URL('./prelude.js', import.meta.url), 'utf8');
+/**
+ * The prelude is one script made of parts, compiled (and code-cached) once. Order matters: streams
+ * come first so the core part can capture ReadableStream for bodies before user code could replace
+ * it; URLPattern and crypto.subtle build on the core's URL, DOMException and TextEncoder.
+ */
+const PRELUDE_PARTS = ['streams.js', 'prelude.js', 'urlpattern.js', 'subtle.js'];
+const PRELUDE_SOURCE = PRELUDE_PARTS.map((part) => readFileSync(new URL(`./${part}`, import.meta.url), 'utf8')).join('\n;\n');
 
 /**
  * Up to this CPU limit a request enters the isolate on the calling thread (no thread hop: the fast
