@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
 import { createAdaptorServer } from '@hono/node-server';
 import { BlobStore } from '../registry/index.js';
-import { IsolateDriver } from '../runtime/drivers/isolate/isolate-driver.js';
+import { IsolateHostPool } from '../runtime/drivers/isolate/host-pool.js';
 import { CachingUplink, HttpUplink, Rep, createRepServer } from '../runtime/rep/index.js';
 import { readOrCreate } from './platform.js';
 
@@ -20,6 +20,8 @@ export interface CellOptions {
   memoryMb: number;
   instances?: number;
   presenceTtlMs?: number;
+  /** Isolate-host processes (default: one per core, at least 2). */
+  isolateHosts?: number;
   /** Where the app's console output goes on this cell. */
   log?: (line: string) => void;
   warn?: (message: string) => void;
@@ -46,9 +48,11 @@ export async function startCell(options: CellOptions): Promise<RunningCell> {
   const uplink = new CachingUplink(new HttpUplink(options.api.replace(/\/+$/, ''), options.token), cache);
   const log = options.log ?? ((line: string) => process.stdout.write(`${line}\n`));
   const ownPorts: number[] = [];
-  const isolates = new IsolateDriver({
+  const isolates = new IsolateHostPool({
+    hosts: options.isolateHosts,
     log: (l) => log(`${new Date().toISOString()} ${l.appId}/${l.instanceId} ${l.level.toUpperCase()} ${l.message}`),
-    egress: { deniedPorts: () => ownPorts },
+    deniedPorts: () => ownPorts,
+    warn: options.warn,
   });
 
   // Listen first: the address must answer by the time the presence announces it.
@@ -85,6 +89,7 @@ export async function startCell(options: CellOptions): Promise<RunningCell> {
     await rep.boot();
   } catch (err) {
     server.close();
+    await isolates.close();
     throw err;
   }
   const running = rep;
@@ -95,6 +100,7 @@ export async function startCell(options: CellOptions): Promise<RunningCell> {
       try {
         await running.shutdown();
       } finally {
+        await isolates.close();
         await new Promise<void>((done) => {
           server.close(() => done());
           server.closeAllConnections();

@@ -68,6 +68,7 @@ export function buildProgram(): Command {
     .option('--no-cell', 'run no cell in this process: instances go to `grove cell` processes')
     .option('--converge-interval <duration>', 'how often the converger runs besides reacting to changes (default 30s)', duration)
     .option('--presence-ttl <duration>', 'presence TTL of the in-process cell (default 30s)', duration)
+    .option('--isolate-hosts <n>', 'isolate-host processes of the in-process cell (default: one per core, at least 2)', int(1, 64))
     .option('--quiet', 'do not print platform events')
     .action(async (o) => up(o));
 
@@ -84,6 +85,7 @@ export function buildProgram(): Command {
     .option('--memory <size>', 'memory this cell offers in MB, or e.g. 4G', megabytes, 4096)
     .option('--instances <n>', 'instance slots (default 1000)', int(1, 100_000))
     .option('--presence-ttl <duration>', 'how long the cell counts as present without a heartbeat (default 30s)', duration)
+    .option('--isolate-hosts <n>', 'isolate-host processes (default: one per core, at least 2)', int(1, 64))
     .action(async (o) => cell(o));
 
   program

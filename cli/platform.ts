@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
 import { createAdaptorServer } from '@hono/node-server';
 import { BlobStore } from '../registry/index.js';
-import { IsolateDriver } from '../runtime/drivers/isolate/isolate-driver.js';
+import { IsolateHostPool } from '../runtime/drivers/isolate/host-pool.js';
 import { LogBuffer } from '../runtime/logs/index.js';
 import { HttpRepClient, Rep, StoreUplink } from '../runtime/rep/index.js';
 import { Dispatcher, RouteTable, createRouter } from '../runtime/router/index.js';
@@ -29,6 +29,8 @@ export interface PlatformOptions {
   noCell?: boolean;
   /** Presence TTL of the in-process cell. */
   presenceTtlMs?: number;
+  /** Isolate-host processes of the in-process cell (default: one per core, at least 2). */
+  isolateHosts?: number;
   /** `postgres://…` to share the Store with other control planes; default: SQLite in the data dir. */
   storeUrl?: string;
   warn?: (message: string) => void;
@@ -78,7 +80,8 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
     let cellId: string | null = null;
     if (!options.noCell) {
       cellId = await readOrCreate(join(dataDir, 'cell-id'), () => `cell-${randomBytes(4).toString('hex')}`);
-      const isolates = new IsolateDriver({ log: (l) => logs.append({ ...l, source: 'app' }), egress: { deniedPorts: () => ownPorts } });
+      const isolates = new IsolateHostPool({ hosts: options.isolateHosts, log: (l) => logs.append({ ...l, source: 'app' }), deniedPorts: () => ownPorts, warn });
+      cleanups.push(() => isolates.close());
       rep = new Rep({
         cellId,
         zone: 'local',

@@ -13,6 +13,7 @@ export interface CellCommandOptions {
   memory: number;
   instances?: number;
   presenceTtl?: number;
+  isolateHosts?: number;
 }
 
 /** Runs a cell in this process until SIGINT/SIGTERM, joined to the control plane at --api. */
@@ -31,6 +32,7 @@ export async function cell(opts: CellCommandOptions): Promise<void> {
     tags,
     memoryMb: opts.memory,
     instances: opts.instances,
+    isolateHosts: opts.isolateHosts,
     presenceTtlMs: opts.presenceTtl,
     warn: (m) => process.stderr.write(`${m}\n`),
   });

@@ -15,6 +15,7 @@ export interface UpOptions {
   convergeInterval?: number;
   presenceTtl?: number;
   store?: string;
+  isolateHosts?: number;
 }
 
 /** Runs the whole platform in this process until SIGINT/SIGTERM. */
@@ -30,6 +31,7 @@ export async function up(opts: UpOptions): Promise<void> {
     convergeIntervalMs: opts.convergeInterval,
     presenceTtlMs: opts.presenceTtl,
     storeUrl: opts.store,
+    isolateHosts: opts.isolateHosts,
     onEvent: opts.quiet ? undefined : (line) => say(`${new Date().toISOString()}  ${line}`),
   });
   const shownToken = relative(process.cwd(), platform.adminTokenPath).startsWith('..') ? platform.adminTokenPath : relative(process.cwd(), platform.adminTokenPath);

@@ -22,6 +22,13 @@ export interface IsolateDriverOptions {
   startupTimeoutMs?: number;
   /** Outbound fetch policy (SSRF guard). */
   egress?: EgressOptions;
+  /**
+   * V8 lost control of an isolate (isolated-vm's catastrophic error). Nothing in this process can be
+   * trusted afterwards: an isolate host reports it and exits, and its cell starts a fresh host.
+   */
+  onCatastrophicError?: (message: string) => void;
+  /** Spare isolates, prelude loaded, kept ready so a start compiles only the user's module. */
+  spares?: number;
 }
 
 /** Outbound fetches one instance may have open at once (Workers allows 6 simultaneous connections). */
@@ -89,7 +96,7 @@ export class IsolateDriver implements WorkloadDriver {
   async start(spec: InstanceSpec): Promise<void> {
     if (this.instances.has(spec.instanceId)) return;
     if (spec.code === null) throw new GroveError('BAD_REQUEST', `instance ${spec.instanceId} has no bundle to run`);
-    const isolate = new ivm.Isolate({ memoryLimit: spec.limits.memoryMb });
+    const isolate = new ivm.Isolate({ memoryLimit: spec.limits.memoryMb, onCatastrophicError: this.options.onCatastrophicError });
     const timers: Running['timers'] = new Map();
     try {
       const context = await isolate.createContext();

@@ -1363,19 +1363,22 @@
 
   let handlers = null;
   let env = null;
+  const HANDLERS = ['fetch', 'scheduled', 'queue', 'task'];
 
   // Called once by the host with the module namespace and the revision's env; then removed.
   define('__grove_boot', (namespace, environment) => {
     delete g.__grove_boot;
     const exported = namespace.default;
-    if (exported === null || typeof exported !== 'object' || typeof exported.fetch !== 'function') {
-      throw new TypeError('the module must `export default { fetch(request, env, ctx) { … } }`');
+    // Like Workers: a module may handle requests, schedules, queue batches or tasks — any of them.
+    if (exported === null || typeof exported !== 'object' || !HANDLERS.some((name) => typeof exported[name] === 'function')) {
+      throw new TypeError('the module must `export default { fetch(request, env, ctx) { … } }` (or a scheduled, queue or task handler)');
     }
     handlers = exported;
     env = Object.freeze(environment);
   });
 
   async function handleFetch(wire) {
+    if (typeof handlers.fetch !== 'function') throw new TypeError('the module has no fetch handler: export default { fetch(request, env, ctx) { … } }');
     trustedUrl = wire.url;
     let request;
     try {

@@ -1,0 +1,139 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { DEFAULT_LIMITS, GroveError } from '../../../scheduler/model/index.js';
+import type { InstanceSpec } from '../../rep/workload-driver.js';
+import { IsolateHostPool, type IsolateHostPoolOptions } from './host-pool.js';
+import type { IsolateLogLine } from './isolate-driver.js';
+
+const dec = new TextDecoder();
+const HELLO = 'export default { fetch(req) { console.log("served", new URL(req.url).pathname); return new Response("hello from " + new URL(req.url).pathname) } }';
+
+let seq = 0;
+function spec(code = HELLO, extra: Partial<InstanceSpec> = {}): InstanceSpec {
+  seq++;
+  return { instanceId: `inst_${seq}`, appId: `app_${seq}`, appName: 'pooled', revisionId: 'rev_1', index: 0, code, env: {}, limits: DEFAULT_LIMITS, ...extra };
+}
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+async function until(check: () => boolean, what: string, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe('IsolateHostPool (isolates in supervised child processes)', () => {
+  let pool: IsolateHostPool | undefined;
+  const logs: IsolateLogLine[] = [];
+  const exits: { instanceId: string; reason: string }[] = [];
+  const open = async (options: Partial<IsolateHostPoolOptions> = {}) => {
+    pool = new IsolateHostPool({ hosts: 2, spares: 0, log: (l) => logs.push(l), ...options });
+    pool.onExit((instanceId, reason) => exits.push({ instanceId, reason }));
+    await pool.ready();
+    return pool;
+  };
+  afterEach(async () => {
+    const pids = pool?.hostPids() ?? [];
+    await pool?.close();
+    // No host outlives its pool.
+    for (const pid of pids) await until(() => !alive(pid), `host ${pid} to exit`);
+    pool = undefined;
+    logs.length = 0;
+    exits.length = 0;
+  });
+
+  it('runs instances in child processes, spread over the hosts, with their logs', async () => {
+    const p = await open();
+    const [a, b] = [spec(), spec()];
+    await p.start(a);
+    await p.start(b);
+    const hostA = p.hostOf(a.instanceId)!;
+    const hostB = p.hostOf(b.instanceId)!;
+    expect(hostA).not.toBe(process.pid);
+    expect(hostA).not.toBe(hostB);
+    expect(p.hostPids().sort()).toEqual([hostA, hostB].sort());
+    const res = await p.fetch(a.instanceId, { method: 'GET', url: 'http://x.localhost/one', headers: [], body: null });
+    expect(res.status).toBe(200);
+    expect(dec.decode(res.body!)).toBe('hello from /one');
+    await until(() => logs.some((l) => l.message === 'served /one'), 'the log line');
+    expect(logs.find((l) => l.message === 'served /one')).toMatchObject({ instanceId: a.instanceId, level: 'log' });
+    expect(p.running().sort()).toEqual([a.instanceId, b.instanceId].sort());
+  });
+
+  it('a host killed from outside takes only its own instances, which are reported with the reason, and is replaced', async () => {
+    const p = await open();
+    const [a, b] = [spec(), spec()];
+    await p.start(a);
+    await p.start(b);
+    const victim = p.hostOf(a.instanceId)!;
+    process.kill(victim, 'SIGKILL');
+    await until(() => exits.length === 1, 'the exit report');
+    expect(exits[0]).toEqual({ instanceId: a.instanceId, reason: `its isolate host (pid ${victim}) was killed by SIGKILL` });
+    // The other host's instance never noticed.
+    const res = await p.fetch(b.instanceId, { method: 'GET', url: 'http://x.localhost/still', headers: [], body: null });
+    expect(dec.decode(res.body!)).toBe('hello from /still');
+    await expect(p.fetch(a.instanceId, { method: 'GET', url: 'http://x.localhost/', headers: [], body: null })).rejects.toMatchObject({ code: 'NO_INSTANCE' });
+    // A fresh host takes the slot and serves new instances.
+    await until(() => p.hostPids().every((pid) => pid !== victim && alive(pid)), 'a replacement host');
+    await p.ready();
+    const c = spec();
+    await p.start(c);
+    await p.start(spec());
+    expect(p.hostPids()).toContain(p.hostOf(c.instanceId));
+  });
+
+  it('kills a host that stops answering (runaway) and reports its instances', async () => {
+    const p = await open({ pingIntervalMs: 100, unresponsiveMs: 600 });
+    const a = spec();
+    await p.start(a);
+    const victim = p.hostOf(a.instanceId)!;
+    // A stopped process answers nothing: to the cell it is the same as one stuck in a loop.
+    process.kill(victim, 'SIGSTOP');
+    await until(() => exits.length === 1, 'the runaway host to be killed');
+    expect(exits[0]!.instanceId).toBe(a.instanceId);
+    expect(exits[0]!.reason).toMatch(new RegExp(`^its isolate host \\(pid ${victim}\\) stopped answering for \\d+ s and was killed \\(runaway\\)$`));
+    await until(() => !alive(victim), 'the runaway host to be gone');
+  });
+
+  it('kills a host whose memory outgrows its budget (the backstop behind isolated-vm’s own limit)', async () => {
+    const p = await open({ hosts: 1, pingIntervalMs: 100, hostBaseMemoryMb: 1 });
+    const a = spec('export default { fetch() { return new Response("x") } }', { limits: { ...DEFAULT_LIMITS, memoryMb: 8 } });
+    await p.start(a).catch(() => undefined);
+    await until(() => exits.some((e) => e.instanceId === a.instanceId), 'the over-budget host to be killed');
+    expect(exits.find((e) => e.instanceId === a.instanceId)!.reason).toMatch(/^its isolate host \(pid \d+\) used \d+ MB, over its memory budget of 17 MB, and was killed$/);
+  });
+
+  it('a limit breach inside a host recycles that instance only, with the reason, and the host serves on', async () => {
+    const p = await open({ hosts: 1 });
+    const spinner = spec('export default { fetch() { for (;;) {} } }', { limits: { ...DEFAULT_LIMITS, cpuMs: 20 } });
+    const calm = spec();
+    await p.start(spinner);
+    await p.start(calm);
+    const err = await p.fetch(spinner.instanceId, { method: 'GET', url: 'http://x.localhost/', headers: [], body: null }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(GroveError);
+    expect(err).toMatchObject({ code: 'WORKER_LIMIT_EXCEEDED' });
+    await until(() => exits.length === 1, 'the exit report');
+    expect(exits[0]).toEqual({ instanceId: spinner.instanceId, reason: 'exceeded the CPU-time limit of 20 ms' });
+    const res = await p.fetch(calm.instanceId, { method: 'GET', url: 'http://x.localhost/ok', headers: [], body: null });
+    expect(dec.decode(res.body!)).toBe('hello from /ok');
+  });
+
+  it('runs tasks in a host and reports start failures as errors, not crashes', async () => {
+    const p = await open({ hosts: 1 });
+    const task = spec('export default { task(command) { return command.join("+") } }');
+    await expect(p.runTask(task, ['a', 'b'])).resolves.toBe('a+b');
+    await expect(p.start(spec('export default { fetch() { throw new Error("nope") } }; throw new Error("boot failed")'))).rejects.toMatchObject({
+      code: 'WORKER_EXCEPTION',
+      message: expect.stringContaining('boot failed'),
+    });
+    expect(exits).toEqual([]);
+  });
+});

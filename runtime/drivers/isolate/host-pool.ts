@@ -1,0 +1,304 @@
+import { type ChildProcess, fork } from 'node:child_process';
+import { availableParallelism } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { GroveError } from '../../../scheduler/model/index.js';
+import type { InstanceSpec, WireRequest, WireResponse, WorkloadDriver } from '../../rep/workload-driver.js';
+import type { FromHost, HostBootOptions, HostHealth, ToHost } from './host-protocol.js';
+import type { IsolateLogLine } from './isolate-driver.js';
+
+export interface IsolateHostPoolOptions {
+  /** Isolate-host processes on this cell (default: one per core, at least 2, so one crash never takes them all). */
+  hosts?: number;
+  log: (line: IsolateLogLine) => void;
+  /** Grove's own listening ports, which no worker may fetch (read at each start). */
+  deniedPorts?: () => readonly number[];
+  startupTimeoutMs?: number;
+  allowHosts?: string[];
+  /** Spare isolates per host, prelude loaded, ready for the next start (default 2). */
+  spares?: number;
+  /** A host's RSS may reach this base plus twice the memory limits of its instances (default 192 MB). */
+  hostBaseMemoryMb?: number;
+  /** How often hosts are asked how they are (default 1 s). */
+  pingIntervalMs?: number;
+  /** A host that has not answered for this long is runaway and is killed (default 5 s). */
+  unresponsiveMs?: number;
+  /** Problems that belong to no request: a host that died, a restart. */
+  warn?: (message: string) => void;
+}
+
+const ENTRY = fileURLToPath(new URL('./isolate-host.mjs', import.meta.url));
+
+interface Call {
+  resolve(value: unknown): void;
+  reject(err: Error): void;
+}
+
+class Host {
+  readonly child: ChildProcess;
+  readonly instances = new Map<string, number>(); // instanceId → memory limit (MB)
+  readonly calls = new Map<number, Call>();
+  readonly ready: Promise<void>;
+  /** Why the host is going away, when the pool (or the host itself) knows before it exits. */
+  reason: string | null = null;
+  exited = false;
+  started = false;
+  pingSentAt: number | null = null;
+  health: HostHealth | null = null;
+  private nextId = 1;
+
+  constructor(readonly slot: number, boot: HostBootOptions) {
+    this.child = fork(ENTRY, [JSON.stringify(boot)], {
+      execArgv: ['--no-node-snapshot'],
+      serialization: 'advanced',
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    this.ready = new Promise((resolve, reject) => {
+      const onMessage = (m: FromHost) => {
+        if (m.t !== 'ready') return;
+        this.child.off('message', onMessage);
+        this.started = true;
+        resolve();
+      };
+      this.child.on('message', onMessage);
+      this.child.once('exit', () => reject(new GroveError('UNAVAILABLE', 'the isolate host exited before it was ready')));
+    });
+    this.ready.catch(() => undefined);
+  }
+
+  get pid(): number {
+    return this.child.pid ?? 0;
+  }
+
+  call<T>(message: DistributiveOmit<ToHost, 'id'>): Promise<T> {
+    if (this.exited) return Promise.reject(new GroveError('UNAVAILABLE', 'the isolate host is restarting'));
+    const id = this.nextId++;
+    return new Promise<T>((resolve, reject) => {
+      this.calls.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.child.send({ ...message, id } as ToHost);
+    });
+  }
+
+  settle(message: Extract<FromHost, { t: 'ok' | 'err' }>): void {
+    const call = this.calls.get(message.id);
+    if (!call) return;
+    this.calls.delete(message.id);
+    if (message.t === 'ok') call.resolve(message.value);
+    else call.reject(new GroveError(message.code, message.message));
+  }
+}
+
+/**
+ * The cell's isolate driver: isolates live in a few isolate-host child processes, each with many
+ * isolates, and this pool supervises them. A host that exits — crashed, hit a V8 catastrophic error,
+ * outgrew its memory budget, or stopped answering and was killed — takes only its own instances with
+ * it: each is reported exited with the reason (the Rep marks it CRASHED and the converger restarts it
+ * elsewhere or here) and a fresh host takes its slot.
+ */
+export class IsolateHostPool implements WorkloadDriver {
+  readonly kind = 'isolate' as const;
+  private readonly hosts: Host[] = [];
+  private readonly where = new Map<string, Host>();
+  private readonly exitListeners = new Set<(instanceId: string, reason: string) => void>();
+  private readonly boot: HostBootOptions;
+  private readonly pinger: NodeJS.Timeout;
+  private closing = false;
+  /** Recent restarts per slot, for a backoff when a host keeps dying. */
+  private readonly restarts = new Map<number, number[]>();
+
+  constructor(private readonly options: IsolateHostPoolOptions) {
+    this.boot = { startupTimeoutMs: options.startupTimeoutMs, allowHosts: options.allowHosts, spares: options.spares };
+    const count = Math.max(1, options.hosts ?? Math.max(2, availableParallelism()));
+    for (let slot = 0; slot < count; slot++) this.spawn(slot);
+    this.pinger = setInterval(() => this.checkHosts(), options.pingIntervalMs ?? 1000);
+    this.pinger.unref();
+  }
+
+  /** Host process ids, by slot (for operators, and for tests that crash one on purpose). */
+  hostPids(): number[] {
+    return this.hosts.map((h) => h.pid);
+  }
+
+  /** Which host process runs an instance. */
+  hostOf(instanceId: string): number | undefined {
+    return this.where.get(instanceId)?.pid;
+  }
+
+  /** Resolves once every host has started (a cell need not wait: a start waits for its host). */
+  async ready(): Promise<void> {
+    await Promise.all(this.hosts.map((h) => h.ready));
+  }
+
+  running(): string[] {
+    return [...this.where.keys()];
+  }
+
+  onExit(listener: (instanceId: string, reason: string) => void): () => void {
+    this.exitListeners.add(listener);
+    return () => this.exitListeners.delete(listener);
+  }
+
+  async start(spec: InstanceSpec): Promise<void> {
+    if (this.closing) throw new GroveError('UNAVAILABLE', 'the cell is shutting down');
+    if (this.where.has(spec.instanceId)) return;
+    const host = this.pick();
+    await host.ready;
+    host.instances.set(spec.instanceId, spec.limits.memoryMb);
+    this.where.set(spec.instanceId, host);
+    try {
+      await host.call({ t: 'start', spec, deniedPorts: [...(this.options.deniedPorts?.() ?? [])] });
+    } catch (err) {
+      host.instances.delete(spec.instanceId);
+      if (this.where.get(spec.instanceId) === host) this.where.delete(spec.instanceId);
+      throw err;
+    }
+  }
+
+  async stop(instanceId: string): Promise<void> {
+    const host = this.where.get(instanceId);
+    if (!host) return;
+    this.where.delete(instanceId);
+    host.instances.delete(instanceId);
+    await host.call({ t: 'stop', instanceId }).catch(() => undefined);
+  }
+
+  fetch(instanceId: string, request: WireRequest): Promise<WireResponse> {
+    const host = this.where.get(instanceId);
+    if (!host) return Promise.reject(new GroveError('NO_INSTANCE', `instance ${instanceId} is not running on this cell`));
+    return host.call<WireResponse>({ t: 'fetch', instanceId, request });
+  }
+
+  async runTask(spec: InstanceSpec, command: string[]): Promise<string> {
+    const host = this.pick();
+    await host.ready;
+    return host.call<string>({ t: 'task', spec, command, deniedPorts: [...(this.options.deniedPorts?.() ?? [])] });
+  }
+
+  /** Stops every host: instances end with their processes. */
+  async close(): Promise<void> {
+    this.closing = true;
+    clearInterval(this.pinger);
+    await Promise.all(
+      this.hosts.map(
+        (host) =>
+          new Promise<void>((resolve) => {
+            if (host.exited) return resolve();
+            host.child.once('exit', () => resolve());
+            // A host exits when its IPC channel closes; one that does not within 2 s is killed.
+            host.child.disconnect();
+            setTimeout(() => host.child.kill('SIGKILL'), 2000).unref();
+          }),
+      ),
+    );
+  }
+
+  /** The live host with the fewest instances. */
+  private pick(): Host {
+    let best: Host | undefined;
+    for (const host of this.hosts) {
+      if (host.exited || host.reason !== null) continue;
+      if (!best || host.instances.size < best.instances.size) best = host;
+    }
+    if (!best) throw new GroveError('UNAVAILABLE', 'no isolate host is running on this cell right now; try again shortly');
+    return best;
+  }
+
+  private spawn(slot: number): void {
+    const host = new Host(slot, this.boot);
+    this.hosts[slot] = host;
+    host.child.on('message', (m: FromHost) => {
+      switch (m.t) {
+        case 'ok':
+        case 'err':
+          if (host.pingSentAt !== null && m.t === 'ok' && isHealth(m.value)) {
+            host.pingSentAt = null;
+            host.health = m.value;
+            this.checkMemory(host);
+          }
+          host.settle(m);
+          return;
+        case 'log':
+          this.options.log(m.line);
+          return;
+        case 'exit':
+          if (this.where.get(m.instanceId) === host) {
+            this.where.delete(m.instanceId);
+            host.instances.delete(m.instanceId);
+            this.emitExit(m.instanceId, m.reason);
+          }
+          return;
+        case 'fatal':
+          host.reason = m.reason;
+          return;
+      }
+    });
+    host.child.on('exit', (code, signal) => this.hostExited(host, code, signal));
+    host.child.on('error', (err) => this.options.warn?.(`isolate host ${host.pid}: ${err.message}`));
+  }
+
+  private hostExited(host: Host, code: number | null, signal: NodeJS.Signals | null): void {
+    host.exited = true;
+    const how = host.reason ?? (signal ? `was killed by ${signal}` : `exited with status ${code}`);
+    for (const call of host.calls.values()) call.reject(new GroveError('UNAVAILABLE', `the isolate host ${how}`));
+    host.calls.clear();
+    for (const instanceId of host.instances.keys()) {
+      if (this.where.get(instanceId) !== host) continue;
+      this.where.delete(instanceId);
+      this.emitExit(instanceId, `its isolate host (pid ${host.pid}) ${how}`);
+    }
+    host.instances.clear();
+    if (this.closing) return;
+    this.options.warn?.(`isolate host ${host.pid} ${how}; starting a new one`);
+    // A host that keeps dying is restarted with a growing delay (up to 5 s), not in a tight loop.
+    const now = Date.now();
+    const recent = (this.restarts.get(host.slot) ?? []).filter((t) => now - t < 60_000);
+    recent.push(now);
+    this.restarts.set(host.slot, recent);
+    const delay = recent.length <= 3 ? 0 : Math.min(5000, 250 * 2 ** (recent.length - 3));
+    setTimeout(() => {
+      if (!this.closing) this.spawn(host.slot);
+    }, delay).unref();
+  }
+
+  private emitExit(instanceId: string, reason: string): void {
+    for (const listener of this.exitListeners) listener(instanceId, reason);
+  }
+
+  /** Pings every host; kills one that has not answered the previous ping for too long. */
+  private checkHosts(): void {
+    const unresponsiveMs = this.options.unresponsiveMs ?? 5000;
+    const now = Date.now();
+    for (const host of this.hosts) {
+      // A host still loading is not runaway; its start-up failing shows as an exit.
+      if (host.exited || !host.started) continue;
+      if (host.pingSentAt !== null) {
+        if (now - host.pingSentAt > unresponsiveMs) {
+          this.kill(host, `stopped answering for ${Math.round((now - host.pingSentAt) / 1000)} s and was killed (runaway)`);
+        }
+        continue;
+      }
+      host.pingSentAt = now;
+      host.call({ t: 'ping' }).catch(() => undefined);
+    }
+  }
+
+  /** isolated-vm's per-isolate limit is a guideline hostile code can beat: the host's RSS is the backstop. */
+  private checkMemory(host: Host): void {
+    if (!host.health) return;
+    let limits = 0;
+    for (const mb of host.instances.values()) limits += mb;
+    const budgetMb = (this.options.hostBaseMemoryMb ?? 192) + 2 * limits;
+    const rssMb = host.health.rssBytes / 2 ** 20;
+    if (rssMb > budgetMb) this.kill(host, `used ${Math.round(rssMb)} MB, over its memory budget of ${budgetMb} MB, and was killed`);
+  }
+
+  private kill(host: Host, reason: string): void {
+    host.reason = reason;
+    host.child.kill('SIGKILL');
+  }
+}
+
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+
+function isHealth(value: unknown): value is HostHealth {
+  return typeof value === 'object' && value !== null && 'rssBytes' in value;
+}

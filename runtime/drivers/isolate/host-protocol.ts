@@ -1,0 +1,39 @@
+import type { ErrorCode } from '../../../scheduler/model/index.js';
+import type { InstanceSpec, WireRequest, WireResponse } from '../../rep/workload-driver.js';
+import type { IsolateLogLine } from './isolate-driver.js';
+
+/**
+ * Messages between a cell and its isolate-host child processes, over Node's IPC channel with the
+ * 'advanced' (structured clone) serialization so request and response bodies cross as bytes, not
+ * base64. Every call carries an id; its answer carries the same id.
+ */
+export type ToHost =
+  | { t: 'start'; id: number; spec: InstanceSpec; deniedPorts: number[] }
+  | { t: 'stop'; id: number; instanceId: string }
+  | { t: 'fetch'; id: number; instanceId: string; request: WireRequest }
+  | { t: 'task'; id: number; spec: InstanceSpec; command: string[]; deniedPorts: number[] }
+  | { t: 'ping'; id: number };
+
+export type FromHost =
+  | { t: 'ready'; pid: number }
+  | { t: 'ok'; id: number; value?: WireResponse | string | HostHealth }
+  | { t: 'err'; id: number; code: ErrorCode; message: string }
+  | { t: 'log'; line: IsolateLogLine }
+  /** An instance the host ended on its own (a limit, a wall-time breach), with the reason. */
+  | { t: 'exit'; instanceId: string; reason: string }
+  /** V8 lost control of an isolate: the host stops serving and exits; this says why first. */
+  | { t: 'fatal'; reason: string };
+
+export interface HostHealth {
+  rssBytes: number;
+  instances: number;
+}
+
+/** Options a host process is started with (JSON in its argv). */
+export interface HostBootOptions {
+  startupTimeoutMs?: number;
+  /** Hosts a worker may fetch although not public (tests only: their servers listen on loopback). */
+  allowHosts?: string[];
+  /** Spare isolates, prelude loaded, kept ready for the next start. */
+  spares?: number;
+}
