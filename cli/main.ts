@@ -118,6 +118,8 @@ export function buildProgram(): Command {
     .option('-i, --instances <n>', 'instances when the app is created (default 1)', int(0, 1000))
     .option('-m, --memory <mb>', 'memory limit per isolate in MB (default 128)', int(8, 4096))
     .option('--cpu-ms <ms>', 'CPU time limit per request in ms (default 50)', int(1, 300_000))
+    .option('--subrequests <n>', 'outbound fetches one invocation may make (default 50)', int(0, 10_000))
+    .option('--allow-fetch <hosts>', 'hosts the app may fetch although private or loopback, comma-separated; "" clears them')
     .option('--placement-tags <a,b>', 'run only on cells carrying all these tags (grove cell --tags); "" clears them')
     .option('--no-wait', 'return without waiting for the instances to run')
     .option('--json', 'print the app as JSON')

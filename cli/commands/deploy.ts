@@ -11,6 +11,9 @@ export interface DeployOptions {
   instances?: number;
   memory?: number;
   cpuMs?: number;
+  subrequests?: number;
+  /** Comma-separated hosts; "" clears the list. */
+  allowFetch?: string;
   placementTags?: string;
   wait: boolean;
   json?: boolean;
@@ -65,9 +68,11 @@ export async function deploy(client: ApiClient, name: string, entry: string, opt
     body: code,
     contentType: 'application/javascript',
   });
-  const limits: Record<string, number> = {};
+  const limits: Record<string, number | string[]> = {};
   if (opts.memory !== undefined) limits.memoryMb = opts.memory;
   if (opts.cpuMs !== undefined) limits.cpuMs = opts.cpuMs;
+  if (opts.subrequests !== undefined) limits.subrequests = opts.subrequests;
+  if (opts.allowFetch !== undefined) limits.fetchAllow = opts.allowFetch.split(',').map((h) => h.trim()).filter(Boolean);
   const result = await client.post<{ created: boolean; revision: { number: number }; app: AppDetail }>(`/v1/apps/${encodeURIComponent(name)}/revisions`, {
     bundle: uploaded.digest,
     create: true,

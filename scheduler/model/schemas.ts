@@ -50,6 +50,15 @@ const LIMIT_FIELDS = {
   memoryMb: z.number().int().min(8).max(4096),
   cpuMs: z.number().int().min(1).max(300_000),
   wallMs: z.number().int().min(10).max(900_000),
+  /** Outbound fetches one invocation may make (Workers' free plan allows 50). */
+  subrequests: z.number().int().min(0).max(10_000),
+  /**
+   * Hosts (names or IP addresses) this app may fetch although the SSRF policy refuses them — an
+   * internal service, say. Grove's own ports stay refused.
+   */
+  fetchAllow: z
+    .array(z.string().min(1).max(253).regex(/^(\[[0-9a-fA-F:.]+\]|[0-9a-fA-F:.]+|[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*)$/, 'each allowed host is a DNS name or an IP address, without scheme, port or path'))
+    .max(64),
 };
 
 /** Per-instance limits. Defaults follow Cloudflare Workers' paid plan where it has one. */
@@ -58,6 +67,8 @@ export const Limits = z
     memoryMb: LIMIT_FIELDS.memoryMb.default(128),
     cpuMs: LIMIT_FIELDS.cpuMs.default(50),
     wallMs: LIMIT_FIELDS.wallMs.default(30_000),
+    subrequests: LIMIT_FIELDS.subrequests.default(50),
+    fetchAllow: LIMIT_FIELDS.fetchAllow.default([]),
   })
   .strict();
 export type Limits = z.infer<typeof Limits>;

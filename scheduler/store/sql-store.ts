@@ -3,7 +3,7 @@ import {
   type ActualLRPState,
   DEFAULT_LIMITS,
   type EnvVars,
-  type Limits,
+  Limits,
   App,
   type AppKind,
   Cell,
@@ -65,7 +65,8 @@ const toRevision = (r: Row): Revision => ({
   image: optStr(r.image),
   imageDigest: optStr(r.image_digest),
   env: json(r.env),
-  limits: json(r.limits),
+  // Parsed, so revisions written before a limit existed read with that limit's default.
+  limits: Limits.parse(json(r.limits)),
   createdAt: num(r.created_at),
 });
 const toDesired = (r: Row): DesiredLRP => ({
@@ -447,7 +448,7 @@ export class SqlStore implements Store {
         const clash = secretKeys.find((k) => Object.hasOwn(input.env!, k));
         if (clash) throw new GroveError('ALREADY_EXISTS', `${clash} is a secret of "${app.name}": an environment variable cannot share its name`);
       }
-      const baseLimits: Limits = currentRow ? json(currentRow.limits) : DEFAULT_LIMITS;
+      const baseLimits: Limits = currentRow ? Limits.parse(json(currentRow.limits)) : DEFAULT_LIMITS;
       const revision: Revision = {
         id: this.newId('rev'),
         appId: app.id,

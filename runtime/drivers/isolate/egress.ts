@@ -49,20 +49,25 @@ export class Egress {
   private readonly lookup: typeof dnsLookup;
 
   constructor(private readonly options: EgressOptions = {}) {
-    this.allow = new Set((options.allowHosts ?? []).map((h) => h.toLowerCase().replace(/^\[|\]$/g, '')));
+    this.allow = new Set((options.allowHosts ?? []).map(normaliseHost));
     this.maxRedirects = options.maxRedirects ?? 20;
     this.maxResponseBytes = options.maxResponseBytes ?? 10 * 1024 * 1024;
     this.timeoutMs = options.timeoutMs ?? 30_000;
     this.lookup = options.lookup ?? dnsLookup;
   }
 
-  async fetch(req: EgressRequest): Promise<EgressResponse> {
+  /**
+   * Performs one fetch. `allowHosts` adds an app's own allow-list (its revision's `fetchAllow`) to
+   * the hosts this Egress was built with.
+   */
+  async fetch(req: EgressRequest, allowHosts: readonly string[] = []): Promise<EgressResponse> {
+    const allow = allowHosts.length === 0 ? this.allow : new Set([...this.allow, ...allowHosts.map(normaliseHost)]);
     let url = new URL(req.url);
     let method = req.method;
     let body = req.body;
     let headers = req.headers.filter(([n]) => !HOP_BY_HOP.has(n.toLowerCase()));
     for (let hop = 0; ; hop++) {
-      const res = await this.once(url, method, headers, body);
+      const res = await this.once(url, method, headers, body, allow);
       const location = res.headers.find(([n]) => n === 'location')?.[1];
       if (res.status < 300 || res.status > 399 || !location || req.redirect === 'manual') {
         return { ...res, url: url.href, redirected: hop > 0 };
@@ -86,15 +91,15 @@ export class Egress {
     throw new GroveError('FORBIDDEN', `fetch to ${url.host} refused: ${why}`);
   }
 
-  private async once(url: URL, method: string, headers: [string, string][], body: Uint8Array | null) {
+  private async once(url: URL, method: string, headers: [string, string][], body: Uint8Array | null, allow: ReadonlySet<string>) {
     if (url.protocol !== 'http:' && url.protocol !== 'https:') this.refuse(url, `only http and https are allowed, not ${url.protocol}`);
     const host = url.hostname.replace(/^\[|\]$/g, '').toLowerCase();
     const port = Number(url.port || (url.protocol === 'https:' ? 443 : 80));
-    const allowed = this.allow.has(host);
+    const allowed = allow.has(host);
     const deniedPort = (this.options.deniedPorts?.() ?? []).includes(port);
     const check = (address: string) => {
       const refusal = refusalFor(address);
-      if (refusal && !allowed && !this.allow.has(address)) return refusal;
+      if (refusal && !allowed && !allow.has(address)) return refusal;
       // Grove's own ports are only reachable on this machine: refuse them there even when allowed.
       if (deniedPort && (refusal === 'loopback address' || refusal === 'unspecified address' || allowed)) return "one of Grove's own ports";
       return null;
@@ -169,3 +174,5 @@ export class Egress {
     return m;
   }
 }
+
+const normaliseHost = (host: string) => host.toLowerCase().replace(/^\[|\]$/g, '');

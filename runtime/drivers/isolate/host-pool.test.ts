@@ -137,3 +137,36 @@ describe('IsolateHostPool (isolates in supervised child processes)', () => {
     expect(exits).toEqual([]);
   });
 });
+
+describe('a noisy neighbour', () => {
+  it('one function burning CPU does not push another function’s p99 latency past its own CPU limit', async () => {
+    const pool = new IsolateHostPool({ hosts: 2, spares: 0, log: () => undefined });
+    try {
+      await pool.ready();
+      // Spins 40 of its 50 ms on every request, four requests at a time, for the whole measurement.
+      const burner = spec('export default { fetch() { const end = Date.now() + 40; while (Date.now() < end) {} return new Response("burnt") } }');
+      const calm = spec('export default { fetch() { return new Response("calm") } }');
+      await pool.start(burner);
+      await pool.start(calm);
+      let stop = false;
+      const burn = async () => {
+        while (!stop) await pool.fetch(burner.instanceId, { method: 'GET', url: 'http://burn.localhost/', headers: [], body: null });
+      };
+      const burning = [burn(), burn(), burn(), burn()];
+      const latencies: number[] = [];
+      for (let i = 0; i < 200; i++) {
+        const t = performance.now();
+        const res = await pool.fetch(calm.instanceId, { method: 'GET', url: 'http://calm.localhost/', headers: [], body: null });
+        latencies.push(performance.now() - t);
+        expect(dec.decode(res.body!)).toBe('calm');
+      }
+      stop = true;
+      await Promise.all(burning);
+      latencies.sort((a, b) => a - b);
+      const p99 = latencies[Math.floor(latencies.length * 0.99) - 1]!;
+      expect(p99).toBeLessThan(calm.limits.cpuMs);
+    } finally {
+      await pool.close();
+    }
+  });
+});
