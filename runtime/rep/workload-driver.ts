@@ -15,6 +15,26 @@ export interface WireResponse {
   body: Uint8Array | null;
 }
 
+/** A non-HTTP event for a Workers module: a cron firing, or a batch of queue messages. */
+export type WorkerEvent =
+  | { kind: 'scheduled'; cron: string; scheduledTime: number }
+  | {
+      kind: 'queue';
+      queue: string;
+      messages: { id: string; timestamp: number; body: unknown; attempts: number }[];
+    };
+
+/**
+ * How an event went. `scheduled`: `retry` is false when it succeeded or the handler called
+ * `controller.noRetry()`. `queue`: per message id, acked or retried (with a delay).
+ */
+export interface WorkerEventOutcome {
+  ok: boolean;
+  retry?: boolean;
+  outcomes?: Record<string, { ack: boolean; delaySeconds: number }>;
+  error: { name: string; message: string; stack: string } | null;
+}
+
 /** Everything a driver needs to start one instance. */
 export interface InstanceSpec {
   instanceId: string;
@@ -41,6 +61,8 @@ export interface WorkloadDriver {
   onExit(listener: (instanceId: string, reason: string) => void): () => void;
   /** Serves one HTTP request on an instance this driver runs. */
   fetch(instanceId: string, request: WireRequest): Promise<WireResponse>;
+  /** Delivers a scheduled or queue event to an instance (drivers of Workers modules). */
+  dispatchEvent?(instanceId: string, event: WorkerEvent): Promise<WorkerEventOutcome>;
   /** Runs a task to completion in a fresh instance; resolves with its output, rejects with why it failed. */
   runTask?(spec: InstanceSpec, command: string[]): Promise<string>;
 }

@@ -2,7 +2,7 @@ import { type ChildProcess, fork } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { GroveError } from '../../../scheduler/model/index.js';
-import type { InstanceSpec, WireRequest, WireResponse, WorkloadDriver } from '../../rep/workload-driver.js';
+import type { InstanceSpec, WireRequest, WireResponse, WorkerEvent, WorkerEventOutcome, WorkloadDriver } from '../../rep/workload-driver.js';
 import type { FromHost, HostBootOptions, HostHealth, ToHost } from './host-protocol.js';
 import type { IsolateLogLine } from './isolate-driver.js';
 
@@ -165,6 +165,12 @@ export class IsolateHostPool implements WorkloadDriver {
     const host = this.where.get(instanceId);
     if (!host) return Promise.reject(new GroveError('NO_INSTANCE', `instance ${instanceId} is not running on this cell`));
     return host.call<WireResponse>({ t: 'fetch', instanceId, request });
+  }
+
+  dispatchEvent(instanceId: string, event: WorkerEvent): Promise<WorkerEventOutcome> {
+    const host = this.where.get(instanceId);
+    if (!host) return Promise.reject(new GroveError('NO_INSTANCE', `instance ${instanceId} is not running on this cell`));
+    return host.call<WorkerEventOutcome>({ t: 'event', instanceId, event });
   }
 
   async runTask(spec: InstanceSpec, command: string[]): Promise<string> {

@@ -1,5 +1,5 @@
 import type { ErrorCode } from '../../../scheduler/model/index.js';
-import type { InstanceSpec, WireRequest, WireResponse } from '../../rep/workload-driver.js';
+import type { InstanceSpec, WireRequest, WireResponse, WorkerEvent, WorkerEventOutcome } from '../../rep/workload-driver.js';
 import type { IsolateLogLine } from './isolate-driver.js';
 
 /**
@@ -11,12 +11,13 @@ export type ToHost =
   | { t: 'start'; id: number; spec: InstanceSpec; deniedPorts: number[] }
   | { t: 'stop'; id: number; instanceId: string }
   | { t: 'fetch'; id: number; instanceId: string; request: WireRequest }
+  | { t: 'event'; id: number; instanceId: string; event: WorkerEvent }
   | { t: 'task'; id: number; spec: InstanceSpec; command: string[]; deniedPorts: number[] }
   | { t: 'ping'; id: number };
 
 export type FromHost =
   | { t: 'ready'; pid: number }
-  | { t: 'ok'; id: number; value?: WireResponse | string | HostHealth }
+  | { t: 'ok'; id: number; value?: WireResponse | WorkerEventOutcome | string | HostHealth }
   | { t: 'err'; id: number; code: ErrorCode; message: string }
   | { t: 'log'; line: IsolateLogLine }
   /** An instance the host ended on its own (a limit, a wall-time breach), with the reason. */

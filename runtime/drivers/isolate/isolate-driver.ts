@@ -1,10 +1,11 @@
 import { randomFillSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import ivm from 'isolated-vm';
-import { GroveError } from '../../../scheduler/model/index.js';
-import type { InstanceSpec, WireRequest, WireResponse, WorkloadDriver } from '../../rep/workload-driver.js';
+import { DEFAULT_LIMITS, GroveError } from '../../../scheduler/model/index.js';
+import type { InstanceSpec, WireRequest, WireResponse, WorkerEvent, WorkerEventOutcome, WorkloadDriver } from '../../rep/workload-driver.js';
 import { Egress, type EgressOptions, type EgressRequest } from './egress.js';
 import { hostUrlOperation } from './host-url.js';
+import { SubtleHost } from './subtle-host.js';
 
 export type ConsoleLevel = 'log' | 'info' | 'warn' | 'error' | 'debug';
 
@@ -50,6 +51,7 @@ const PRELUDE_SOURCE = PRELUDE_PARTS.map((part) => readFileSync(new URL(`./${par
 export const SYNC_ENTRY_MAX_CPU_MS = 100;
 const LEVELS = new Set<ConsoleLevel>(['log', 'info', 'warn', 'error', 'debug']);
 const MAX_LOG_LINE = 16 * 1024;
+const MAX_LOG_LINES_PER_SECOND = 1000;
 
 interface Running {
   spec: InstanceSpec;
@@ -57,11 +59,16 @@ interface Running {
   context: ivm.Context;
   dispatch: ivm.Reference<(id: number, wire: WireRequest) => void>;
   taskEntry: ivm.Reference<(id: number, command: string[]) => void>;
+  eventEntry: ivm.Reference<(id: number, kind: string, payload: unknown) => void>;
   /** Requests in flight, by the id the isolate hands back with the outcome. */
   pending: Map<number, PendingRequest>;
   /** The isolate's setTimeout/setInterval timers, kept on the host and cleared when it stops. */
   timers: Map<number, NodeJS.Timeout>;
+  /** crypto.subtle's keys, held on the host and forgotten when the instance stops. */
+  subtle: SubtleHost;
   nextId: number;
+  /** Subrequests: made, and allowed, since the isolate last went idle. */
+  budget: { used: number; allowance: number };
 }
 
 /**
@@ -98,6 +105,9 @@ export class IsolateDriver implements WorkloadDriver {
     if (spec.code === null) throw new GroveError('BAD_REQUEST', `instance ${spec.instanceId} has no bundle to run`);
     const isolate = new ivm.Isolate({ memoryLimit: spec.limits.memoryMb, onCatastrophicError: this.options.onCatastrophicError });
     const timers: Running['timers'] = new Map();
+    const logWindow = { start: 0, lines: 0, dropped: 0 };
+    const budget: Running['budget'] = { used: 0, allowance: 0 };
+    const subtle = new SubtleHost();
     try {
       const context = await isolate.createContext();
       const global = context.global;
@@ -105,6 +115,26 @@ export class IsolateDriver implements WorkloadDriver {
       await global.set(
         '__grove_log',
         new ivm.Callback((level: unknown, message: unknown) => {
+          // Logs are best effort with bounded cost (Loggregator-style): past the rate, lines are
+          // counted and dropped, and one line says how many once the next window opens.
+          const now = Date.now();
+          if (now - logWindow.start >= 1000) {
+            if (logWindow.dropped > 0) {
+              this.options.log({
+                appId: spec.appId,
+                instanceId: spec.instanceId,
+                level: 'warn',
+                message: `${logWindow.dropped} console lines dropped: the log takes at most ${MAX_LOG_LINES_PER_SECOND} lines a second per instance`,
+              });
+            }
+            logWindow.start = now;
+            logWindow.lines = 0;
+            logWindow.dropped = 0;
+          }
+          if (++logWindow.lines > MAX_LOG_LINES_PER_SECOND) {
+            logWindow.dropped++;
+            return;
+          }
           const lvl = LEVELS.has(level as ConsoleLevel) ? (level as ConsoleLevel) : 'log';
           const text = String(message);
           this.options.log({
@@ -131,9 +161,7 @@ export class IsolateDriver implements WorkloadDriver {
       // fires. A stopped instance's timers are cleared with it.
       let fire: ivm.Reference<(id: number) => void> | undefined;
       const fireTimer = (id: number) => {
-        fire?.apply(undefined, [id], { timeout: Math.max(spec.limits.cpuMs, 1) }).catch((err: unknown) => {
-          this.options.log({ appId: spec.appId, instanceId: spec.instanceId, level: 'error', message: `timer callback failed: ${describe(err)}` });
-        });
+        fire?.apply(undefined, [id], { timeout: Math.max(spec.limits.cpuMs, 1) }).catch((err: unknown) => this.entryFailed(spec, isolate, err, 'a timer callback'));
       };
       await global.set(
         '__grove_timer',
@@ -161,21 +189,30 @@ export class IsolateDriver implements WorkloadDriver {
       let egressDone: ivm.Reference<(id: number, error: string | null, response: unknown) => void> | undefined;
       let open = 0;
       const waiting: (() => void)[] = [];
+      const subrequestCap = spec.limits.subrequests ?? DEFAULT_LIMITS.subrequests;
       const deliver = (id: number, error: string | null, response: unknown) => {
         if (isolate.isDisposed) return;
         egressDone
           ?.apply(undefined, [id, error, response === null ? null : new ivm.ExternalCopy(response).copyInto()], { timeout: Math.max(spec.limits.cpuMs, 1) })
-          .catch(() => undefined);
+          .catch((err: unknown) => this.entryFailed(spec, isolate, err, 'code after a fetch'));
       };
       await global.set(
         '__grove_egress',
         new ivm.Callback(
           (id: unknown, req: unknown) => {
+            // The cap is counted on the host, where the worker cannot reset it: each invocation adds
+            // its allowance, pooled while several run at once in this isolate (fetches carry no
+            // record of which invocation made them).
+            if (budget.used >= budget.allowance) {
+              deliver(id as number, `too many subrequests: an invocation may make ${subrequestCap} (the app's subrequests limit)`, null);
+              return;
+            }
+            budget.used++;
             void (async () => {
               if (open >= MAX_CONCURRENT_FETCHES) await new Promise<void>((r) => waiting.push(r));
               open++;
               try {
-                deliver(id as number, null, await this.egress.fetch(req as EgressRequest));
+                deliver(id as number, null, await this.egress.fetch(req as EgressRequest, spec.limits.fetchAllow ?? []));
               } catch (err) {
                 deliver(id as number, (err as Error).message, null);
               } finally {
@@ -195,17 +232,23 @@ export class IsolateDriver implements WorkloadDriver {
           return new ivm.ExternalCopy(randomFillSync(new Uint8Array(size))).copyInto();
         }),
       );
+      // crypto.subtle: Node's WebCrypto on the host, keys kept there behind ids (subtle-host.ts).
+      await global.set('__grove_subtle', subtle.callback());
       const prelude = await this.compilePrelude(isolate);
       await prelude.run(context);
       fire = await global.get('__grove_fire', { reference: true });
       egressDone = await global.get('__grove_egress_done', { reference: true });
       await global.delete('__grove_fire');
       await global.delete('__grove_egress_done');
+      subtle.attach(isolate, await global.get('__grove_subtle_done', { reference: true }), Math.max(spec.limits.cpuMs, 1));
+      await global.delete('__grove_subtle_done');
 
       // Take the prelude's entry points before any user code runs, so the module cannot replace them.
       const boot = await global.get('__grove_boot', { reference: true });
       const dispatch = await global.get('__grove_fetch', { reference: true });
       const taskEntry = await global.get('__grove_task', { reference: true });
+      const eventEntry = await global.get('__grove_event', { reference: true });
+      await global.delete('__grove_event');
       await global.delete('__grove_fetch');
       await global.delete('__grove_task');
 
@@ -217,9 +260,10 @@ export class IsolateDriver implements WorkloadDriver {
       await boot.apply(undefined, [module.namespace.derefInto(), new ivm.ExternalCopy(spec.env).copyInto()], {
         timeout: this.startupTimeoutMs,
       });
-      this.instances.set(spec.instanceId, { spec, isolate, context, dispatch, taskEntry, pending, timers, nextId: 1 });
+      this.instances.set(spec.instanceId, { spec, isolate, context, dispatch, taskEntry, eventEntry, pending, timers, subtle, budget, nextId: 1 });
     } catch (err) {
       for (const handle of timers.values()) clearTimeout(handle);
+      subtle.close();
       if (!isolate.isDisposed) isolate.dispose();
       throw new GroveError('WORKER_EXCEPTION', `the module failed to start: ${describe(err)}`, { cause: err });
     }
@@ -247,10 +291,39 @@ export class IsolateDriver implements WorkloadDriver {
     inst.pending.clear();
     for (const handle of inst.timers.values()) clearTimeout(handle);
     inst.timers.clear();
+    inst.subtle.close();
     inst.dispatch.release();
     inst.taskEntry.release();
+    inst.eventEntry.release();
     inst.context.release();
     if (!inst.isolate.isDisposed) inst.isolate.dispose();
+  }
+
+  /**
+   * isolated-vm's memory limit is a guideline that hostile code has been seen to beat by 2–3×: after
+   * each invocation the host adds up the isolate's heap and ArrayBuffer memory itself and recycles an
+   * isolate that holds more than half again its limit (the heap may hold garbage not yet collected,
+   * so the limit itself would recycle healthy isolates). The response already made stands. The host
+   * process's RSS budget (IsolateHostPool) is the last line behind this.
+   */
+  private checkMemory(inst: Running): void {
+    if (inst.isolate.isDisposed) return;
+    const heap = inst.isolate.getHeapStatisticsSync();
+    const usedMb = (heap.used_heap_size + heap.externally_allocated_size) / 2 ** 20;
+    if (usedMb > inst.spec.limits.memoryMb * 1.5) {
+      this.fail(inst.spec.instanceId, `exceeded the memory limit of ${inst.spec.limits.memoryMb} MB (${Math.round(usedMb)} MB in use after a request)`);
+    }
+  }
+
+  /**
+   * Code the host runs in an isolate outside a request's own entry — a timer callback, the code that
+   * continues after a fetch — is held to the same limits: a breach there recycles the isolate too.
+   */
+  private entryFailed(spec: InstanceSpec, isolate: ivm.Isolate, err: unknown, what: string): void {
+    if (isolate.isDisposed) return this.fail(spec.instanceId, `exceeded the memory limit of ${spec.limits.memoryMb} MB`);
+    const message = describe(err);
+    if (/timed out/i.test(message)) return this.fail(spec.instanceId, `exceeded the CPU-time limit of ${spec.limits.cpuMs} ms`);
+    this.options.log({ appId: spec.appId, instanceId: spec.instanceId, level: 'error', message: `${what} failed: ${message}` });
   }
 
   /** Ends an instance the platform did not ask to stop, and tells the Rep why. */
@@ -263,8 +336,30 @@ export class IsolateDriver implements WorkloadDriver {
   async fetch(instanceId: string, request: WireRequest): Promise<WireResponse> {
     const inst = this.instances.get(instanceId);
     if (!inst) throw new GroveError('NO_INSTANCE', `instance ${instanceId} is not running on this cell`);
+    return this.enter<WireResponse>(inst, inst.dispatch, (id) => [id, new ivm.ExternalCopy(request).copyInto()]);
+  }
+
+  /**
+   * Delivers a scheduled or queue event to the module's `scheduled(controller, env, ctx)` or
+   * `queue(batch, env, ctx)` handler, under the same limits as a request. Resolves with the outcome
+   * (retry or not; per message ack or retry) once the handler and its waitUntil work are done.
+   */
+  async dispatchEvent(instanceId: string, event: WorkerEvent): Promise<WorkerEventOutcome> {
+    const inst = this.instances.get(instanceId);
+    if (!inst) throw new GroveError('NO_INSTANCE', `instance ${instanceId} is not running on this cell`);
+    const { kind, ...payload } = event;
+    return this.enter<WorkerEventOutcome>(inst, inst.eventEntry, (id) => [id, kind, new ivm.ExternalCopy(payload).copyInto()]);
+  }
+
+  /**
+   * Enters an isolate through one of the prelude's entry points and waits for its `__grove_done`,
+   * holding the invocation to the instance's CPU-time (synchronous part), wall-time, memory and
+   * subrequest limits.
+   */
+  private enter<T>(inst: Running, entry: ivm.Reference<(...args: never[]) => void>, makeArgs: (id: number) => unknown[]): Promise<T> {
+    const instanceId = inst.spec.instanceId;
     const { wallMs, cpuMs } = inst.spec.limits;
-    return new Promise<WireResponse>((resolve, reject) => {
+    return new Promise<T>((resolve, reject) => {
       let settled = false;
       const finish = (fn: () => void) => {
         if (settled) return;
@@ -282,10 +377,17 @@ export class IsolateDriver implements WorkloadDriver {
         });
       }, wallMs);
       const id = inst.nextId++;
+      // Mutated in place: the egress callback holds this object.
+      const cap = inst.spec.limits.subrequests ?? DEFAULT_LIMITS.subrequests;
+      if (inst.pending.size === 0) {
+        inst.budget.used = 0;
+        inst.budget.allowance = cap;
+      } else inst.budget.allowance += cap;
       inst.pending.set(id, {
         settle: (error, response) =>
           finish(() => {
-            if (response) return resolve(response);
+            this.checkMemory(inst);
+            if (response) return resolve(response as T);
             const message = error ? (error.name && error.name !== 'Error' ? `${error.name}: ${error.message}` : error.message) : 'unknown error';
             this.options.log({ appId: inst.spec.appId, instanceId, level: 'error', message: `uncaught exception: ${error?.stack || message}` });
             reject(new GroveError('WORKER_EXCEPTION', `the worker threw an exception: ${message}`));
@@ -308,17 +410,17 @@ export class IsolateDriver implements WorkloadDriver {
           reject(new GroveError('WORKER_EXCEPTION', `the worker threw an exception: ${message}`, { cause: err }));
         });
       };
-      const args: [number, ivm.Copy<WireRequest>] = [id, new ivm.ExternalCopy(request).copyInto()];
+      const args = makeArgs(id) as never[];
       // The synchronous part of a handler is pure CPU, so it is bounded by the CPU-time limit.
       if (cpuMs <= SYNC_ENTRY_MAX_CPU_MS) {
         // Entered on this thread: a handler that settles at once answers without a thread hop.
         try {
-          inst.dispatch.applySync(undefined, args, { timeout: cpuMs });
+          entry.applySync(undefined, args, { timeout: cpuMs });
         } catch (err) {
           onEntryError(err);
         }
       } else {
-        inst.dispatch.apply(undefined, args, { timeout: cpuMs }).catch(onEntryError);
+        entry.apply(undefined, args, { timeout: cpuMs }).catch(onEntryError);
       }
     });
   }
@@ -331,6 +433,7 @@ export class IsolateDriver implements WorkloadDriver {
     await this.start(spec);
     const inst = this.instances.get(spec.instanceId)!;
     const { wallMs } = spec.limits;
+    inst.budget.allowance = spec.limits.subrequests ?? DEFAULT_LIMITS.subrequests;
     try {
       return await new Promise<string>((resolve, reject) => {
         const id = inst.nextId++;
@@ -362,7 +465,7 @@ export class IsolateDriver implements WorkloadDriver {
 }
 
 interface PendingRequest {
-  settle(error: WorkerError | null, response: WireResponse | null): void;
+  settle(error: WorkerError | null, response: unknown): void;
   abort(err: GroveError): void;
 }
 

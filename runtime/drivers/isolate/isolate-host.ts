@@ -39,6 +39,12 @@ process.on('message', (message: ToHost) => {
         (err: unknown) => fail(message.id, err),
       );
       return;
+    case 'event':
+      driver.dispatchEvent(message.instanceId, message.event).then(
+        (value) => send({ t: 'ok', id: message.id, value }),
+        (err: unknown) => fail(message.id, err),
+      );
+      return;
     case 'start':
       deniedPorts = message.deniedPorts;
       driver.start(message.spec).then(
