@@ -106,7 +106,7 @@ export class IsolateHostPool implements WorkloadDriver {
   private readonly restarts = new Map<number, number[]>();
 
   constructor(private readonly options: IsolateHostPoolOptions) {
-    this.boot = { startupTimeoutMs: options.startupTimeoutMs, allowHosts: options.allowHosts, spares: options.spares };
+    this.boot = { startupTimeoutMs: options.startupTimeoutMs, allowHosts: options.allowHosts, spares: options.spares ?? 2 };
     const count = Math.max(1, options.hosts ?? Math.max(2, availableParallelism()));
     for (let slot = 0; slot < count; slot++) this.spawn(slot);
     this.pinger = setInterval(() => this.checkHosts(), options.pingIntervalMs ?? 1000);

@@ -417,3 +417,34 @@ describe('IsolateDriver', () => {
     expect((err as GroveError).message).toMatch(/timed out/i);
   });
 });
+
+describe('IsolateDriver start-up path', () => {
+  it('starts apps from spare isolates bound to each app, refills them, and reuses compiled code', async () => {
+    const logs: IsolateLogLine[] = [];
+    const driver = new IsolateDriver({ log: (l) => logs.push(l), spares: 2 });
+    try {
+      const deadline = Date.now() + 10_000;
+      while (driver.stats().spares < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      expect(driver.stats().spares).toBe(2);
+      const code = 'let hits = 0; export default { fetch() { console.log("hit", ++hits); return new Response(String(hits)) } }';
+      const [a, b] = [spec(code), spec(code)];
+      await driver.start(a);
+      await driver.start(b);
+      expect(driver.stats()).toMatchObject({ instances: 2, spareStarts: 2, coldStarts: 0, codeCacheHits: 1, codeCacheEntries: 1 });
+      // Each shell serves the app it was given: its own state, its own log lines.
+      await driver.fetch(a.instanceId, get('http://a.localhost/'));
+      const res = await driver.fetch(b.instanceId, get('http://b.localhost/'));
+      expect(dec.decode(res.body!)).toBe('1');
+      expect(logs.map((l) => l.instanceId)).toEqual([a.instanceId, b.instanceId]);
+      // Spares come back after being used.
+      while (driver.stats().spares < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      expect(driver.stats().spares).toBe(2);
+      // Another memory limit cannot use them (a limit is fixed when an isolate is made).
+      await driver.start(spec(code, { limits: { ...DEFAULT_LIMITS, memoryMb: 64 } }));
+      expect(driver.stats().coldStarts).toBe(1);
+    } finally {
+      for (const id of driver.running()) await driver.stop(id);
+      driver.close();
+    }
+  });
+});

@@ -1,6 +1,7 @@
-import { randomFillSync } from 'node:crypto';
+import { createHash, randomFillSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import ivm from 'isolated-vm';
+import { LRUCache } from 'lru-cache';
 import { DEFAULT_LIMITS, GroveError } from '../../../scheduler/model/index.js';
 import type { InstanceSpec, WireRequest, WireResponse, WorkerEvent, WorkerEventOutcome, WorkloadDriver } from '../../rep/workload-driver.js';
 import { Egress, type EgressOptions, type EgressRequest } from './egress.js';
@@ -28,7 +29,7 @@ export interface IsolateDriverOptions {
    * trusted afterwards: an isolate host reports it and exits, and its cell starts a fresh host.
    */
   onCatastrophicError?: (message: string) => void;
-  /** Spare isolates, prelude loaded, kept ready so a start compiles only the user's module. */
+  /** Spare isolates, prelude loaded, kept ready so a start compiles only the user's module (default 0; hosts keep 2). */
   spares?: number;
 }
 
@@ -85,10 +86,21 @@ export class IsolateDriver implements WorkloadDriver {
   private preludeCache: ivm.ExternalCopy<ArrayBuffer> | undefined;
 
   private readonly egress: Egress;
+  /** Spare shells by memory limit, and the limits a refill is running for. */
+  private readonly spares = new Map<number, Shell[]>();
+  private readonly refilling = new Set<number>();
+  private closed = false;
+  private readonly counters = { spareStarts: 0, coldStarts: 0, codeCacheHits: 0 };
+  /** V8 code caches of app modules by the sha256 of their source, made here (bounded by bytes). */
+  private readonly moduleCache = new LRUCache<string, { data: ivm.ExternalCopy<ArrayBuffer>; bytes: number }>({
+    maxSize: 64 * 2 ** 20,
+    sizeCalculation: (entry) => entry.bytes,
+  });
 
   constructor(private readonly options: IsolateDriverOptions) {
     this.startupTimeoutMs = options.startupTimeoutMs ?? 1000;
     this.egress = new Egress(options.egress);
+    this.refillSpares(DEFAULT_LIMITS.memoryMb);
   }
 
   running(): string[] {
@@ -103,7 +115,130 @@ export class IsolateDriver implements WorkloadDriver {
   async start(spec: InstanceSpec): Promise<void> {
     if (this.instances.has(spec.instanceId)) return;
     if (spec.code === null) throw new GroveError('BAD_REQUEST', `instance ${spec.instanceId} has no bundle to run`);
-    const isolate = new ivm.Isolate({ memoryLimit: spec.limits.memoryMb, onCatastrophicError: this.options.onCatastrophicError });
+    let shell: Shell;
+    try {
+      shell = this.takeSpare(spec.limits.memoryMb) ?? (await this.prepare(spec.limits.memoryMb));
+    } catch (err) {
+      throw new GroveError('WORKER_EXCEPTION', `the isolate could not be made: ${describe(err)}`, { cause: err });
+    }
+    shell.bound.spec = spec;
+    const { isolate, context, boot, subtle, timers } = shell;
+    try {
+      subtle.attach(isolate, shell.subtleDone, Math.max(spec.limits.cpuMs, 1));
+      const module = await this.compileModule(isolate, spec);
+      await module.instantiate(context, (specifier) => {
+        throw new Error(`import of "${specifier}" is not available: bundle the module's dependencies into it (grove deploy does)`);
+      });
+      await module.evaluate({ timeout: this.startupTimeoutMs });
+      await boot.apply(undefined, [module.namespace.derefInto(), new ivm.ExternalCopy(spec.env).copyInto()], {
+        timeout: this.startupTimeoutMs,
+      });
+      boot.release();
+      const { dispatch, taskEntry, eventEntry, pending, budget } = shell;
+      this.instances.set(spec.instanceId, { spec, isolate, context, dispatch, taskEntry, eventEntry, pending, timers, subtle, budget, nextId: 1 });
+    } catch (err) {
+      for (const handle of timers.values()) clearTimeout(handle);
+      subtle.close();
+      if (!isolate.isDisposed) isolate.dispose();
+      throw new GroveError('WORKER_EXCEPTION', `the module failed to start: ${describe(err)}`, { cause: err });
+    } finally {
+      this.refillSpares(spec.limits.memoryMb);
+    }
+  }
+
+  /** A spare shell made with this memory limit (an isolate's limit is fixed when it is made). */
+  private takeSpare(memoryMb: number): Shell | undefined {
+    const shell = this.spares.get(memoryMb)?.pop();
+    if (shell) this.counters.spareStarts++;
+    else this.counters.coldStarts++;
+    return shell;
+  }
+
+  /** Counters for operators and metrics: how starts went and what is kept ready. */
+  stats(): { instances: number; spares: number; spareStarts: number; coldStarts: number; codeCacheHits: number; codeCacheEntries: number } {
+    let spares = 0;
+    for (const shells of this.spares.values()) spares += shells.length;
+    return { instances: this.instances.size, spares, ...this.counters, codeCacheEntries: this.moduleCache.size };
+  }
+
+  /**
+   * Keeps `spares` shells ready for the memory limit starts last asked for, made one at a time off
+   * the request path, so a cold start compiles and runs only the app's module.
+   */
+  private refillSpares(memoryMb: number): void {
+    const want = this.options.spares ?? 0;
+    if (want <= 0 || this.refilling.has(memoryMb)) return;
+    // Shells for limits nobody asks for any more are let go.
+    for (const [mb, shells] of this.spares) {
+      if (mb === memoryMb) continue;
+      for (const shell of shells.splice(0)) this.discard(shell);
+      this.spares.delete(mb);
+    }
+    this.refilling.add(memoryMb);
+    void (async () => {
+      try {
+        for (;;) {
+          const list = this.spares.get(memoryMb) ?? [];
+          if (list.length >= want || this.closed) break;
+          const shell = await this.prepare(memoryMb);
+          if (this.closed) {
+            this.discard(shell);
+            break;
+          }
+          this.spares.set(memoryMb, [...(this.spares.get(memoryMb) ?? []), shell]);
+        }
+      } catch {
+        // A spare that cannot be made now is made by the next start instead.
+      } finally {
+        this.refilling.delete(memoryMb);
+      }
+    })();
+  }
+
+  private discard(shell: Shell): void {
+    for (const handle of shell.timers.values()) clearTimeout(handle);
+    shell.subtle.close();
+    if (!shell.isolate.isDisposed) shell.isolate.dispose();
+  }
+
+  /** Lets the spare isolates go; instances are stopped one by one by their owner. */
+  close(): void {
+    this.closed = true;
+    for (const shells of this.spares.values()) for (const shell of shells) this.discard(shell);
+    this.spares.clear();
+  }
+
+  /**
+   * Compiles the app's module, with V8's code cache when this bundle was compiled here before. The
+   * cache is made by this process from code it compiled itself, never taken from outside (a forged
+   * cache is a known isolate escape, CVE-2022-39266).
+   */
+  private async compileModule(isolate: ivm.Isolate, spec: InstanceSpec): Promise<ivm.Module> {
+    type CachedModule = ivm.Module & ivm.CachedDataResult & { cachedDataRejected?: boolean };
+    const code = spec.code!;
+    const key = createHash('sha256').update(code).digest('hex');
+    const cached = this.moduleCache.get(key);
+    const filename = `${spec.appName}.js`;
+    if (cached) {
+      const module: CachedModule = await isolate.compileModule(code, { filename, cachedData: cached.data });
+      if (module.cachedDataRejected) this.moduleCache.delete(key);
+      else this.counters.codeCacheHits++;
+      return module;
+    }
+    const module: CachedModule = await isolate.compileModule(code, { filename, produceCachedData: true });
+    // The cache's own size is not exposed; V8's code cache is of the order of the source's.
+    if (module.cachedData) this.moduleCache.set(key, { data: module.cachedData, bytes: Math.max(1, code.length) });
+    return module;
+  }
+
+  /**
+   * Makes an isolate with the prelude loaded and every host callback installed: all of a start that
+   * does not depend on the app. The callbacks read the instance they serve from `bound`, which is
+   * set when the shell is taken, so shells can be made ahead of time (spares).
+   */
+  private async prepare(memoryMb: number): Promise<Shell> {
+    const isolate = new ivm.Isolate({ memoryLimit: memoryMb, onCatastrophicError: this.options.onCatastrophicError });
+    const bound: Shell['bound'] = { spec: { ...SPARE_SPEC, limits: { ...DEFAULT_LIMITS, memoryMb } } };
     const timers: Running['timers'] = new Map();
     const logWindow = { start: 0, lines: 0, dropped: 0 };
     const budget: Running['budget'] = { used: 0, allowance: 0 };
@@ -121,8 +256,8 @@ export class IsolateDriver implements WorkloadDriver {
           if (now - logWindow.start >= 1000) {
             if (logWindow.dropped > 0) {
               this.options.log({
-                appId: spec.appId,
-                instanceId: spec.instanceId,
+                appId: bound.spec.appId,
+                instanceId: bound.spec.instanceId,
                 level: 'warn',
                 message: `${logWindow.dropped} console lines dropped: the log takes at most ${MAX_LOG_LINES_PER_SECOND} lines a second per instance`,
               });
@@ -138,8 +273,8 @@ export class IsolateDriver implements WorkloadDriver {
           const lvl = LEVELS.has(level as ConsoleLevel) ? (level as ConsoleLevel) : 'log';
           const text = String(message);
           this.options.log({
-            appId: spec.appId,
-            instanceId: spec.instanceId,
+            appId: bound.spec.appId,
+            instanceId: bound.spec.instanceId,
             level: lvl,
             message: text.length > MAX_LOG_LINE ? `${text.slice(0, MAX_LOG_LINE)}… (truncated)` : text,
           });
@@ -161,7 +296,7 @@ export class IsolateDriver implements WorkloadDriver {
       // fires. A stopped instance's timers are cleared with it.
       let fire: ivm.Reference<(id: number) => void> | undefined;
       const fireTimer = (id: number) => {
-        fire?.apply(undefined, [id], { timeout: Math.max(spec.limits.cpuMs, 1) }).catch((err: unknown) => this.entryFailed(spec, isolate, err, 'a timer callback'));
+        fire?.apply(undefined, [id], { timeout: Math.max(bound.spec.limits.cpuMs, 1) }).catch((err: unknown) => this.entryFailed(bound.spec, isolate, err, 'a timer callback'));
       };
       await global.set(
         '__grove_timer',
@@ -189,12 +324,11 @@ export class IsolateDriver implements WorkloadDriver {
       let egressDone: ivm.Reference<(id: number, error: string | null, response: unknown) => void> | undefined;
       let open = 0;
       const waiting: (() => void)[] = [];
-      const subrequestCap = spec.limits.subrequests ?? DEFAULT_LIMITS.subrequests;
       const deliver = (id: number, error: string | null, response: unknown) => {
         if (isolate.isDisposed) return;
         egressDone
-          ?.apply(undefined, [id, error, response === null ? null : new ivm.ExternalCopy(response).copyInto()], { timeout: Math.max(spec.limits.cpuMs, 1) })
-          .catch((err: unknown) => this.entryFailed(spec, isolate, err, 'code after a fetch'));
+          ?.apply(undefined, [id, error, response === null ? null : new ivm.ExternalCopy(response).copyInto()], { timeout: Math.max(bound.spec.limits.cpuMs, 1) })
+          .catch((err: unknown) => this.entryFailed(bound.spec, isolate, err, 'code after a fetch'));
       };
       await global.set(
         '__grove_egress',
@@ -204,7 +338,7 @@ export class IsolateDriver implements WorkloadDriver {
             // its allowance, pooled while several run at once in this isolate (fetches carry no
             // record of which invocation made them).
             if (budget.used >= budget.allowance) {
-              deliver(id as number, `too many subrequests: an invocation may make ${subrequestCap} (the app's subrequests limit)`, null);
+              deliver(id as number, `too many subrequests: an invocation may make ${bound.spec.limits.subrequests ?? DEFAULT_LIMITS.subrequests} (the app's subrequests limit)`, null);
               return;
             }
             budget.used++;
@@ -212,7 +346,7 @@ export class IsolateDriver implements WorkloadDriver {
               if (open >= MAX_CONCURRENT_FETCHES) await new Promise<void>((r) => waiting.push(r));
               open++;
               try {
-                deliver(id as number, null, await this.egress.fetch(req as EgressRequest, spec.limits.fetchAllow ?? []));
+                deliver(id as number, null, await this.egress.fetch(req as EgressRequest, bound.spec.limits.fetchAllow ?? []));
               } catch (err) {
                 deliver(id as number, (err as Error).message, null);
               } finally {
@@ -240,7 +374,7 @@ export class IsolateDriver implements WorkloadDriver {
       egressDone = await global.get('__grove_egress_done', { reference: true });
       await global.delete('__grove_fire');
       await global.delete('__grove_egress_done');
-      subtle.attach(isolate, await global.get('__grove_subtle_done', { reference: true }), Math.max(spec.limits.cpuMs, 1));
+      const subtleDone = await global.get('__grove_subtle_done', { reference: true });
       await global.delete('__grove_subtle_done');
 
       // Take the prelude's entry points before any user code runs, so the module cannot replace them.
@@ -251,21 +385,12 @@ export class IsolateDriver implements WorkloadDriver {
       await global.delete('__grove_event');
       await global.delete('__grove_fetch');
       await global.delete('__grove_task');
-
-      const module = await isolate.compileModule(spec.code, { filename: `${spec.appName}.js` });
-      await module.instantiate(context, (specifier) => {
-        throw new Error(`import of "${specifier}" is not available: bundle the module's dependencies into it (grove deploy does)`);
-      });
-      await module.evaluate({ timeout: this.startupTimeoutMs });
-      await boot.apply(undefined, [module.namespace.derefInto(), new ivm.ExternalCopy(spec.env).copyInto()], {
-        timeout: this.startupTimeoutMs,
-      });
-      this.instances.set(spec.instanceId, { spec, isolate, context, dispatch, taskEntry, eventEntry, pending, timers, subtle, budget, nextId: 1 });
+      return { bound, isolate, context, boot, dispatch, taskEntry, eventEntry, subtleDone, pending, timers, subtle, budget };
     } catch (err) {
       for (const handle of timers.values()) clearTimeout(handle);
       subtle.close();
       if (!isolate.isDisposed) isolate.dispose();
-      throw new GroveError('WORKER_EXCEPTION', `the module failed to start: ${describe(err)}`, { cause: err });
+      throw err;
     }
   }
 
@@ -463,6 +588,34 @@ export class IsolateDriver implements WorkloadDriver {
     }
   }
 }
+
+/** An isolate with the prelude loaded and its host callbacks installed, not yet running an app. */
+interface Shell {
+  /** The instance the callbacks serve: a placeholder until the shell is taken by a start. */
+  bound: { spec: InstanceSpec };
+  isolate: ivm.Isolate;
+  context: ivm.Context;
+  boot: ivm.Reference<(namespace: unknown, env: unknown) => void>;
+  dispatch: Running['dispatch'];
+  taskEntry: Running['taskEntry'];
+  eventEntry: Running['eventEntry'];
+  subtleDone: ivm.Reference<(id: number, error: unknown, result: unknown) => void>;
+  pending: Running['pending'];
+  timers: Running['timers'];
+  subtle: SubtleHost;
+  budget: Running['budget'];
+}
+
+const SPARE_SPEC: InstanceSpec = {
+  instanceId: '(spare)',
+  appId: '(spare)',
+  appName: '(spare)',
+  revisionId: '(spare)',
+  index: 0,
+  code: null,
+  env: {},
+  limits: DEFAULT_LIMITS,
+};
 
 interface PendingRequest {
   settle(error: WorkerError | null, response: unknown): void;
