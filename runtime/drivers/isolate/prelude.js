@@ -6,6 +6,8 @@
 // deletes so user code never sees them:
 //   __grove_url(op, ...args)   WHATWG URL parsing, done by the host's own URL implementation
 //   __grove_log(level, text)   console output, to the app's log
+// and streams.js, the part that runs before this one, leaves __grove_streams: its internal operations
+// for bodies (see the end of streams.js), taken and deleted the same way.
 //
 // Wire format between host and isolate (copied, never shared):
 //   request  { method, url, headers: [[name, value]…], body: Uint8Array | null }
@@ -24,6 +26,10 @@
   // __grove_done is taken further down, next to the dispatcher that uses it.
   delete g.__grove_url;
   delete g.__grove_log;
+  const streams = g.__grove_streams;
+  delete g.__grove_streams;
+  // Taken now, before user code could replace the global.
+  const TransformStream = g.TransformStream;
 
   const define = (name, value) =>
     Object.defineProperty(g, name, { value, writable: true, configurable: true, enumerable: false });
@@ -194,6 +200,79 @@
 
   const encoder = new TextEncoder();
   const decoder = new TextDecoder();
+
+  class TextEncoderStream {
+    #transform;
+    constructor() {
+      // A surrogate pair may be split across chunks: a lead surrogate ending one chunk waits for the next.
+      let lead = '';
+      this.#transform = new TransformStream({
+        transform(chunk, controller) {
+          let s = lead + String(chunk);
+          lead = '';
+          const last = s.charCodeAt(s.length - 1);
+          if (last >= 0xd800 && last <= 0xdbff) {
+            lead = s[s.length - 1];
+            s = s.slice(0, -1);
+          }
+          if (s.length > 0) controller.enqueue(utf8Encode(s));
+        },
+        flush(controller) {
+          if (lead) controller.enqueue(utf8Encode('\ufffd'));
+        },
+      });
+    }
+    get encoding() {
+      return 'utf-8';
+    }
+    get readable() {
+      return this.#transform.readable;
+    }
+    get writable() {
+      return this.#transform.writable;
+    }
+    get [Symbol.toStringTag]() {
+      return 'TextEncoderStream';
+    }
+  }
+
+  class TextDecoderStream {
+    #decoder;
+    #transform;
+    constructor(label = 'utf-8', options = {}) {
+      // The decoder's stream mode keeps a multi-byte character split across chunks until it is whole.
+      const dec = new TextDecoder(label, options);
+      this.#decoder = dec;
+      this.#transform = new TransformStream({
+        transform(chunk, controller) {
+          const s = dec.decode(toBytes(chunk, 'TextDecoderStream'), { stream: true });
+          if (s) controller.enqueue(s);
+        },
+        flush(controller) {
+          const s = dec.decode();
+          if (s) controller.enqueue(s);
+        },
+      });
+    }
+    get encoding() {
+      return this.#decoder.encoding;
+    }
+    get fatal() {
+      return this.#decoder.fatal;
+    }
+    get ignoreBOM() {
+      return this.#decoder.ignoreBOM;
+    }
+    get readable() {
+      return this.#transform.readable;
+    }
+    get writable() {
+      return this.#transform.writable;
+    }
+    get [Symbol.toStringTag]() {
+      return 'TextDecoderStream';
+    }
+  }
 
   // ── atob / btoa ───────────────────────────────────────────────────────────────────────────────
 
@@ -754,67 +833,119 @@
   }
 
   // ── Bodies, Request, Response ─────────────────────────────────────────────────────────────────
-  // Bodies are buffered in this first runtime; streaming bodies arrive with the full Web API surface.
+  // A body stays the bytes it was made from (a string, a buffer, what the host sent) until someone
+  // asks for its stream: the common `new Response("text")` never builds one. A body given as a
+  // ReadableStream is a stream from the start. The wire to the host is still buffered, so where a
+  // body leaves the isolate a stream is read to its end first, up to MAX_BODY_BYTES: past that the
+  // worker gets an error rather than the isolate growing until it runs out of memory.
 
-  const bodyBytes = new WeakMap(); // BodyInit handle objects (request.body) → bytes
+  const MAX_BODY_BYTES = 32 * 1024 * 1024;
+  const EMPTY_BYTES = new Uint8Array(0);
 
   function extractBody(body) {
-    if (body === null || body === undefined) return { bytes: null, type: null };
-    if (typeof body === 'string') return { bytes: utf8Encode(body), type: 'text/plain;charset=UTF-8' };
+    if (body === null || body === undefined) return { bytes: null, stream: null, type: null };
+    if (typeof body === 'string') return { bytes: utf8Encode(body), stream: null, type: 'text/plain;charset=UTF-8' };
     if (body instanceof URLSearchParams) {
-      return { bytes: utf8Encode(body.toString()), type: 'application/x-www-form-urlencoded;charset=UTF-8' };
+      return { bytes: utf8Encode(body.toString()), stream: null, type: 'application/x-www-form-urlencoded;charset=UTF-8' };
     }
-    if (body instanceof ArrayBuffer) return { bytes: new Uint8Array(body.slice(0)), type: null };
+    if (body instanceof ArrayBuffer) return { bytes: new Uint8Array(body.slice(0)), stream: null, type: null };
     if (ArrayBuffer.isView(body)) {
-      return { bytes: new Uint8Array(body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength)), type: null };
+      return { bytes: new Uint8Array(body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength)), stream: null, type: null };
     }
-    if (bodyBytes.has(body)) return { bytes: bodyBytes.get(body), type: null };
-    if (body instanceof Blob) return { bytes: blobBytes.get(body).slice(), type: body.type || null };
-    if (body instanceof FormData) return encodeMultipart(body);
-    return { bytes: utf8Encode(String(body)), type: 'text/plain;charset=UTF-8' };
+    if (streams.isReadableStream(body)) {
+      if (streams.isDisturbed(body) || streams.isLocked(body)) throw new TypeError('the body stream has already been read from or is locked to a reader');
+      return { bytes: null, stream: body, type: null };
+    }
+    if (body instanceof Blob) return { bytes: blobBytes.get(body).slice(), stream: null, type: body.type || null };
+    if (body instanceof FormData) return { ...encodeMultipart(body), stream: null };
+    return { bytes: utf8Encode(String(body)), stream: null, type: 'text/plain;charset=UTF-8' };
   }
 
+  // The core's own access to a body's state (the fields are private to Body); set in its static block.
+  let isUnusable; // (body) → whether it was read or its stream is locked
+  let wireBody; // (body, what) → Uint8Array | null, or a promise of the bytes of a stream body
+  let teeBody; // (body) → { bytes, stream } for a clone; a stream body keeps one branch of a tee
+  let takeBody; // (body, method) → { bytes, stream } for a Request made from another
+
   class Body {
-    #bytes;
-    #used = false;
-    constructor(bytes) {
+    #bytes; // Uint8Array | null: the buffered body, until a stream is made for it
+    #stream; // ReadableStream | null
+    #used = false; // a buffered body's "disturbed"; a stream keeps its own
+    constructor(bytes, stream) {
       this.#bytes = bytes;
+      this.#stream = stream;
+    }
+    static {
+      isUnusable = (b) => (b.#stream !== null ? streams.isDisturbed(b.#stream) || streams.isLocked(b.#stream) : b.#used);
+      wireBody = (b, what) => {
+        if (b.#stream === null) return b.#bytes;
+        if (isUnusable(b)) throw new TypeError(`${what} body stream has already been read from or is locked to a reader`);
+        return streams.readAllBytes(
+          b.#stream,
+          MAX_BODY_BYTES,
+          () => new RangeError(`${what} body stream is larger than ${MAX_BODY_BYTES / 1024 / 1024} MiB, the most Grove buffers between a worker and the host`),
+        );
+      };
+      teeBody = (b) => {
+        if (b.#stream === null) return { bytes: b.#bytes, stream: null };
+        const [mine, theirs] = streams.tee(b.#stream);
+        b.#stream = mine;
+        return { bytes: null, stream: theirs };
+      };
+      // A buffered body is shared as it always was; a stream is proxied, which locks the original.
+      takeBody = (b, method) => {
+        if (b.#stream === null) return { bytes: b.#bytes, stream: null };
+        // Checked here, before the proxy locks the original, as well as after for buffered bodies.
+        if (method === 'GET' || method === 'HEAD') throw new TypeError('Request with GET/HEAD method cannot have body.');
+        if (isUnusable(b)) throw new TypeError('Cannot construct a Request from a Request whose body has been used');
+        return { bytes: null, stream: streams.proxy(b.#stream) };
+      };
     }
     get bodyUsed() {
-      return this.#used;
+      return this.#stream !== null ? streams.isDisturbed(this.#stream) : this.#used;
     }
-    /** An opaque handle that another Request or Response accepts as its body. */
     get body() {
-      if (this.#bytes === null) return null;
-      const handle = Object.freeze(Object.create(null));
-      bodyBytes.set(handle, this.#bytes);
-      return handle;
+      if (this.#stream === null && this.#bytes !== null) {
+        // A copy: the buffered bytes may be shared with a clone, and a reader may write into its chunks.
+        this.#stream = streams.fromBytes(this.#used ? EMPTY_BYTES : this.#bytes.slice());
+        this.#bytes = null;
+        // A body already consumed looks like a stream read to its end: disturbed, closed and locked.
+        if (this.#used) streams.readAllBytes(this.#stream, 0, null);
+      }
+      return this.#stream;
     }
+    // The body's bytes, or a promise of them for a stream body.
     #consume() {
+      if (this.#stream !== null) {
+        if (streams.isDisturbed(this.#stream)) throw new TypeError('Body has already been used');
+        if (streams.isLocked(this.#stream)) throw new TypeError('Body is locked: its stream has a reader');
+        return streams.readAllBytes(this.#stream, Infinity, null);
+      }
       if (this.#used) throw new TypeError('Body has already been used');
+      if (this.#bytes === null) return EMPTY_BYTES;
       this.#used = true;
-      return this.#bytes === null ? new Uint8Array(0) : this.#bytes;
+      return this.#bytes;
     }
     async arrayBuffer() {
-      const b = this.#consume();
+      const b = await this.#consume();
       return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength);
     }
     async bytes() {
       return new Uint8Array(await this.arrayBuffer());
     }
     async text() {
-      return decoder.decode(this.#consume());
+      return decoder.decode(await this.#consume());
     }
     async json() {
       return JSON.parse(await this.text());
     }
     async blob() {
       const type = this.headers.get('content-type') || '';
-      return new Blob([this.#consume()], { type });
+      return new Blob([await this.#consume()], { type });
     }
     async formData() {
       const type = this.headers.get('content-type') || '';
-      const bytes = this.#consume();
+      const bytes = await this.#consume();
       if (/^application\/x-www-form-urlencoded\b/i.test(type)) {
         const form = new FormData();
         for (const [k, v] of new URLSearchParams(decoder.decode(bytes))) form.append(k, v);
@@ -824,12 +955,7 @@
       if (boundary) return parseMultipart(bytes, boundary[1] || boundary[2]);
       throw new TypeError(`formData() needs a multipart/form-data or application/x-www-form-urlencoded body, not "${type}"`);
     }
-    _peekBytes() {
-      return this.#bytes;
-    }
   }
-  // Not part of the public surface.
-  Object.defineProperty(Body.prototype, '_peekBytes', { enumerable: false });
 
   const METHODS = ['DELETE', 'GET', 'HEAD', 'OPTIONS', 'POST', 'PUT', 'PATCH'];
   // Set only while the dispatcher builds the incoming request: the host has already parsed its URL,
@@ -844,21 +970,23 @@
     #signal;
     constructor(input, init = {}) {
       const from = input instanceof Request ? input : null;
-      let bytes = null;
-      let type = null;
-      if (init.body !== undefined && init.body !== null) ({ bytes, type } = extractBody(init.body));
-      else if (from) bytes = from._peekBytes();
-      super(bytes);
-      const method = String(init.method ?? (from ? from.method : 'GET'));
+      let method = String(init.method ?? (from ? from.method : 'GET'));
       if (!TOKEN.test(method)) throw new TypeError(`Invalid request method: ${method}`);
-      this.#method = METHODS.includes(method.toUpperCase()) ? method.toUpperCase() : method;
+      if (METHODS.includes(method.toUpperCase())) method = method.toUpperCase();
+      let bytes = null;
+      let stream = null;
+      let type = null;
+      if (init.body !== undefined && init.body !== null) ({ bytes, stream, type } = extractBody(init.body));
+      else if (from) ({ bytes, stream } = takeBody(from, method));
+      super(bytes, stream);
+      this.#method = method;
       this.#url = from ? from.url : trustedUrl !== null ? trustedUrl : new URL(String(input)).href;
       this.#headers = new Headers(init.headers ?? (from ? from.headers : undefined));
       this.#redirect = init.redirect ?? (from ? from.redirect : 'follow');
       const signal = init.signal !== undefined ? init.signal : from ? from.signal : null;
       if (signal !== null && signal !== undefined && !(signal instanceof AbortSignal)) throw new TypeError('Request signal must be an AbortSignal');
       this.#signal = signal ?? null;
-      if ((this.#method === 'GET' || this.#method === 'HEAD') && bytes !== null && bytes.length > 0) {
+      if ((method === 'GET' || method === 'HEAD') && (stream !== null || (bytes !== null && bytes.length > 0))) {
         throw new TypeError('Request with GET/HEAD method cannot have body.');
       }
       if (type && !this.#headers.has('content-type')) this.#headers.set('content-type', type);
@@ -882,8 +1010,9 @@
       return undefined;
     }
     clone() {
-      if (this.bodyUsed) throw new TypeError('Cannot clone a Request whose body has been used');
-      return new Request(this);
+      if (isUnusable(this)) throw new TypeError('Cannot clone a Request whose body has been used');
+      const { bytes, stream } = teeBody(this);
+      return new Request(this, { body: bytes ?? stream });
     }
     get [Symbol.toStringTag]() {
       return 'Request';
@@ -898,13 +1027,13 @@
     #statusText;
     #headers;
     constructor(body = null, init = {}) {
-      const { bytes, type } = extractBody(body);
-      super(bytes);
+      const { bytes, stream, type } = extractBody(body);
+      super(bytes, stream);
       const status = init.status === undefined ? 200 : Number(init.status);
       if (!Number.isInteger(status) || status < 200 || status > 599) {
         throw new RangeError(`Response status must be an integer from 200 to 599, got ${init.status}`);
       }
-      if (NULL_BODY_STATUS.includes(status) && bytes !== null) {
+      if (NULL_BODY_STATUS.includes(status) && (bytes !== null || stream !== null)) {
         throw new TypeError(`Response with status ${status} cannot have a body`);
       }
       const statusText = init.statusText === undefined ? '' : String(init.statusText);
@@ -950,8 +1079,11 @@
       return responseOrigin.get(this)?.url ?? '';
     }
     clone() {
-      if (this.bodyUsed) throw new TypeError('Cannot clone a Response whose body has been used');
-      return new Response(this._peekBytes(), { status: this.#status, statusText: this.#statusText, headers: this.#headers });
+      if (isUnusable(this)) throw new TypeError('Cannot clone a Response whose body has been used');
+      const { bytes, stream } = teeBody(this);
+      const copy = new Response(bytes ?? stream, { status: this.#status, statusText: this.#statusText, headers: this.#headers });
+      if (responseOrigin.has(this)) responseOrigin.set(copy, responseOrigin.get(this));
+      return copy;
     }
     get [Symbol.toStringTag]() {
       return 'Response';
@@ -1220,6 +1352,11 @@
     const request = new Request(input, init);
     const signal = request.signal;
     if (signal && signal.aborted) throw signal.reason;
+    let body = wireBody(request, 'the request');
+    if (body !== null && !(body instanceof Uint8Array)) {
+      body = await body;
+      if (signal && signal.aborted) throw signal.reason;
+    }
     const res = await new Promise((resolve, reject) => {
       const id = nextFetchId++;
       pendingFetches.set(id, { resolve, reject });
@@ -1233,7 +1370,7 @@
         method: request.method,
         url: request.url,
         headers: [...request.headers],
-        body: request._peekBytes(),
+        body,
         redirect: request.redirect,
       });
     });
@@ -1329,6 +1466,8 @@
   define('self', g);
   define('TextEncoder', TextEncoder);
   define('TextDecoder', TextDecoder);
+  define('TextEncoderStream', TextEncoderStream);
+  define('TextDecoderStream', TextDecoderStream);
   define('URL', URL);
   define('URLSearchParams', URLSearchParams);
   define('Headers', Headers);
@@ -1356,6 +1495,7 @@
   define('EventTarget', EventTarget);
   define('AbortController', AbortController);
   define('AbortSignal', AbortSignal);
+  streams.useAbort(AbortController, AbortSignal);
   define('structuredClone', structuredClone);
   define('performance', performance);
 
@@ -1397,11 +1537,13 @@
     if (!(response instanceof Response)) {
       throw new TypeError(`the fetch handler must return a Response, it returned ${inspect(response, 1, [])}`);
     }
+    let body = wireBody(response, 'the response');
+    if (body !== null && !(body instanceof Uint8Array)) body = await body;
     return {
       status: response.status,
       statusText: response.statusText,
       headers: [...response.headers],
-      body: response._peekBytes(),
+      body,
     };
   }
 
@@ -1422,6 +1564,97 @@
     })().then(
       (result) => done(id, null, result),
       (err) => done(id, err instanceof Error ? { name: err.name, message: err.message, stack: String(err.stack) } : { name: 'Error', message: String(err), stack: '' }, null),
+    );
+  });
+
+  // Scheduled and queue events (Workers' module format). The outcome is settled only once the
+  // handler and every ctx.waitUntil promise are done, as Workers keeps an event open for them.
+  const errorWire = (err) =>
+    err instanceof Error ? { name: err.name, message: err.message, stack: String(err.stack) } : { name: 'Error', message: String(err), stack: '' };
+  function eventContext() {
+    const waits = [];
+    const ctx = Object.freeze({
+      waitUntil(promise) {
+        waits.push(Promise.resolve(promise));
+      },
+      passThroughOnException() {},
+    });
+    return { ctx, settled: () => Promise.allSettled(waits) };
+  }
+  async function handleScheduled(payload) {
+    if (typeof handlers.scheduled !== 'function') {
+      throw new TypeError('the module has no scheduled handler: export default { scheduled(controller, env, ctx) { … } }');
+    }
+    let retry = true;
+    const controller = Object.freeze({
+      cron: String(payload.cron),
+      scheduledTime: Number(payload.scheduledTime),
+      type: 'scheduled',
+      noRetry() {
+        retry = false;
+      },
+    });
+    const { ctx, settled } = eventContext();
+    try {
+      await handlers.scheduled.call(handlers, controller, env, ctx);
+    } catch (err) {
+      await settled();
+      return { ok: false, retry, error: errorWire(err) };
+    }
+    await settled();
+    return { ok: true, retry: false, error: null };
+  }
+  async function handleQueue(payload) {
+    if (typeof handlers.queue !== 'function') {
+      throw new TypeError('the module has no queue handler: export default { queue(batch, env, ctx) { … } }');
+    }
+    // Explicit ack()/retry() calls win; the rest follow the handler: acked when it returns, retried
+    // when it throws (Workers' rule). The last explicit call on a message counts.
+    const explicit = new Map();
+    const messages = payload.messages.map((m) =>
+      Object.freeze({
+        id: String(m.id),
+        timestamp: new Date(Number(m.timestamp)),
+        body: m.body,
+        attempts: Number(m.attempts),
+        ack() {
+          explicit.set(String(m.id), 'ack');
+        },
+        retry(options) {
+          explicit.set(String(m.id), { retry: Number(options?.delaySeconds) || 0 });
+        },
+      }),
+    );
+    let all = null;
+    const batch = Object.freeze({
+      queue: String(payload.queue),
+      messages: Object.freeze(messages),
+      ackAll() {
+        all = 'ack';
+      },
+      retryAll(options) {
+        all = { retry: Number(options?.delaySeconds) || 0 };
+      },
+    });
+    const { ctx, settled } = eventContext();
+    let error = null;
+    try {
+      await handlers.queue.call(handlers, batch, env, ctx);
+    } catch (err) {
+      error = errorWire(err);
+    }
+    await settled();
+    const outcomes = {};
+    for (const m of messages) {
+      const chosen = explicit.get(m.id) ?? all ?? (error ? { retry: 0 } : 'ack');
+      outcomes[m.id] = chosen === 'ack' ? { ack: true, delaySeconds: 0 } : { ack: false, delaySeconds: chosen.retry };
+    }
+    return { ok: error === null, outcomes, error };
+  }
+  define('__grove_event', (id, kind, payload) => {
+    (kind === 'scheduled' ? handleScheduled(payload) : kind === 'queue' ? handleQueue(payload) : Promise.reject(new TypeError(`unknown event kind ${kind}`))).then(
+      (result) => done(id, null, result),
+      (err) => done(id, errorWire(err), null),
     );
   });
 
