@@ -86,6 +86,7 @@ export async function startCell(options: CellOptions): Promise<RunningCell> {
   });
   const repApp = createRepServer(rep, secret);
   try {
+    await isolates.ready();
     await rep.boot();
   } catch (err) {
     server.close();

@@ -92,6 +92,8 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
         heartbeatMs: options.presenceTtlMs === undefined ? undefined : Math.max(200, Math.floor(options.presenceTtlMs / 3)),
         warn,
       });
+      // The cell announces itself once its isolate hosts can take work, so "up" means ready.
+      await isolates.ready();
       await rep.boot();
       const booted = rep;
       cleanups.push(() => booted.shutdown());
