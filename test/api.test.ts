@@ -174,7 +174,7 @@ describe('control API', () => {
       // Changing one limit keeps the others as they were.
       await h.deploy(dev, 'web', 'export default { fetch() { return new Response("v3") } }', { limits: { cpuMs: 10 } });
       const third = (await h.call(dev, 'GET', '/v1/apps/web/revisions')).json.revisions[2];
-      expect(third.limits).toEqual({ memoryMb: 64, cpuMs: 10, wallMs: 30_000 });
+      expect(third.limits).toEqual({ memoryMb: 64, cpuMs: 10, wallMs: 30_000, subrequests: 50, fetchAllow: [] });
       const bad = await h.deploy(dev, 'web', undefined, { limits: { memoryMb: 4 } });
       expect(bad.status).toBe(400);
       expect(bad.json.error.message).toContain('limits.memoryMb');

@@ -193,6 +193,70 @@ describe('platform wiring', () => {
     expect(JSON.parse(res.body).error.code).toBe('BAD_REQUEST');
   });
 
+  it('streams a response body as the worker produces it, and cancels the worker\'s stream when the client leaves', async () => {
+    const { createServer } = await import('node:http');
+    const { request } = await import('undici');
+    // The gate answers only once the client has read the first chunk: a router or host that buffered
+    // the body would wait for the end, which cannot come before the gate opens.
+    let opened = false;
+    let waiting: { end(body: string): void } | null = null;
+    const openGate = () => {
+      opened = true;
+      waiting?.end('open');
+    };
+    const gate = createServer((_req, res) => {
+      if (opened) res.end('open');
+      else waiting = res;
+    });
+    await new Promise<void>((r) => gate.listen(0, '127.0.0.1', r));
+    const gateUrl = `http://127.0.0.1:${(gate.address() as { port: number }).port}/`;
+    try {
+      const code = `export default { fetch(request, env) {
+        const enc = new TextEncoder();
+        if (new URL(request.url).pathname === '/forever') {
+          let timer;
+          return new Response(new ReadableStream({
+            start(c) { timer = setInterval(() => c.enqueue(enc.encode("tick\\n")), 5) },
+            cancel(reason) { clearInterval(timer); console.log("cancelled:", String(reason)) },
+          }));
+        }
+        const { readable, writable } = new TransformStream();
+        const w = writable.getWriter();
+        (async () => {
+          await w.write(enc.encode("first\\n"));
+          const r = await fetch(env.GATE);
+          await w.write(enc.encode("then " + await r.text() + "\\n"));
+          await w.close();
+        })();
+        return new Response(readable, { headers: { 'content-type': 'text/plain' } });
+      } }`;
+      await deploy('streamer', code, { env: { GATE: gateUrl }, limits: { fetchAllow: ['127.0.0.1'] } });
+      await api('POST', '/v1/routes', { app: 'streamer', host: 'streamer.localhost' });
+      await waitFor('streamer to run', async () => ((await app('streamer')).running === 1 ? true : undefined));
+
+      const res = await request(`${p.routerUrl}/`, { headers: { host: 'streamer.localhost' } });
+      expect(res.statusCode).toBe(200);
+      expect(res.headers['transfer-encoding']).toBe('chunked');
+      const chunks = res.body[Symbol.asyncIterator]();
+      expect(Buffer.from((await chunks.next()).value as Buffer).toString()).toBe('first\n');
+      openGate();
+      let rest = '';
+      for (let next = await chunks.next(); !next.done; next = await chunks.next()) rest += Buffer.from(next.value as Buffer).toString();
+      expect(rest).toBe('then open\n');
+
+      const endless = await request(`${p.routerUrl}/forever`, { headers: { host: 'streamer.localhost' } });
+      const ticks = endless.body[Symbol.asyncIterator]();
+      expect(Buffer.from((await ticks.next()).value as Buffer).toString()).toMatch(/^(tick\n)+$/);
+      endless.body.destroy();
+      await waitFor('the worker to hear of the cancel', async () =>
+        p.logs.recent((await app('streamer')).id, 100).some((l) => l.message.startsWith('cancelled: AbortError')) ? true : undefined,
+      );
+    } finally {
+      gate.closeAllConnections();
+      await new Promise((r) => gate.close(r));
+    }
+  });
+
   it('rejects a request body over the limit with 413 before the worker sees it', async () => {
     const big = 'x'.repeat(10 * 1024 * 1024 + 1);
     const res = await viaRouter(p.routerUrl, 'shop.localhost', '/api/upload', { method: 'POST', body: big });

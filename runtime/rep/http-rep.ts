@@ -5,6 +5,7 @@ import { type Dispatcher, request } from 'undici';
 import { z } from 'zod';
 import type { CellState, RepClient, Work, WorkResult } from '../../scheduler/auctioneer/index.js';
 import { ActualLRP, GroveError, Task, isErrorCode, toGroveError } from '../../scheduler/model/index.js';
+import { collectChunks } from './chunk-queue.js';
 import type { Rep } from './rep.js';
 import type { WireRequest, WireResponse } from './workload-driver.js';
 
@@ -43,7 +44,15 @@ export function createRepServer(rep: Rep, secret: string, options: { maxBodyByte
     const meta = RequestMeta.safeParse(decodeMeta(c.req.header('x-grove-request')));
     if (!meta.success) throw new GroveError('BAD_REQUEST', 'missing or malformed x-grove-request');
     const body = new Uint8Array(await c.req.arrayBuffer());
-    const res = await rep.fetch(c.req.param('appId'), { ...meta.data, body: body.length ? body : null });
+    const answer = await rep.fetch(c.req.param('appId'), { ...meta.data, body: body.length ? body : null });
+    // Between cells a streamed body is still sent whole (read to its end here, within a cap).
+    const res = answer.stream
+      ? {
+          ...answer,
+          stream: undefined,
+          body: await collectChunks(answer.stream, 128 * 2 ** 20, () => new GroveError('PAYLOAD_TOO_LARGE', 'the streamed response is larger than 128 MiB')),
+        }
+      : answer;
     const headers = { 'x-grove-response': encodeMeta({ status: res.status, statusText: res.statusText, headers: res.headers }) };
     return res.body ? c.body(new Uint8Array(res.body), 200, headers) : c.body(null, 200, headers);
   });

@@ -13,6 +13,11 @@ export interface WireResponse {
   statusText: string;
   headers: [string, string][];
   body: Uint8Array | null;
+  /**
+   * A streamed body (the worker returned a ReadableStream): chunks as the worker produces them;
+   * `body` is then null. Leaving the iteration early cancels the worker's stream.
+   */
+  stream?: AsyncIterable<Uint8Array>;
 }
 
 /** A non-HTTP event for a Workers module: a cron firing, or a batch of queue messages. */

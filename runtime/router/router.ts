@@ -84,9 +84,13 @@ export function createRouter(options: RouterOptions): Server {
     for (const [name, value] of response.headers) {
       if (!HOP_BY_HOP.has(name) && name !== 'content-length') res.appendHeader(name, value);
     }
-    const payload = method === 'HEAD' || response.body === null ? null : Buffer.from(response.body.buffer, response.body.byteOffset, response.body.byteLength);
-    res.setHeader('content-length', payload ? payload.length : 0);
-    res.end(payload ?? undefined);
+    if (response.stream) {
+      await sendStream(res, method === 'HEAD' ? null : response.stream);
+    } else {
+      const payload = method === 'HEAD' || response.body === null ? null : Buffer.from(response.body.buffer, response.body.byteOffset, response.body.byteLength);
+      res.setHeader('content-length', payload ? payload.length : 0);
+      res.end(payload ?? undefined);
+    }
     options.logs?.append({
       appId: route.appId,
       instanceId: null,
@@ -97,6 +101,40 @@ export function createRouter(options: RouterOptions): Server {
   }
 
   return server;
+}
+
+/**
+ * Writes a streamed body as its chunks come (chunked transfer), waiting for the socket to drain so a
+ * fast worker cannot fill the router's memory. A client that goes away cancels the worker's stream;
+ * a stream that fails after the head was sent can only end the connection.
+ */
+async function sendStream(res: ServerResponse, chunks: AsyncIterable<Uint8Array> | null): Promise<void> {
+  const iterator = chunks?.[Symbol.asyncIterator]();
+  if (!iterator) {
+    res.end();
+    return;
+  }
+  let closed = false;
+  const onClose = () => {
+    closed = true;
+    // A queue-backed stream cancels at once, even while a read waits for the next chunk.
+    (chunks as { cancel?: () => void }).cancel?.();
+    void iterator.return?.(undefined);
+  };
+  res.once('close', onClose);
+  res.flushHeaders();
+  try {
+    for (;;) {
+      const next = await iterator.next();
+      if (next.done || closed) break;
+      if (!res.write(next.value)) await new Promise<void>((resolve) => (res.once('drain', resolve), res.once('close', resolve)));
+    }
+    if (!closed) res.end();
+  } catch {
+    res.destroy();
+  } finally {
+    res.off('close', onClose);
+  }
 }
 
 function headerValue(req: IncomingMessage, name: string): string | undefined {
@@ -151,6 +189,7 @@ function checkResponse(r: WireResponse): string | null {
     }
   }
   if (r.body !== null && !(r.body instanceof Uint8Array)) return 'the body is not bytes';
+  if (r.stream !== undefined && (r.body !== null || typeof r.stream[Symbol.asyncIterator] !== 'function')) return 'the body stream is not a stream';
   return null;
 }
 

@@ -3,6 +3,7 @@ import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { GroveError } from '../../../scheduler/model/index.js';
 import type { InstanceSpec, WireRequest, WireResponse, WorkerEvent, WorkerEventOutcome, WorkloadDriver } from '../../rep/workload-driver.js';
+import { ChunkQueue } from '../../rep/chunk-queue.js';
 import type { FromHost, HostBootOptions, HostHealth, ToHost } from './host-protocol.js';
 import type { IsolateLogLine } from './isolate-driver.js';
 
@@ -37,6 +38,8 @@ class Host {
   readonly child: ChildProcess;
   readonly instances = new Map<string, number>(); // instanceId → memory limit (MB)
   readonly calls = new Map<number, Call>();
+  /** Streamed response bodies arriving from this host, by call id. */
+  readonly streams = new Map<number, ChunkQueue>();
   readonly ready: Promise<void>;
   /** Why the host is going away, when the pool (or the host itself) knows before it exits. */
   reason: string | null = null;
@@ -82,8 +85,18 @@ class Host {
     const call = this.calls.get(message.id);
     if (!call) return;
     this.calls.delete(message.id);
-    if (message.t === 'ok') call.resolve(message.value);
-    else call.reject(new GroveError(message.code, message.message));
+    if (message.t !== 'ok') return call.reject(new GroveError(message.code, message.message));
+    const value = message.value as (WireResponse & { streamed?: boolean }) | undefined;
+    if (value && typeof value === 'object' && 'streamed' in value && value.streamed) {
+      const { streamed: _streamed, ...head } = value;
+      const sink = new ChunkQueue(() => {
+        this.streams.delete(message.id);
+        if (!this.exited) this.child.send({ t: 'cancel', id: message.id } satisfies ToHost);
+      });
+      this.streams.set(message.id, sink);
+      return call.resolve({ ...head, body: null, stream: sink });
+    }
+    call.resolve(message.value);
   }
 }
 
@@ -225,6 +238,13 @@ export class IsolateHostPool implements WorkloadDriver {
         case 'log':
           this.options.log(m.line);
           return;
+        case 'chunk':
+          host.streams.get(m.id)?.push(m.bytes);
+          return;
+        case 'end':
+          host.streams.get(m.id)?.end(m.error === null ? undefined : new GroveError('WORKER_EXCEPTION', m.error));
+          host.streams.delete(m.id);
+          return;
         case 'exit':
           if (this.where.get(m.instanceId) === host) {
             this.where.delete(m.instanceId);
@@ -246,6 +266,8 @@ export class IsolateHostPool implements WorkloadDriver {
     const how = host.reason ?? (signal ? `was killed by ${signal}` : `exited with status ${code}`);
     for (const call of host.calls.values()) call.reject(new GroveError('UNAVAILABLE', `the isolate host ${how}`));
     host.calls.clear();
+    for (const sink of host.streams.values()) sink.end(new GroveError('UNAVAILABLE', `the isolate host ${how} while streaming a response`));
+    host.streams.clear();
     for (const instanceId of host.instances.keys()) {
       if (this.where.get(instanceId) !== host) continue;
       this.where.delete(instanceId);

@@ -13,13 +13,18 @@ export type ToHost =
   | { t: 'fetch'; id: number; instanceId: string; request: WireRequest }
   | { t: 'event'; id: number; instanceId: string; event: WorkerEvent }
   | { t: 'task'; id: number; spec: InstanceSpec; command: string[]; deniedPorts: number[] }
-  | { t: 'ping'; id: number };
+  | { t: 'ping'; id: number }
+  /** The cell's consumer of a streamed body went away: stop the worker's stream. */
+  | { t: 'cancel'; id: number };
 
 export type FromHost =
   | { t: 'ready'; pid: number }
-  | { t: 'ok'; id: number; value?: WireResponse | WorkerEventOutcome | string | HostHealth }
+  | { t: 'ok'; id: number; value?: (WireResponse & { streamed?: boolean }) | WorkerEventOutcome | string | HostHealth }
   | { t: 'err'; id: number; code: ErrorCode; message: string }
   | { t: 'log'; line: IsolateLogLine }
+  /** A chunk of the streamed body of the answer to call `id`, and its end (with an error if it failed). */
+  | { t: 'chunk'; id: number; bytes: Uint8Array }
+  | { t: 'end'; id: number; error: string | null }
   /** An instance the host ended on its own (a limit, a wall-time breach), with the reason. */
   | { t: 'exit'; instanceId: string; reason: string }
   /** V8 lost control of an isolate: the host stops serving and exits; this says why first. */

@@ -4,6 +4,7 @@ import ivm from 'isolated-vm';
 import { LRUCache } from 'lru-cache';
 import { DEFAULT_LIMITS, GroveError } from '../../../scheduler/model/index.js';
 import type { InstanceSpec, WireRequest, WireResponse, WorkerEvent, WorkerEventOutcome, WorkloadDriver } from '../../rep/workload-driver.js';
+import { ChunkQueue } from '../../rep/chunk-queue.js';
 import { Egress, type EgressOptions, type EgressRequest } from './egress.js';
 import { hostUrlOperation } from './host-url.js';
 import { SubtleHost } from './subtle-host.js';
@@ -68,6 +69,9 @@ interface Running {
   /** crypto.subtle's keys, held on the host and forgotten when the instance stops. */
   subtle: SubtleHost;
   nextId: number;
+  /** Streamed response bodies being received, by invocation id. */
+  sinks: Map<number, ChunkQueue>;
+  streamCancel: ivm.Reference<(id: number) => void>;
   /** Subrequests: made, and allowed, since the isolate last went idle. */
   budget: { used: number; allowance: number };
 }
@@ -134,8 +138,8 @@ export class IsolateDriver implements WorkloadDriver {
         timeout: this.startupTimeoutMs,
       });
       boot.release();
-      const { dispatch, taskEntry, eventEntry, pending, budget } = shell;
-      this.instances.set(spec.instanceId, { spec, isolate, context, dispatch, taskEntry, eventEntry, pending, timers, subtle, budget, nextId: 1 });
+      const { dispatch, taskEntry, eventEntry, pending, budget, sinks, streamCancel } = shell;
+      this.instances.set(spec.instanceId, { spec, isolate, context, dispatch, taskEntry, eventEntry, pending, timers, subtle, budget, sinks, streamCancel, nextId: 1 });
     } catch (err) {
       for (const handle of timers.values()) clearTimeout(handle);
       subtle.close();
@@ -243,6 +247,7 @@ export class IsolateDriver implements WorkloadDriver {
     const logWindow = { start: 0, lines: 0, dropped: 0 };
     const budget: Running['budget'] = { used: 0, allowance: 0 };
     const subtle = new SubtleHost();
+    const sinks: Running['sinks'] = new Map();
     try {
       const context = await isolate.createContext();
       const global = context.global;
@@ -368,6 +373,20 @@ export class IsolateDriver implements WorkloadDriver {
       );
       // crypto.subtle: Node's WebCrypto on the host, keys kept there behind ids (subtle-host.ts).
       await global.set('__grove_subtle', subtle.callback());
+      // Chunks of streamed response bodies; an id with no sink (cancelled, or made up) is dropped.
+      await global.set(
+        '__grove_chunk',
+        new ivm.Callback(
+          (id: unknown, bytes: unknown, error: unknown) => {
+            const sink = sinks.get(id as number);
+            if (!sink) return;
+            if (bytes instanceof Uint8Array) return sink.push(bytes);
+            sinks.delete(id as number);
+            sink.end(typeof error === 'string' ? new GroveError('WORKER_EXCEPTION', `the response body stream failed: ${error}`) : undefined);
+          },
+          { ignored: true },
+        ),
+      );
       const prelude = await this.compilePrelude(isolate);
       await prelude.run(context);
       fire = await global.get('__grove_fire', { reference: true });
@@ -382,10 +401,12 @@ export class IsolateDriver implements WorkloadDriver {
       const dispatch = await global.get('__grove_fetch', { reference: true });
       const taskEntry = await global.get('__grove_task', { reference: true });
       const eventEntry = await global.get('__grove_event', { reference: true });
+      const streamCancel = await global.get('__grove_stream_cancel', { reference: true });
+      await global.delete('__grove_stream_cancel');
       await global.delete('__grove_event');
       await global.delete('__grove_fetch');
       await global.delete('__grove_task');
-      return { bound, isolate, context, boot, dispatch, taskEntry, eventEntry, subtleDone, pending, timers, subtle, budget };
+      return { bound, isolate, context, boot, dispatch, taskEntry, eventEntry, subtleDone, pending, timers, subtle, budget, sinks, streamCancel };
     } catch (err) {
       for (const handle of timers.values()) clearTimeout(handle);
       subtle.close();
@@ -420,6 +441,9 @@ export class IsolateDriver implements WorkloadDriver {
     inst.dispatch.release();
     inst.taskEntry.release();
     inst.eventEntry.release();
+    inst.streamCancel.release();
+    for (const sink of inst.sinks.values()) sink.end(new GroveError('UNAVAILABLE', 'the instance stopped while it was streaming the response'));
+    inst.sinks.clear();
     inst.context.release();
     if (!inst.isolate.isDisposed) inst.isolate.dispose();
   }
@@ -461,7 +485,17 @@ export class IsolateDriver implements WorkloadDriver {
   async fetch(instanceId: string, request: WireRequest): Promise<WireResponse> {
     const inst = this.instances.get(instanceId);
     if (!inst) throw new GroveError('NO_INSTANCE', `instance ${instanceId} is not running on this cell`);
-    return this.enter<WireResponse>(inst, inst.dispatch, (id) => [id, new ivm.ExternalCopy(request).copyInto()]);
+    return this.enter<WireResponse>(inst, inst.dispatch, (id) => [id, new ivm.ExternalCopy(request).copyInto()], (id, value) => {
+      const { streamed, ...head } = value as WireResponse & { streamed?: boolean };
+      if (!streamed) return head;
+      // Registered before any chunk can arrive: the isolate sends chunks only after this answer.
+      const sink = new ChunkQueue(() => {
+        inst.sinks.delete(id);
+        if (!inst.isolate.isDisposed) inst.streamCancel.apply(undefined, [id], { timeout: Math.max(inst.spec.limits.cpuMs, 1) }).catch(() => undefined);
+      });
+      inst.sinks.set(id, sink);
+      return { ...head, body: null, stream: sink };
+    });
   }
 
   /**
@@ -481,7 +515,12 @@ export class IsolateDriver implements WorkloadDriver {
    * holding the invocation to the instance's CPU-time (synchronous part), wall-time, memory and
    * subrequest limits.
    */
-  private enter<T>(inst: Running, entry: ivm.Reference<(...args: never[]) => void>, makeArgs: (id: number) => unknown[]): Promise<T> {
+  private enter<T>(
+    inst: Running,
+    entry: ivm.Reference<(...args: never[]) => void>,
+    makeArgs: (id: number) => unknown[],
+    shape: (id: number, value: unknown) => T = (_id, value) => value as T,
+  ): Promise<T> {
     const instanceId = inst.spec.instanceId;
     const { wallMs, cpuMs } = inst.spec.limits;
     return new Promise<T>((resolve, reject) => {
@@ -512,7 +551,7 @@ export class IsolateDriver implements WorkloadDriver {
         settle: (error, response) =>
           finish(() => {
             this.checkMemory(inst);
-            if (response) return resolve(response as T);
+            if (response) return resolve(shape(id, response));
             const message = error ? (error.name && error.name !== 'Error' ? `${error.name}: ${error.message}` : error.message) : 'unknown error';
             this.options.log({ appId: inst.spec.appId, instanceId, level: 'error', message: `uncaught exception: ${error?.stack || message}` });
             reject(new GroveError('WORKER_EXCEPTION', `the worker threw an exception: ${message}`));
@@ -604,6 +643,8 @@ interface Shell {
   timers: Running['timers'];
   subtle: SubtleHost;
   budget: Running['budget'];
+  sinks: Running['sinks'];
+  streamCancel: Running['streamCancel'];
 }
 
 const SPARE_SPEC: InstanceSpec = {

@@ -26,6 +26,26 @@ const driver = new IsolateDriver({
 });
 driver.onExit((instanceId, reason) => send({ t: 'exit', instanceId, reason }));
 
+/** Streamed bodies being relayed to the cell, by call id (so the cell can cancel one). */
+const relaying = new Map<number, { iterator: AsyncIterator<Uint8Array>; stream: AsyncIterable<Uint8Array> }>();
+
+async function relay(id: number, stream: AsyncIterable<Uint8Array>): Promise<void> {
+  const iterator = stream[Symbol.asyncIterator]();
+  relaying.set(id, { iterator, stream });
+  try {
+    for (;;) {
+      const next = await iterator.next();
+      if (next.done) break;
+      send({ t: 'chunk', id, bytes: next.value });
+    }
+    send({ t: 'end', id, error: null });
+  } catch (err) {
+    send({ t: 'end', id, error: err instanceof Error ? err.message : String(err) });
+  } finally {
+    relaying.delete(id);
+  }
+}
+
 function fail(id: number, err: unknown): void {
   if (err instanceof GroveError) send({ t: 'err', id, code: err.code, message: err.message });
   else send({ t: 'err', id, code: 'INTERNAL', message: err instanceof Error ? err.message : String(err) });
@@ -35,9 +55,20 @@ process.on('message', (message: ToHost) => {
   switch (message.t) {
     case 'fetch':
       driver.fetch(message.instanceId, message.request).then(
-        (value) => send({ t: 'ok', id: message.id, value }),
+        ({ stream, ...head }) => {
+          send({ t: 'ok', id: message.id, value: stream ? { ...head, streamed: true } : head });
+          if (stream) void relay(message.id, stream);
+        },
         (err: unknown) => fail(message.id, err),
       );
+      return;
+    case 'cancel':
+      {
+        const relayed = relaying.get(message.id);
+        relaying.delete(message.id);
+        (relayed?.stream as { cancel?: () => void } | undefined)?.cancel?.();
+        void relayed?.iterator.return?.(undefined);
+      }
       return;
     case 'event':
       driver.dispatchEvent(message.instanceId, message.event).then(

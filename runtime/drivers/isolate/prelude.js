@@ -20,6 +20,9 @@
   const hostTimer = g.__grove_timer;
   const hostRandom = g.__grove_random;
   const hostFetch = g.__grove_egress;
+  // Chunks of a streamed response body, to the host as the worker produces them: (id, bytes, error).
+  const hostChunk = g.__grove_chunk;
+  delete g.__grove_chunk;
   delete g.__grove_timer;
   delete g.__grove_random;
   delete g.__grove_egress;
@@ -866,6 +869,7 @@
   let wireBody; // (body, what) → Uint8Array | null, or a promise of the bytes of a stream body
   let teeBody; // (body) → { bytes, stream } for a clone; a stream body keeps one branch of a tee
   let takeBody; // (body, method) → { bytes, stream } for a Request made from another
+  let responseStream; // (body, what) → the body's ReadableStream, or null for a buffered body
 
   class Body {
     #bytes; // Uint8Array | null: the buffered body, until a stream is made for it
@@ -891,6 +895,11 @@
         const [mine, theirs] = streams.tee(b.#stream);
         b.#stream = mine;
         return { bytes: null, stream: theirs };
+      };
+      responseStream = (b, what) => {
+        if (b.#stream === null) return null;
+        if (isUnusable(b)) throw new TypeError(`${what} body stream has already been read from or is locked to a reader`);
+        return b.#stream;
       };
       // A buffered body is shared as it always was; a stream is proxied, which locks the original.
       takeBody = (b, method) => {
@@ -1537,15 +1546,56 @@
     if (!(response instanceof Response)) {
       throw new TypeError(`the fetch handler must return a Response, it returned ${inspect(response, 1, [])}`);
     }
-    let body = wireBody(response, 'the response');
-    if (body !== null && !(body instanceof Uint8Array)) body = await body;
-    return {
+    // A stream body goes out as it is produced (see pump); a buffered one in the head.
+    const stream = responseStream(response, 'the response');
+    const head = {
       status: response.status,
       statusText: response.statusText,
       headers: [...response.headers],
-      body,
+      body: stream === null ? wireBody(response, 'the response') : null,
+      streamed: stream !== null,
     };
+    return { head, stream };
   }
+
+  // Streamed response bodies: each chunk crosses to the host as soon as the worker's stream yields
+  // it, up to MAX_STREAMED_BYTES; the host may cancel (the client went away).
+  const MAX_STREAMED_BYTES = 128 * 1024 * 1024;
+  const pumping = new Map(); // invocation id → reader
+  function pump(id, stream) {
+    const reader = stream.getReader();
+    pumping.set(id, reader);
+    let total = 0;
+    (async () => {
+      try {
+        for (;;) {
+          const { done: finished, value } = await reader.read();
+          if (finished) break;
+          if (!pumping.has(id)) return;
+          if (!(value instanceof Uint8Array)) {
+            throw new TypeError(`a response body stream must yield Uint8Array chunks, not ${inspect(value, 1, [])}`);
+          }
+          total += value.byteLength;
+          if (total > MAX_STREAMED_BYTES) throw new RangeError(`the response body stream is larger than ${MAX_STREAMED_BYTES / 1024 / 1024} MiB`);
+          hostChunk(id, value, null);
+        }
+        if (pumping.has(id)) hostChunk(id, null, null);
+      } catch (err) {
+        if (pumping.has(id)) {
+          console.error('the response body stream failed:', err);
+          hostChunk(id, null, err instanceof Error ? `${err.name}: ${err.message}` : String(err));
+        }
+        reader.cancel(err).catch(() => {});
+      } finally {
+        pumping.delete(id);
+      }
+    })();
+  }
+  define('__grove_stream_cancel', (id) => {
+    const reader = pumping.get(id);
+    pumping.delete(id);
+    if (reader) reader.cancel(new DOMException('the client closed the connection', 'AbortError')).catch(() => {});
+  });
 
   // The host calls this on its own thread and gets the outcome through `__grove_done(id, error,
   // response)`, one fire-and-forget host callback per isolate: no thread hop when the handler settles
@@ -1660,7 +1710,10 @@
 
   define('__grove_fetch', (id, wire) => {
     handleFetch(wire).then(
-      (response) => done(id, null, response),
+      ({ head, stream }) => {
+        done(id, null, head);
+        if (stream !== null) pump(id, stream);
+      },
       (err) => done(id, err instanceof Error ? { name: err.name, message: err.message, stack: String(err.stack) } : { name: 'Error', message: String(err), stack: '' }, null),
     );
   });
