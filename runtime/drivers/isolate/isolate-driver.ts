@@ -401,6 +401,9 @@ export class IsolateDriver implements WorkloadDriver {
       const dispatch = await global.get('__grove_fetch', { reference: true });
       const taskEntry = await global.get('__grove_task', { reference: true });
       const eventEntry = await global.get('__grove_event', { reference: true });
+      const warm = await global.get('__grove_warm', { reference: true });
+      await warm.apply(undefined, [], { timeout: 1000 });
+      warm.release();
       const streamCancel = await global.get('__grove_stream_cancel', { reference: true });
       await global.delete('__grove_stream_cancel');
       await global.delete('__grove_event');

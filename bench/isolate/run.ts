@@ -1,0 +1,437 @@
+/**
+ * Many functions, Grove against workerd, in one run on one machine.
+ *
+ *   node --no-node-snapshot --import tsx bench/isolate/run.ts \
+ *     [--duration 8] [--connections 32] [--functions 200] [--memory-functions 500] [--parallel 8]
+ *
+ * 1. Hello world: throughput and p50/p99 with `wrk -t1 -cC` through Grove's router and from workerd.
+ * 2. First request to each of N distinct functions, timed from send to full body on a keep-alive
+ *    connection that is already open. Grove starts an instance when the app is deployed, not on its
+ *    first request, so this first request meets a running isolate; Grove's deploy → first 200 per
+ *    function is measured as well, one function at a time. workerd loads every worker at process
+ *    start, so its first request also meets a loaded worker.
+ * 3. Memory per warm idle function: the RSS (and PSS) of the whole process tree with M functions,
+ *    each served once, less that with 1, divided by M − 1.
+ *
+ * Every server runs pinned to CPU 0; wrk and this driver run on CPU 1. Each phase gets fresh server
+ * processes so nothing one phase left behind (apps, JIT state, heap) counts in another. Needs `wrk`
+ * and `taskset`; installs workerd into a cache dir on first use. Prints a table and ratios; exits
+ * non-zero if a peer could not be measured.
+ */
+import { execFileSync } from 'node:child_process';
+import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { type Socket, connect } from 'node:net';
+import { join } from 'node:path';
+import { Client, request } from 'undici';
+import {
+  type Grove,
+  type TreeMemory,
+  type WrkResult,
+  freePorts,
+  need,
+  numberFlag,
+  scratchDir,
+  sleep,
+  startGrove,
+  startWorkerd,
+  stopChild,
+  treeMemory,
+  untilOk,
+  workerdConfig,
+  wrk,
+} from '../lib.js';
+
+const args = process.argv.slice(2);
+const DURATION = numberFlag(args, 'duration', 8);
+const CONNECTIONS = numberFlag(args, 'connections', 32);
+const FUNCTIONS = numberFlag(args, 'functions', 200);
+const MEMORY_FUNCTIONS = numberFlag(args, 'memory-functions', 500);
+const PARALLEL = numberFlag(args, 'parallel', 8);
+/** Time for allocator and GC to settle before RSS is read, the same for both peers. */
+const SETTLE_MS = 2_000;
+
+/**
+ * `grove up`'s in-process cell offers 8192 MB and 1000 instance slots (cli/platform.ts), and `grove up`
+ * has no flag to change that, so each function asks for 16 MB: 512 fit. The isolate's memoryLimit is
+ * a ceiling, not a reservation, so it does not change what an idle hello world holds.
+ */
+const CELL_MEMORY_MB = 8192;
+const CELL_SLOTS = 1000;
+const FUNCTION_MEMORY_MB = 16;
+
+const HELLO = readFileSync(join(import.meta.dirname, '../hello/worker.js'), 'utf8');
+const TEMPLATE = readFileSync(join(import.meta.dirname, 'worker.js'), 'utf8');
+/** A module of its own per function: the constant makes every source, and so every digest, distinct. */
+const functionCode = (i: number) => TEMPLATE.replaceAll('__ID__', String(i));
+const appName = (i: number) => `fn-${i}`;
+const hostOf = (i: number) => `fn-${i}.localhost`;
+
+const scratch = scratchDir();
+
+// ── small tools ────────────────────────────────────────────────────────────────────────────────
+
+/** Nearest-rank percentile. */
+function percentile(samples: number[], p: number): number {
+  if (samples.length === 0) return NaN;
+  const sorted = [...samples].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
+}
+
+interface Distribution {
+  p50: number;
+  p99: number;
+  n: number;
+}
+const distribution = (samples: number[]): Distribution => ({ p50: percentile(samples, 50), p99: percentile(samples, 99), n: samples.length });
+
+/** Runs `fn` over `items` with at most `parallel` at once. */
+async function pool<T>(items: T[], parallel: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const lanes = Array.from({ length: Math.min(parallel, items.length) }, async () => {
+    while (next < items.length) await fn(items[next++]!);
+  });
+  await Promise.all(lanes);
+}
+
+/** One GET on an open connection, timed from send to the last byte of the body. */
+async function timedGet(client: Client, host?: string): Promise<{ ms: number; status: number; body: string }> {
+  const t0 = performance.now();
+  const r = await client.request({ method: 'GET', path: '/', headers: host ? { host } : {}, headersTimeout: 30_000, bodyTimeout: 30_000 });
+  const body = await r.body.text();
+  return { ms: performance.now() - t0, status: r.statusCode, body };
+}
+
+/**
+ * An undici client whose connection is already established, so a first request carries no TCP
+ * handshake (Grove's is warmed by a request through the router instead; workerd's sockets each
+ * belong to one service, so a request would spend that service's first request).
+ */
+async function preconnected(port: number): Promise<Client> {
+  const connectNow = async () => {
+    const socket = connect(port, '127.0.0.1');
+    await once(socket, 'connect');
+    socket.setNoDelay(true);
+    return socket;
+  };
+  let ready: Socket | null = await connectNow();
+  return new Client(`http://127.0.0.1:${port}`, {
+    connect: (_options, callback) => {
+      const socket = ready;
+      ready = null;
+      // Later, not in this call: undici's Client goes wrong when the callback runs synchronously.
+      if (socket) return queueMicrotask(() => callback(null, socket));
+      // Only if the first connection was lost: then a fresh one, which the caller would see as slow.
+      connectNow().then((s) => callback(null, s), (err: Error) => callback(err, null));
+    },
+  });
+}
+
+// ── Grove ──────────────────────────────────────────────────────────────────────────────────────
+
+async function deploy(grove: Grove, name: string, code: string, host: string, limits?: { memoryMb: number }): Promise<void> {
+  const { digest } = (await grove.api('PUT', '/v1/bundles', code)) as { digest: string };
+  await grove.api('POST', `/v1/apps/${name}/revisions`, { bundle: digest, create: true, ...(limits ? { limits } : {}) });
+  await grove.api('POST', '/v1/routes', { app: name, host });
+}
+
+interface AppView {
+  running: number;
+  instances: { state: string; crashReason: string | null; placementError: string | null }[];
+}
+
+/** Polls GET /v1/apps/NAME until an instance of the current revision is RUNNING; fails fast on a crash or placement error. */
+async function untilRunning(grove: Grove, name: string, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const { app } = (await grove.api('GET', `/v1/apps/${name}`)) as { app: AppView };
+    if (app.running >= 1) return;
+    const bad = app.instances.find((i) => i.placementError || i.crashReason);
+    if (bad) throw new Error(`app ${name}: ${bad.placementError ?? bad.crashReason}`);
+    if (Date.now() > deadline) throw new Error(`app ${name} was not RUNNING after ${timeoutMs} ms`);
+    await sleep(10);
+  }
+}
+
+function checkCapacity(functions: number): void {
+  if (functions * FUNCTION_MEMORY_MB > CELL_MEMORY_MB || functions > CELL_SLOTS) {
+    throw new Error(
+      `${functions} functions of ${FUNCTION_MEMORY_MB} MB do not fit grove up's cell (${CELL_MEMORY_MB} MB, ${CELL_SLOTS} slots): at most ${Math.min(Math.floor(CELL_MEMORY_MB / FUNCTION_MEMORY_MB), CELL_SLOTS)}`,
+    );
+  }
+}
+
+async function groveThroughput(): Promise<WrkResult> {
+  const grove = await startGrove(scratch, 'grove-hello');
+  try {
+    const { digest } = (await grove.api('PUT', '/v1/bundles', HELLO)) as { digest: string };
+    await grove.api('POST', '/v1/apps/hello/revisions', { bundle: digest, create: true });
+    await grove.api('POST', '/v1/routes', { app: 'hello', host: 'hello.localhost' });
+    await untilOk(`${grove.routerUrl}/`, 'hello.localhost');
+    wrk(`${grove.routerUrl}/`, { connections: CONNECTIONS, duration: DURATION, host: 'hello.localhost' }); // warm-up
+    return wrk(`${grove.routerUrl}/`, { connections: CONNECTIONS, duration: DURATION, host: 'hello.localhost' });
+  } finally {
+    await grove.stop();
+  }
+}
+
+interface FirstRequests {
+  latency: Distribution;
+  errors: number;
+}
+
+/** Deploys N functions (PARALLEL at a time), waits until each runs, then times the first request to each. */
+async function groveFirstRequests(n: number): Promise<FirstRequests> {
+  checkCapacity(n + 1);
+  const grove = await startGrove(scratch, 'grove-first');
+  const client = new Client(grove.routerUrl, { pipelining: 1 });
+  try {
+    // A probe function of its own warms the router connection without spending any measured first request.
+    await deploy(grove, 'probe', functionCode(-1), 'probe.localhost', { memoryMb: FUNCTION_MEMORY_MB });
+    await untilRunning(grove, 'probe');
+    const ids = Array.from({ length: n }, (_, i) => i);
+    await pool(ids, PARALLEL, async (i) => {
+      await deploy(grove, appName(i), functionCode(i), hostOf(i), { memoryMb: FUNCTION_MEMORY_MB });
+      await untilRunning(grove, appName(i));
+    });
+    await sleep(SETTLE_MS); // let the deploy burst's work (GC, store writes) finish before timing
+    const warm = await timedGet(client, 'probe.localhost');
+    if (warm.status !== 200) throw new Error(`probe answered ${warm.status}: ${warm.body}`);
+    const samples: number[] = [];
+    let errors = 0;
+    for (const i of ids) {
+      const r = await timedGet(client, hostOf(i));
+      if (r.status === 200 && r.body === `Hello World ${i}\n`) samples.push(r.ms);
+      else errors++;
+    }
+    return { latency: distribution(samples), errors };
+  } finally {
+    await client.close().catch(() => undefined);
+    await grove.stop();
+  }
+}
+
+/**
+ * One function at a time: deploy (create app + revision, map route) → the first 200 through the
+ * router, polled on an open connection. The bundle upload comes before the clock starts, as in
+ * bench:hello.
+ */
+async function groveDeployToFirst(n: number): Promise<FirstRequests> {
+  checkCapacity(n + 1);
+  const grove = await startGrove(scratch, 'grove-deploy');
+  const client = new Client(grove.routerUrl, { pipelining: 1 });
+  try {
+    await deploy(grove, 'probe', functionCode(-1), 'probe.localhost', { memoryMb: FUNCTION_MEMORY_MB });
+    await untilOk(`${grove.routerUrl}/`, 'probe.localhost');
+    await timedGet(client, 'probe.localhost');
+    const samples: number[] = [];
+    let errors = 0;
+    for (let i = 0; i < n; i++) {
+      const { digest } = (await grove.api('PUT', '/v1/bundles', functionCode(i))) as { digest: string };
+      const t0 = performance.now();
+      await grove.api('POST', `/v1/apps/${appName(i)}/revisions`, { bundle: digest, create: true, limits: { memoryMb: FUNCTION_MEMORY_MB } });
+      await grove.api('POST', '/v1/routes', { app: appName(i), host: hostOf(i) });
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        const r = await timedGet(client, hostOf(i));
+        if (r.status === 200) {
+          samples.push(performance.now() - t0);
+          break;
+        }
+        if (Date.now() > deadline) {
+          errors++;
+          break;
+        }
+        await sleep(1);
+      }
+    }
+    return { latency: distribution(samples), errors };
+  } finally {
+    await client.close().catch(() => undefined);
+    await grove.stop();
+  }
+}
+
+/** Process-tree memory with 1 function served once, then with M; per function = delta / (M − 1). */
+async function groveMemory(m: number): Promise<MemoryResult> {
+  checkCapacity(m);
+  const grove = await startGrove(scratch, 'grove-memory');
+  try {
+    const pid = grove.child.pid!;
+    const serveOnce = async (i: number) => {
+      const r = await request(`${grove.routerUrl}/`, { headers: { host: hostOf(i) } });
+      const body = await r.body.text();
+      if (r.statusCode !== 200) throw new Error(`${appName(i)} answered ${r.statusCode}: ${body}`);
+    };
+    await deploy(grove, appName(0), functionCode(0), hostOf(0), { memoryMb: FUNCTION_MEMORY_MB });
+    await untilRunning(grove, appName(0));
+    await serveOnce(0);
+    await sleep(SETTLE_MS);
+    const before = treeMemory(pid);
+    const rest = Array.from({ length: m - 1 }, (_, i) => i + 1);
+    await pool(rest, PARALLEL, async (i) => {
+      await deploy(grove, appName(i), functionCode(i), hostOf(i), { memoryMb: FUNCTION_MEMORY_MB });
+      await untilRunning(grove, appName(i));
+    });
+    await pool(rest, PARALLEL, serveOnce);
+    await sleep(SETTLE_MS);
+    return { before, after: treeMemory(pid), functions: m };
+  } finally {
+    await grove.stop();
+  }
+}
+
+// ── workerd ────────────────────────────────────────────────────────────────────────────────────
+
+async function workerdThroughput(): Promise<WrkResult> {
+  const [port] = await freePorts(1);
+  const workerd = startWorkerd(workerdConfig(join(scratch, 'workerd-hello'), [{ name: 'hello', code: HELLO, port: port! }]));
+  try {
+    await untilOk(`http://127.0.0.1:${port}/`, undefined);
+    wrk(`http://127.0.0.1:${port}/`, { connections: CONNECTIONS, duration: DURATION }); // warm-up
+    return wrk(`http://127.0.0.1:${port}/`, { connections: CONNECTIONS, duration: DURATION });
+  } finally {
+    await stopChild(workerd);
+  }
+}
+
+/** One config of N services (one socket each) plus a probe; time the first request to each service. */
+async function workerdFirstRequests(n: number): Promise<FirstRequests & { startToServeMs: number }> {
+  const ports = await freePorts(n + 1);
+  const services = Array.from({ length: n }, (_, i) => ({ name: appName(i), code: functionCode(i), port: ports[i]! }));
+  const probePort = ports[n]!;
+  services.push({ name: 'probe', code: functionCode(-1), port: probePort });
+  const config = workerdConfig(join(scratch, 'workerd-first'), services);
+  const t0 = performance.now();
+  const workerd = startWorkerd(config);
+  const clients: Client[] = [];
+  try {
+    await untilOk(`http://127.0.0.1:${probePort}/`, undefined, 120_000);
+    const startToServeMs = performance.now() - t0;
+    for (let i = 0; i < n; i++) clients.push(await preconnected(ports[i]!));
+    await sleep(SETTLE_MS); // workerd has accepted every connection before the clock runs
+    const samples: number[] = [];
+    let errors = 0;
+    for (let i = 0; i < n; i++) {
+      const r = await timedGet(clients[i]!);
+      if (r.status === 200 && r.body === `Hello World ${i}\n`) samples.push(r.ms);
+      else errors++;
+    }
+    return { latency: distribution(samples), errors, startToServeMs };
+  } finally {
+    await Promise.all(clients.map((c) => c.close().catch(() => undefined)));
+    await stopChild(workerd);
+  }
+}
+
+interface MemoryResult {
+  before: TreeMemory;
+  after: TreeMemory;
+  functions: number;
+}
+
+/** A config of `count` services; each served once; memory of the process tree after settling. */
+async function workerdServing(count: number, tag: string): Promise<TreeMemory> {
+  const ports = await freePorts(count);
+  const services = Array.from({ length: count }, (_, i) => ({ name: appName(i), code: functionCode(i), port: ports[i]! }));
+  const workerd = startWorkerd(workerdConfig(join(scratch, `workerd-memory-${tag}`), services));
+  try {
+    await untilOk(`http://127.0.0.1:${ports[0]}/`, undefined, 120_000);
+    await pool(ports, PARALLEL, async (port) => {
+      const r = await request(`http://127.0.0.1:${port}/`);
+      const body = await r.body.text();
+      if (r.statusCode !== 200) throw new Error(`workerd on ${port} answered ${r.statusCode}: ${body}`);
+    });
+    await sleep(SETTLE_MS);
+    return treeMemory(workerd.pid!);
+  } finally {
+    await stopChild(workerd);
+  }
+}
+
+async function workerdMemory(m: number): Promise<MemoryResult> {
+  const before = await workerdServing(1, 'one');
+  const after = await workerdServing(m, 'many');
+  return { before, after, functions: m };
+}
+
+// ── report ─────────────────────────────────────────────────────────────────────────────────────
+
+const failures: string[] = [];
+
+/** A peer that fails leaves its cells empty and the exit code non-zero, but the other peer still reports. */
+async function measure<T>(label: string, fn: () => Promise<T>): Promise<T | undefined> {
+  const t0 = performance.now();
+  process.stderr.write(`… ${label}`);
+  try {
+    const value = await fn();
+    process.stderr.write(` (${((performance.now() - t0) / 1000).toFixed(1)} s)\n`);
+    return value;
+  } catch (err) {
+    process.stderr.write(` FAILED\n${(err as Error).stack ?? String(err)}\n`);
+    failures.push(label);
+    return undefined;
+  }
+}
+
+async function main(): Promise<void> {
+  need('wrk', 'apt-get install wrk');
+  need('taskset', 'apt-get install util-linux');
+  if (![FUNCTIONS, MEMORY_FUNCTIONS, PARALLEL].every((n) => Number.isInteger(n) && n >= 1) || MEMORY_FUNCTIONS < 2) {
+    throw new Error('--functions and --parallel take whole numbers ≥ 1, --memory-functions one ≥ 2');
+  }
+  checkCapacity(Math.max(FUNCTIONS + 1, MEMORY_FUNCTIONS));
+  // This driver's own timing and request work stays off the servers' CPU (wrk uses CPU 1 too, but
+  // never at the same time as the driver is timing).
+  execFileSync('taskset', ['-a', '-p', '-c', '1', String(process.pid)], { stdio: 'ignore' });
+
+  const gHello = await measure('grove: hello world under wrk', groveThroughput);
+  const wHello = await measure('workerd: hello world under wrk', workerdThroughput);
+  const gFirst = await measure(`grove: first request to ${FUNCTIONS} running functions`, () => groveFirstRequests(FUNCTIONS));
+  const wFirst = await measure(`workerd: first request to ${FUNCTIONS} services`, () => workerdFirstRequests(FUNCTIONS));
+  const gDeploy = await measure(`grove: deploy → first 200, ${FUNCTIONS} functions one at a time`, () => groveDeployToFirst(FUNCTIONS));
+  const gMem = await measure(`grove: memory, 1 then ${MEMORY_FUNCTIONS} functions`, () => groveMemory(MEMORY_FUNCTIONS));
+  const wMem = await measure(`workerd: memory, 1 then ${MEMORY_FUNCTIONS} services`, () => workerdMemory(MEMORY_FUNCTIONS));
+
+  const perFunction = (r: MemoryResult | undefined, key: 'rssMb' | 'pssMb') => (r ? (r.after[key] - r.before[key]) / (r.functions - 1) : NaN);
+  const cell = (v: number, digits: number) => (Number.isFinite(v) ? v.toFixed(digits) : 'n/a');
+  const ratio = (g: number, w: number) => (Number.isFinite(g) && Number.isFinite(w) && w !== 0 ? `${(g / w).toFixed(2)}×` : 'n/a');
+  const rows: [string, number, number, number][] = [
+    [`hello req/s (wrk -t1 -c${CONNECTIONS} -d${DURATION}s)`, gHello?.rps ?? NaN, wHello?.rps ?? NaN, 0],
+    ['hello p50 ms', gHello?.p50 ?? NaN, wHello?.p50 ?? NaN, 2],
+    ['hello p99 ms', gHello?.p99 ?? NaN, wHello?.p99 ?? NaN, 2],
+    [`first request p50 ms (${FUNCTIONS} fns, running)`, gFirst?.latency.p50 ?? NaN, wFirst?.latency.p50 ?? NaN, 2],
+    [`first request p99 ms (${FUNCTIONS} fns, running)`, gFirst?.latency.p99 ?? NaN, wFirst?.latency.p99 ?? NaN, 2],
+    [`MiB RSS per idle function (${MEMORY_FUNCTIONS} fns)`, perFunction(gMem, 'rssMb'), perFunction(wMem, 'rssMb'), 2],
+    [`MiB PSS per idle function (${MEMORY_FUNCTIONS} fns)`, perFunction(gMem, 'pssMb'), perFunction(wMem, 'pssMb'), 2],
+  ];
+  console.log(`\nGrove (grove up, router → isolate) and workerd, same run; servers on CPU 0, wrk and driver on CPU 1\n`);
+  const w0 = 44;
+  console.log(`${'metric'.padEnd(w0)}${'grove'.padStart(10)}${'workerd'.padStart(10)}${'grove/workerd'.padStart(15)}`);
+  for (const [label, g, w, d] of rows) console.log(`${label.padEnd(w0)}${cell(g, d).padStart(10)}${cell(w, d).padStart(10)}${ratio(g, w).padStart(15)}`);
+
+  console.log('\nnot like for like (each peer\'s own way to get a new function serving):');
+  console.log(`grove:   deploy → first 200 per function (one at a time), p50 / p99:   ${cell(gDeploy?.latency.p50 ?? NaN, 1)} / ${cell(gDeploy?.latency.p99 ?? NaN, 1)} ms`);
+  console.log(`workerd: process start with ${FUNCTIONS + 1} services → first 200:             ${cell(wFirst?.startToServeMs ?? NaN, 1)} ms`);
+
+  console.log('\nmemory detail (process tree: processes, RSS MiB, PSS MiB; with 1 function → with M)');
+  for (const [label, r] of [['grove', gMem], ['workerd', wMem]] as const) {
+    if (r) console.log(`${label.padEnd(8)} ${r.before.processes} proc, ${r.before.rssMb.toFixed(1)} / ${r.before.pssMb.toFixed(1)} → ${r.after.processes} proc, ${r.after.rssMb.toFixed(1)} / ${r.after.pssMb.toFixed(1)}`);
+  }
+
+  const errors = [
+    ['grove hello', gHello?.errors ?? 0],
+    ['workerd hello', wHello?.errors ?? 0],
+    ['grove first requests', gFirst?.errors ?? 0],
+    ['workerd first requests', wFirst?.errors ?? 0],
+    ['grove deploy → first 200', gDeploy?.errors ?? 0],
+  ].filter(([, n]) => (n as number) > 0);
+  for (const [what, n] of errors) console.log(`errors: ${what}: ${n}`);
+  if (failures.length) console.log(`\nnot measured: ${failures.join('; ')}`);
+  if (failures.length || errors.length) process.exitCode = 1;
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
