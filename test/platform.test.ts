@@ -257,6 +257,66 @@ describe('platform wiring', () => {
     }
   });
 
+  it('streams a request body into the worker as it arrives, both ways at once', async () => {
+    const code = `export default { async fetch(request) {
+      const reader = request.body.getReader();
+      const enc = new TextEncoder();
+      const dec = new TextDecoder();
+      const { readable, writable } = new TransformStream();
+      const w = writable.getWriter();
+      (async () => {
+        let chunks = 0, bytes = 0;
+        try {
+          for (;;) {
+            const { done, value } = await reader.read();
+            if (done) break;
+            chunks++;
+            bytes += value.byteLength;
+            if (chunks === 1 && bytes < 100) await w.write(enc.encode("got " + dec.decode(value) + "\\n"));
+          }
+          await w.write(enc.encode("total " + bytes + " in " + (chunks > 1 ? "several chunks" : "one chunk") + "\\n"));
+        } catch (e) {
+          await w.write(enc.encode(e.name + ": " + e.message + "\\n"));
+        }
+        await w.close();
+      })();
+      return new Response(readable);
+    } }`;
+    await deploy('uploader', code);
+    await api('POST', '/v1/routes', { app: 'uploader', host: 'uploader.localhost' });
+    await waitFor('uploader to run', async () => ((await app('uploader')).running === 1 ? true : undefined));
+
+    // The worker answers about the first chunk while the client still holds the rest: a router or host
+    // that buffered the upload would wait for its end, which the client sends only after the answer.
+    const socket = connect(Number(new URL(p.routerUrl).port), '127.0.0.1');
+    let out = '';
+    socket.on('data', (d) => (out += d.toString()));
+    const seen = (text: string) => waitFor(`"${text}" from the worker`, async () => (out.includes(text) ? true : undefined));
+    socket.write('POST / HTTP/1.1\r\nHost: uploader.localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n');
+    await seen('got hello');
+    socket.write('6\r\n world\r\n0\r\n\r\n');
+    await seen('total 11 in several chunks');
+    socket.destroy();
+
+    // A large body with a declared length streams too, in several chunks.
+    const big = await viaRouter(p.routerUrl, 'uploader.localhost', '/', { method: 'POST', body: 'x'.repeat(1024 * 1024) });
+    expect(big.text).toBe('total 1048576 in several chunks\n');
+    // Past the cap the worker's read fails with the reason (a chunked upload has no length to refuse early).
+    const huge = await new Promise<string>((resolve, reject) => {
+      const s2 = connect(Number(new URL(p.routerUrl).port), '127.0.0.1', () => {
+        s2.write('POST / HTTP/1.1\r\nHost: uploader.localhost\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n');
+        const chunk = 'y'.repeat(1024 * 1024);
+        for (let i = 0; i < 11; i++) s2.write(`${chunk.length.toString(16)}\r\n${chunk}\r\n`);
+        s2.write('0\r\n\r\n');
+      });
+      let text = '';
+      s2.on('data', (d) => (text += d.toString()));
+      s2.on('end', () => resolve(text));
+      s2.on('error', reject);
+    });
+    expect(huge).toContain('TypeError: the request body failed: request body is larger than the 10485760-byte limit');
+  });
+
   it('rejects a request body over the limit with 413 before the worker sees it', async () => {
     const big = 'x'.repeat(10 * 1024 * 1024 + 1);
     const res = await viaRouter(p.routerUrl, 'shop.localhost', '/api/upload', { method: 'POST', body: big });

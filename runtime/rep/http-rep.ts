@@ -104,8 +104,10 @@ export class HttpRepClient implements RepClient {
   }
 
   async invoke(appId: string, wire: WireRequest): Promise<WireResponse> {
+    // Between cells a streamed upload is still sent whole (the router has capped its size).
+    const upload = wire.stream ? await collectChunks(wire.stream, Number.MAX_SAFE_INTEGER, () => new Error('unreachable')) : wire.body;
     const res = await this.call('POST', `/rep/v1/invoke/${encodeURIComponent(appId)}`, {
-      body: wire.body ?? undefined,
+      body: upload && upload.length > 0 ? upload : undefined,
       headers: { 'x-grove-request': encodeMeta({ method: wire.method, url: wire.url, headers: wire.headers }) },
     });
     const raw = res.headers['x-grove-response'];

@@ -6,6 +6,11 @@ export interface WireRequest {
   url: string;
   headers: [string, string][];
   body: Uint8Array | null;
+  /**
+   * A streamed body (a large or chunked upload): read by the worker as it arrives; `body` is then
+   * null. It can be read once, so a request with one is never retried elsewhere.
+   */
+  stream?: AsyncIterable<Uint8Array>;
 }
 
 export interface WireResponse {

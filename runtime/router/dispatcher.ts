@@ -73,7 +73,7 @@ export class Dispatcher {
     const start = this.cursor.get(appId) ?? 0;
     this.cursor.set(appId, start + 1);
     // A retry goes to another cell: the next instances in line may well sit on the same dead one.
-    const maxCells = IDEMPOTENT.has(request.method) ? 3 : 1;
+    const maxCells = IDEMPOTENT.has(request.method) && !request.stream ? 3 : 1;
     const failedCells = new Set<string>();
     let lastError: unknown;
     for (let i = 0; i < cellIds.length && failedCells.size < maxCells; i++) {

@@ -52,7 +52,12 @@ export function createRouter(options: RouterOptions): Server {
     }
     const method = req.method ?? 'GET';
     // GET and HEAD carry no body in the Fetch standard: drop one rather than fail the worker on it.
-    const body = method === 'GET' || method === 'HEAD' ? (req.resume(), new Uint8Array(0)) : await readBody(req, maxBody);
+    // Small bodies with a declared length are read whole (the common case, and cheapest); larger or
+    // chunked ones stream to the worker as they arrive, under the same cap.
+    const declared = req.headers['content-length'] === undefined ? null : Number(req.headers['content-length']);
+    const streamed = method !== 'GET' && method !== 'HEAD' && (declared === null || declared > STREAM_ABOVE_BYTES) && !(declared !== null && declared > maxBody);
+    const body =
+      method === 'GET' || method === 'HEAD' ? (req.resume(), new Uint8Array(0)) : streamed ? new Uint8Array(0) : await readBody(req, maxBody);
     const headers: [string, string][] = [];
     for (let i = 0; i < req.rawHeaders.length; i += 2) {
       const name = req.rawHeaders[i]!.toLowerCase();
@@ -64,6 +69,7 @@ export function createRouter(options: RouterOptions): Server {
       url: url.href,
       headers,
       body: body.length > 0 ? body : null,
+      ...(streamed ? { stream: uploadOf(req, maxBody) } : {}),
     };
     let response: WireResponse;
     try {
@@ -134,6 +140,19 @@ async function sendStream(res: ServerResponse, chunks: AsyncIterable<Uint8Array>
     res.destroy();
   } finally {
     res.off('close', onClose);
+  }
+}
+
+/** Request bodies above this (or of unknown length) stream to the worker. */
+const STREAM_ABOVE_BYTES = 64 * 1024;
+
+/** A request body as it arrives, refusing more than `max` bytes. */
+async function* uploadOf(req: IncomingMessage, max: number): AsyncGenerator<Uint8Array> {
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > max) throw new GroveError('PAYLOAD_TOO_LARGE', `request body is larger than the ${max}-byte limit`);
+    yield new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength);
   }
 }
 

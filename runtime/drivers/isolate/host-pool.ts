@@ -38,6 +38,8 @@ class Host {
   readonly child: ChildProcess;
   readonly instances = new Map<string, number>(); // instanceId → memory limit (MB)
   readonly calls = new Map<number, Call>();
+  /** Streamed request bodies this host reads on demand, by call id. */
+  readonly uploads = new Map<number, AsyncIterator<Uint8Array>>();
   /** Streamed response bodies arriving from this host, by call id. */
   readonly streams = new Map<number, ChunkQueue>();
   readonly ready: Promise<void>;
@@ -72,9 +74,10 @@ class Host {
     return this.child.pid ?? 0;
   }
 
-  call<T>(message: DistributiveOmit<ToHost, 'id'>): Promise<T> {
+  call<T>(message: DistributiveOmit<ToHost, 'id'>, register?: (id: number) => void): Promise<T> {
     if (this.exited) return Promise.reject(new GroveError('UNAVAILABLE', 'the isolate host is restarting'));
     const id = this.nextId++;
+    register?.(id);
     return new Promise<T>((resolve, reject) => {
       this.calls.set(id, { resolve: resolve as (v: unknown) => void, reject });
       this.child.send({ ...message, id } as ToHost);
@@ -177,7 +180,22 @@ export class IsolateHostPool implements WorkloadDriver {
   fetch(instanceId: string, request: WireRequest): Promise<WireResponse> {
     const host = this.where.get(instanceId);
     if (!host) return Promise.reject(new GroveError('NO_INSTANCE', `instance ${instanceId} is not running on this cell`));
-    return host.call<WireResponse>({ t: 'fetch', instanceId, request });
+    const { stream: upload, ...wire } = request;
+    if (!upload) return host.call<WireResponse>({ t: 'fetch', instanceId, request: wire });
+    // The body stays here and crosses chunk by chunk as the worker asks for it.
+    let callId = 0;
+    const answer = host.call<WireResponse>({ t: 'fetch', instanceId, request: { ...wire, body: null, streamed: true } }, (id) => {
+      callId = id;
+      host.uploads.set(id, upload[Symbol.asyncIterator]());
+    });
+    // Done with the request once the answer (or its streamed body) is: a body nobody read is let go.
+    const release = () => {
+      const it = host.uploads.get(callId);
+      host.uploads.delete(callId);
+      void it?.return?.(undefined)?.catch(() => undefined);
+    };
+    answer.then((res) => (res.stream ? undefined : release()), release);
+    return answer;
   }
 
   dispatchEvent(instanceId: string, event: WorkerEvent): Promise<WorkerEventOutcome> {
@@ -241,10 +259,31 @@ export class IsolateHostPool implements WorkloadDriver {
         case 'chunk':
           host.streams.get(m.id)?.push(m.bytes);
           return;
-        case 'end':
+        case 'pull': {
+          const upload = host.uploads.get(m.id);
+          const answer = (bytes: Uint8Array | null, error: string | null) => {
+            if (!host.exited) host.child.send({ t: 'upload', id: m.id, bytes, error } satisfies ToHost);
+          };
+          if (!upload) return answer(null, 'the request is over');
+          if (m.cancel) {
+            host.uploads.delete(m.id);
+            void upload.return?.(undefined)?.catch(() => undefined);
+            return;
+          }
+          upload.next().then(
+            (next) => answer(next.done ? null : next.value, null),
+            (err: unknown) => answer(null, err instanceof Error ? err.message : String(err)),
+          );
+          return;
+        }
+        case 'end': {
           host.streams.get(m.id)?.end(m.error === null ? undefined : new GroveError('WORKER_EXCEPTION', m.error));
           host.streams.delete(m.id);
+          const upload = host.uploads.get(m.id);
+          host.uploads.delete(m.id);
+          void upload?.return?.(undefined)?.catch(() => undefined);
           return;
+        }
         case 'exit':
           if (this.where.get(m.instanceId) === host) {
             this.where.delete(m.instanceId);
@@ -268,6 +307,8 @@ export class IsolateHostPool implements WorkloadDriver {
     host.calls.clear();
     for (const sink of host.streams.values()) sink.end(new GroveError('UNAVAILABLE', `the isolate host ${how} while streaming a response`));
     host.streams.clear();
+    for (const upload of host.uploads.values()) void upload.return?.(undefined)?.catch(() => undefined);
+    host.uploads.clear();
     for (const instanceId of host.instances.keys()) {
       if (this.where.get(instanceId) !== host) continue;
       this.where.delete(instanceId);

@@ -10,12 +10,14 @@ import type { IsolateLogLine } from './isolate-driver.js';
 export type ToHost =
   | { t: 'start'; id: number; spec: InstanceSpec; deniedPorts: number[] }
   | { t: 'stop'; id: number; instanceId: string }
-  | { t: 'fetch'; id: number; instanceId: string; request: WireRequest }
+  | { t: 'fetch'; id: number; instanceId: string; request: WireRequest & { streamed?: boolean } }
   | { t: 'event'; id: number; instanceId: string; event: WorkerEvent }
   | { t: 'task'; id: number; spec: InstanceSpec; command: string[]; deniedPorts: number[] }
   | { t: 'ping'; id: number }
   /** The cell's consumer of a streamed body went away: stop the worker's stream. */
-  | { t: 'cancel'; id: number };
+  | { t: 'cancel'; id: number }
+  /** The next chunk of call `id`'s streamed request body (null: the end), or why it failed. */
+  | { t: 'upload'; id: number; bytes: Uint8Array | null; error: string | null };
 
 export type FromHost =
   | { t: 'ready'; pid: number }
@@ -25,6 +27,8 @@ export type FromHost =
   /** A chunk of the streamed body of the answer to call `id`, and its end (with an error if it failed). */
   | { t: 'chunk'; id: number; bytes: Uint8Array }
   | { t: 'end'; id: number; error: string | null }
+  /** The worker wants the next chunk of call `id`'s request body, or no more of it. */
+  | { t: 'pull'; id: number; cancel: boolean }
   /** An instance the host ended on its own (a limit, a wall-time breach), with the reason. */
   | { t: 'exit'; instanceId: string; reason: string }
   /** V8 lost control of an isolate: the host stops serving and exits; this says why first. */

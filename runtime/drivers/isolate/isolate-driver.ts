@@ -69,6 +69,8 @@ interface Running {
   /** crypto.subtle's keys, held on the host and forgotten when the instance stops. */
   subtle: SubtleHost;
   nextId: number;
+  /** Streamed request bodies being read by the worker, by invocation id. */
+  uploads: Map<number, AsyncIterator<Uint8Array>>;
   /** Streamed response bodies being received, by invocation id. */
   sinks: Map<number, ChunkQueue>;
   streamCancel: ivm.Reference<(id: number) => void>;
@@ -138,8 +140,8 @@ export class IsolateDriver implements WorkloadDriver {
         timeout: this.startupTimeoutMs,
       });
       boot.release();
-      const { dispatch, taskEntry, eventEntry, pending, budget, sinks, streamCancel } = shell;
-      this.instances.set(spec.instanceId, { spec, isolate, context, dispatch, taskEntry, eventEntry, pending, timers, subtle, budget, sinks, streamCancel, nextId: 1 });
+      const { dispatch, taskEntry, eventEntry, pending, budget, sinks, streamCancel, uploads } = shell;
+      this.instances.set(spec.instanceId, { spec, isolate, context, dispatch, taskEntry, eventEntry, pending, timers, subtle, budget, sinks, streamCancel, uploads, nextId: 1 });
     } catch (err) {
       for (const handle of timers.values()) clearTimeout(handle);
       subtle.close();
@@ -248,6 +250,7 @@ export class IsolateDriver implements WorkloadDriver {
     const budget: Running['budget'] = { used: 0, allowance: 0 };
     const subtle = new SubtleHost();
     const sinks: Running['sinks'] = new Map();
+    const uploads: Running['uploads'] = new Map();
     try {
       const context = await isolate.createContext();
       const global = context.global;
@@ -373,6 +376,39 @@ export class IsolateDriver implements WorkloadDriver {
       );
       // crypto.subtle: Node's WebCrypto on the host, keys kept there behind ids (subtle-host.ts).
       await global.set('__grove_subtle', subtle.callback());
+      // The next chunk of a streamed request body, on the worker's demand (or its cancel).
+      let uploadEntry: ivm.Reference<(id: number, bytes: unknown, error: string | null) => void> | undefined;
+      const deliverUpload = (id: number, bytes: Uint8Array | null, error: string | null) => {
+        if (isolate.isDisposed) return;
+        uploadEntry
+          ?.apply(undefined, [id, bytes === null ? null : new ivm.ExternalCopy(bytes).copyInto(), error], { timeout: Math.max(bound.spec.limits.cpuMs, 1) })
+          .catch((err: unknown) => this.entryFailed(bound.spec, isolate, err, 'code reading the request body'));
+      };
+      await global.set(
+        '__grove_pull',
+        new ivm.Callback(
+          (id: unknown, cancel: unknown) => {
+            const upload = uploads.get(id as number);
+            if (!upload) return deliverUpload(id as number, null, 'the request is over');
+            if (cancel) {
+              uploads.delete(id as number);
+              void upload.return?.(undefined)?.catch(() => undefined);
+              return;
+            }
+            upload.next().then(
+              (next) => {
+                if (next.done) uploads.delete(id as number);
+                deliverUpload(id as number, next.done ? null : next.value, null);
+              },
+              (err: unknown) => {
+                uploads.delete(id as number);
+                deliverUpload(id as number, null, describe(err));
+              },
+            );
+          },
+          { ignored: true },
+        ),
+      );
       // Chunks of streamed response bodies; an id with no sink (cancelled, or made up) is dropped.
       await global.set(
         '__grove_chunk',
@@ -382,6 +418,9 @@ export class IsolateDriver implements WorkloadDriver {
             if (!sink) return;
             if (bytes instanceof Uint8Array) return sink.push(bytes);
             sinks.delete(id as number);
+            const upload = uploads.get(id as number);
+            uploads.delete(id as number);
+            void upload?.return?.(undefined)?.catch(() => undefined);
             sink.end(typeof error === 'string' ? new GroveError('WORKER_EXCEPTION', `the response body stream failed: ${error}`) : undefined);
           },
           { ignored: true },
@@ -406,10 +445,12 @@ export class IsolateDriver implements WorkloadDriver {
       warm.release();
       const streamCancel = await global.get('__grove_stream_cancel', { reference: true });
       await global.delete('__grove_stream_cancel');
+      uploadEntry = await global.get('__grove_upload', { reference: true });
+      await global.delete('__grove_upload');
       await global.delete('__grove_event');
       await global.delete('__grove_fetch');
       await global.delete('__grove_task');
-      return { bound, isolate, context, boot, dispatch, taskEntry, eventEntry, subtleDone, pending, timers, subtle, budget, sinks, streamCancel };
+      return { bound, isolate, context, boot, dispatch, taskEntry, eventEntry, subtleDone, pending, timers, subtle, budget, sinks, streamCancel, uploads };
     } catch (err) {
       for (const handle of timers.values()) clearTimeout(handle);
       subtle.close();
@@ -447,6 +488,8 @@ export class IsolateDriver implements WorkloadDriver {
     inst.streamCancel.release();
     for (const sink of inst.sinks.values()) sink.end(new GroveError('UNAVAILABLE', 'the instance stopped while it was streaming the response'));
     inst.sinks.clear();
+    for (const upload of inst.uploads.values()) void upload.return?.(undefined)?.catch(() => undefined);
+    inst.uploads.clear();
     inst.context.release();
     if (!inst.isolate.isDisposed) inst.isolate.dispose();
   }
@@ -488,17 +531,43 @@ export class IsolateDriver implements WorkloadDriver {
   async fetch(instanceId: string, request: WireRequest): Promise<WireResponse> {
     const inst = this.instances.get(instanceId);
     if (!inst) throw new GroveError('NO_INSTANCE', `instance ${instanceId} is not running on this cell`);
-    return this.enter<WireResponse>(inst, inst.dispatch, (id) => [id, new ivm.ExternalCopy(request).copyInto()], (id, value) => {
+    const { stream: upload, ...wire } = request;
+    let callId = 0;
+    const answer = this.enter<WireResponse>(
+      inst,
+      inst.dispatch,
+      (id) => {
+        callId = id;
+        if (!upload) return [id, new ivm.ExternalCopy(wire).copyInto()];
+        inst.uploads.set(id, upload[Symbol.asyncIterator]());
+        return [id, new ivm.ExternalCopy({ ...wire, body: null, streamed: true }).copyInto()];
+      },
+      (id, value) => {
       const { streamed, ...head } = value as WireResponse & { streamed?: boolean };
-      if (!streamed) return head;
+      if (!streamed) {
+        this.endUpload(inst, id);
+        return head;
+      }
       // Registered before any chunk can arrive: the isolate sends chunks only after this answer.
       const sink = new ChunkQueue(() => {
+        this.endUpload(inst, id);
         inst.sinks.delete(id);
         if (!inst.isolate.isDisposed) inst.streamCancel.apply(undefined, [id], { timeout: Math.max(inst.spec.limits.cpuMs, 1) }).catch(() => undefined);
       });
       inst.sinks.set(id, sink);
       return { ...head, body: null, stream: sink };
-    });
+      },
+    );
+    if (upload) answer.catch(() => this.endUpload(inst, callId));
+    return answer;
+  }
+
+  /** The request is over: its upload, if any, is let go (the client's remaining bytes are not read). */
+  private endUpload(inst: Running, id: number): void {
+    const upload = inst.uploads.get(id);
+    if (!upload) return;
+    inst.uploads.delete(id);
+    void upload.return?.(undefined)?.catch(() => undefined);
   }
 
   /**
@@ -648,6 +717,7 @@ interface Shell {
   budget: Running['budget'];
   sinks: Running['sinks'];
   streamCancel: Running['streamCancel'];
+  uploads: Running['uploads'];
 }
 
 const SPARE_SPEC: InstanceSpec = {

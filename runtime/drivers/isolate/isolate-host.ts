@@ -26,6 +26,27 @@ const driver = new IsolateDriver({
 });
 driver.onExit((instanceId, reason) => send({ t: 'exit', instanceId, reason }));
 
+/** Reads of streamed request bodies waiting for the cell's answer, by call id. */
+const pulls = new Map<number, { resolve(r: IteratorResult<Uint8Array>): void; reject(err: Error): void }>();
+
+/** A request body that stays in the cell and is fetched a chunk at a time as the worker reads it. */
+function uploadFromCell(id: number): AsyncIterable<Uint8Array> {
+  return {
+    [Symbol.asyncIterator]: () => ({
+      next: () =>
+        new Promise<IteratorResult<Uint8Array>>((resolve, reject) => {
+          pulls.set(id, { resolve, reject });
+          send({ t: 'pull', id, cancel: false });
+        }),
+      return: async () => {
+        pulls.delete(id);
+        send({ t: 'pull', id, cancel: true });
+        return { done: true, value: undefined };
+      },
+    }),
+  };
+}
+
 /** Streamed bodies being relayed to the cell, by call id (so the cell can cancel one). */
 const relaying = new Map<number, { iterator: AsyncIterator<Uint8Array>; stream: AsyncIterable<Uint8Array> }>();
 
@@ -53,8 +74,9 @@ function fail(id: number, err: unknown): void {
 
 process.on('message', (message: ToHost) => {
   switch (message.t) {
-    case 'fetch':
-      driver.fetch(message.instanceId, message.request).then(
+    case 'fetch': {
+      const { streamed, ...request } = message.request;
+      driver.fetch(message.instanceId, streamed ? { ...request, stream: uploadFromCell(message.id) } : request).then(
         ({ stream, ...head }) => {
           send({ t: 'ok', id: message.id, value: stream ? { ...head, streamed: true } : head });
           if (stream) void relay(message.id, stream);
@@ -62,6 +84,15 @@ process.on('message', (message: ToHost) => {
         (err: unknown) => fail(message.id, err),
       );
       return;
+    }
+    case 'upload': {
+      const waiting = pulls.get(message.id);
+      pulls.delete(message.id);
+      if (!waiting) return;
+      if (message.error !== null) waiting.reject(new Error(message.error));
+      else waiting.resolve(message.bytes === null ? { done: true, value: undefined } : { done: false, value: message.bytes });
+      return;
+    }
     case 'cancel':
       {
         const relayed = relaying.get(message.id);

@@ -23,6 +23,10 @@
   // Chunks of a streamed response body, to the host as the worker produces them: (id, bytes, error).
   const hostChunk = g.__grove_chunk;
   delete g.__grove_chunk;
+  // Streamed request bodies: the isolate asks for the next chunk, (id, cancel), and the host answers
+  // through __grove_upload.
+  const hostPull = g.__grove_pull;
+  delete g.__grove_pull;
   delete g.__grove_timer;
   delete g.__grove_random;
   delete g.__grove_egress;
@@ -1526,12 +1530,40 @@
     env = Object.freeze(environment);
   });
 
-  async function handleFetch(wire) {
+  const uploads = new Map(); // invocation id → the pull waiting for the host's next chunk
+  function uploadStream(id) {
+    return new ReadableStream(
+      {
+        pull(controller) {
+          return new Promise((resolve) => {
+            uploads.set(id, { controller, resolve });
+            hostPull(id, false);
+          });
+        },
+        cancel() {
+          uploads.delete(id);
+          hostPull(id, true);
+        },
+      },
+      { highWaterMark: 0 },
+    );
+  }
+  define('__grove_upload', (id, bytes, error) => {
+    const waiting = uploads.get(id);
+    if (!waiting) return;
+    uploads.delete(id);
+    if (error !== null) waiting.controller.error(new TypeError(`the request body failed: ${error}`));
+    else if (bytes === null) waiting.controller.close();
+    else waiting.controller.enqueue(bytes);
+    waiting.resolve();
+  });
+
+  async function handleFetch(wire, id) {
     if (typeof handlers.fetch !== 'function') throw new TypeError('the module has no fetch handler: export default { fetch(request, env, ctx) { … } }');
     trustedUrl = wire.url;
     let request;
     try {
-      request = new Request(wire.url, { method: wire.method, headers: wire.headers, body: wire.body });
+      request = new Request(wire.url, { method: wire.method, headers: wire.headers, body: wire.streamed ? uploadStream(id) : wire.body });
     } finally {
       trustedUrl = null;
     }
@@ -1726,7 +1758,7 @@
   });
 
   define('__grove_fetch', (id, wire) => {
-    handleFetch(wire).then(
+    handleFetch(wire, id).then(
       ({ head, stream }) => {
         done(id, null, head);
         if (stream !== null) pump(id, stream);
