@@ -61,6 +61,11 @@ export class ChunkQueue implements AsyncIterable<Uint8Array> {
   }
 }
 
+/** Stops reading a body that is no longer wanted (its producer may clean up); never throws. */
+export function letGo(iterator: AsyncIterator<Uint8Array> | undefined): void {
+  void iterator?.return?.(undefined)?.catch(() => undefined);
+}
+
 /** Reads a chunked body to its end, refusing more than `max` bytes. */
 export async function collectChunks(chunks: AsyncIterable<Uint8Array>, max: number, tooLarge: () => Error): Promise<Uint8Array> {
   const parts: Uint8Array[] = [];

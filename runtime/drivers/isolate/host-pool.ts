@@ -3,7 +3,7 @@ import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { GroveError } from '../../../scheduler/model/index.js';
 import type { InstanceSpec, WireRequest, WireResponse, WorkerEvent, WorkerEventOutcome, WorkloadDriver } from '../../rep/workload-driver.js';
-import { ChunkQueue } from '../../rep/chunk-queue.js';
+import { ChunkQueue, letGo } from '../../rep/chunk-queue.js';
 import type { FromHost, HostBootOptions, HostHealth, ToHost } from './host-protocol.js';
 import type { IsolateLogLine } from './isolate-driver.js';
 
@@ -192,7 +192,7 @@ export class IsolateHostPool implements WorkloadDriver {
     const release = () => {
       const it = host.uploads.get(callId);
       host.uploads.delete(callId);
-      void it?.return?.(undefined)?.catch(() => undefined);
+      letGo(it);
     };
     answer.then((res) => (res.stream ? undefined : release()), release);
     return answer;
@@ -267,7 +267,7 @@ export class IsolateHostPool implements WorkloadDriver {
           if (!upload) return answer(null, 'the request is over');
           if (m.cancel) {
             host.uploads.delete(m.id);
-            void upload.return?.(undefined)?.catch(() => undefined);
+            letGo(upload);
             return;
           }
           upload.next().then(
@@ -281,7 +281,7 @@ export class IsolateHostPool implements WorkloadDriver {
           host.streams.delete(m.id);
           const upload = host.uploads.get(m.id);
           host.uploads.delete(m.id);
-          void upload?.return?.(undefined)?.catch(() => undefined);
+          letGo(upload);
           return;
         }
         case 'exit':
@@ -307,7 +307,7 @@ export class IsolateHostPool implements WorkloadDriver {
     host.calls.clear();
     for (const sink of host.streams.values()) sink.end(new GroveError('UNAVAILABLE', `the isolate host ${how} while streaming a response`));
     host.streams.clear();
-    for (const upload of host.uploads.values()) void upload.return?.(undefined)?.catch(() => undefined);
+    for (const upload of host.uploads.values()) letGo(upload);
     host.uploads.clear();
     for (const instanceId of host.instances.keys()) {
       if (this.where.get(instanceId) !== host) continue;

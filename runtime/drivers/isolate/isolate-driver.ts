@@ -4,7 +4,7 @@ import ivm from 'isolated-vm';
 import { LRUCache } from 'lru-cache';
 import { DEFAULT_LIMITS, GroveError } from '../../../scheduler/model/index.js';
 import type { InstanceSpec, WireRequest, WireResponse, WorkerEvent, WorkerEventOutcome, WorkloadDriver } from '../../rep/workload-driver.js';
-import { ChunkQueue } from '../../rep/chunk-queue.js';
+import { ChunkQueue, letGo } from '../../rep/chunk-queue.js';
 import { Egress, type EgressOptions, type EgressRequest } from './egress.js';
 import { hostUrlOperation } from './host-url.js';
 import { SubtleHost } from './subtle-host.js';
@@ -392,7 +392,7 @@ export class IsolateDriver implements WorkloadDriver {
             if (!upload) return deliverUpload(id as number, null, 'the request is over');
             if (cancel) {
               uploads.delete(id as number);
-              void upload.return?.(undefined)?.catch(() => undefined);
+              letGo(upload);
               return;
             }
             upload.next().then(
@@ -420,7 +420,7 @@ export class IsolateDriver implements WorkloadDriver {
             sinks.delete(id as number);
             const upload = uploads.get(id as number);
             uploads.delete(id as number);
-            void upload?.return?.(undefined)?.catch(() => undefined);
+            letGo(upload);
             sink.end(typeof error === 'string' ? new GroveError('WORKER_EXCEPTION', `the response body stream failed: ${error}`) : undefined);
           },
           { ignored: true },
@@ -488,7 +488,7 @@ export class IsolateDriver implements WorkloadDriver {
     inst.streamCancel.release();
     for (const sink of inst.sinks.values()) sink.end(new GroveError('UNAVAILABLE', 'the instance stopped while it was streaming the response'));
     inst.sinks.clear();
-    for (const upload of inst.uploads.values()) void upload.return?.(undefined)?.catch(() => undefined);
+    for (const upload of inst.uploads.values()) letGo(upload);
     inst.uploads.clear();
     inst.context.release();
     if (!inst.isolate.isDisposed) inst.isolate.dispose();
@@ -515,10 +515,9 @@ export class IsolateDriver implements WorkloadDriver {
    * continues after a fetch — is held to the same limits: a breach there recycles the isolate too.
    */
   private entryFailed(spec: InstanceSpec, isolate: ivm.Isolate, err: unknown, what: string): void {
-    if (isolate.isDisposed) return this.fail(spec.instanceId, `exceeded the memory limit of ${spec.limits.memoryMb} MB`);
-    const message = describe(err);
-    if (/timed out/i.test(message)) return this.fail(spec.instanceId, `exceeded the CPU-time limit of ${spec.limits.cpuMs} ms`);
-    this.options.log({ appId: spec.appId, instanceId: spec.instanceId, level: 'error', message: `${what} failed: ${message}` });
+    const breach = limitBreach(spec, isolate, err);
+    if (breach) return this.fail(spec.instanceId, breach.reason);
+    this.options.log({ appId: spec.appId, instanceId: spec.instanceId, level: 'error', message: `${what} failed: ${describe(err)}` });
   }
 
   /** Ends an instance the platform did not ask to stop, and tells the Rep why. */
@@ -567,7 +566,7 @@ export class IsolateDriver implements WorkloadDriver {
     const upload = inst.uploads.get(id);
     if (!upload) return;
     inst.uploads.delete(id);
-    void upload.return?.(undefined)?.catch(() => undefined);
+    letGo(upload);
   }
 
   /**
@@ -633,15 +632,12 @@ export class IsolateDriver implements WorkloadDriver {
       const onEntryError = (err: unknown) => {
         inst.pending.delete(id);
         finish(() => {
-          if (inst.isolate.isDisposed) {
-            this.fail(instanceId, `exceeded the memory limit of ${inst.spec.limits.memoryMb} MB`);
-            return reject(new GroveError('WORKER_LIMIT_EXCEEDED', 'the worker ran out of memory', { cause: err }));
+          const breach = limitBreach(inst.spec, inst.isolate, err);
+          if (breach) {
+            this.fail(instanceId, breach.reason);
+            return reject(new GroveError('WORKER_LIMIT_EXCEEDED', breach.answer, { cause: err }));
           }
           const message = describe(err);
-          if (/timed out/i.test(message)) {
-            this.fail(instanceId, `exceeded the CPU-time limit of ${cpuMs} ms`);
-            return reject(new GroveError('WORKER_LIMIT_EXCEEDED', `the worker exceeded its CPU-time limit of ${cpuMs} ms`, { cause: err }));
-          }
           this.options.log({ appId: inst.spec.appId, instanceId, level: 'error', message: `uncaught exception: ${message}` });
           reject(new GroveError('WORKER_EXCEPTION', `the worker threw an exception: ${message}`, { cause: err }));
         });
@@ -740,6 +736,19 @@ interface WorkerError {
   name: string;
   message: string;
   stack: string;
+}
+
+/**
+ * Whether entering an isolate failed because a limit was hit: isolated-vm disposes an isolate that ran
+ * out of memory and times out synchronous code at the CPU limit. `reason` is recorded with the
+ * instance, `answer` goes to the caller.
+ */
+function limitBreach(spec: InstanceSpec, isolate: ivm.Isolate, err: unknown): { reason: string; answer: string } | null {
+  if (isolate.isDisposed) return { reason: `exceeded the memory limit of ${spec.limits.memoryMb} MB`, answer: 'the worker ran out of memory' };
+  if (/timed out/i.test(describe(err))) {
+    return { reason: `exceeded the CPU-time limit of ${spec.limits.cpuMs} ms`, answer: `the worker exceeded its CPU-time limit of ${spec.limits.cpuMs} ms` };
+  }
+  return null;
 }
 
 function describe(err: unknown): string {

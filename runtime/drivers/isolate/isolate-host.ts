@@ -1,4 +1,5 @@
 import { GroveError } from '../../../scheduler/model/index.js';
+import { letGo } from '../../rep/chunk-queue.js';
 import type { FromHost, HostBootOptions, ToHost } from './host-protocol.js';
 import { IsolateDriver } from './isolate-driver.js';
 
@@ -98,7 +99,7 @@ process.on('message', (message: ToHost) => {
         const relayed = relaying.get(message.id);
         relaying.delete(message.id);
         (relayed?.stream as { cancel?: () => void } | undefined)?.cancel?.();
-        void relayed?.iterator.return?.(undefined);
+        letGo(relayed?.iterator);
       }
       return;
     case 'event':
