@@ -4,6 +4,7 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
 import { createAdaptorServer } from '@hono/node-server';
+import { request } from 'undici';
 import { BlobStore } from '../registry/index.js';
 import { IsolateHostPool } from '../runtime/drivers/isolate/host-pool.js';
 import { CachingUplink, HttpUplink, Rep, createRepServer } from '../runtime/rep/index.js';
@@ -12,6 +13,8 @@ import { readOrCreate } from './platform.js';
 export interface CellOptions {
   api: string;
   token: string;
+  /** Where bundles are pulled from (default: the registry the control plane names in /v1/info). */
+  registry?: string;
   dataDir: string;
   port: number;
   host?: string;
@@ -45,7 +48,9 @@ export async function startCell(options: CellOptions): Promise<RunningCell> {
   const cellId = await readOrCreate(join(dataDir, 'cell-id'), () => `cell-${randomBytes(4).toString('hex')}`);
   const secret = randomBytes(32).toString('base64url');
   const cache = await BlobStore.open(join(dataDir, 'bundles'));
-  const uplink = new CachingUplink(new HttpUplink(options.api.replace(/\/+$/, ''), options.token), cache);
+  const apiUrl = options.api.replace(/\/+$/, '');
+  const registryUrl = (options.registry ?? (await registryOf(apiUrl)))?.replace(/\/+$/, '') ?? null;
+  const uplink = new CachingUplink(new HttpUplink(apiUrl, options.token, 10_000, registryUrl), cache);
   const log = options.log ?? ((line: string) => process.stdout.write(`${line}\n`));
   const ownPorts: number[] = [];
   const isolates = new IsolateHostPool({
@@ -109,4 +114,15 @@ export async function startCell(options: CellOptions): Promise<RunningCell> {
       }
     },
   };
+}
+
+/** The registry the control plane advertises; null when it names none (bundles then come from its cell API). */
+async function registryOf(apiUrl: string): Promise<string | null> {
+  try {
+    const res = await request(`${apiUrl}/v1/info`, { headersTimeout: 10_000, bodyTimeout: 10_000 });
+    const info = (await res.body.json()) as { registry?: string | null };
+    return res.statusCode === 200 && typeof info.registry === 'string' ? info.registry : null;
+  } catch {
+    return null;
+  }
 }

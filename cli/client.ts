@@ -12,7 +12,7 @@ export interface RequestOptions {
 export class ApiClient {
   constructor(
     readonly baseUrl: string,
-    private readonly token: string,
+    readonly token: string,
   ) {}
 
   private url(path: string, query?: RequestOptions['query']): string {

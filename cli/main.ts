@@ -13,6 +13,7 @@ import { cell } from './commands/cell.js';
 import { listTasks, runTask } from './commands/tasks.js';
 import { deleteSecret, listSecrets, putSecret } from './commands/secrets.js';
 import { up } from './commands/up.js';
+import { registryGc, serveRegistry, stageImage } from './commands/registry.js';
 
 function int(min: number, max: number) {
   return (value: string): number => {
@@ -41,6 +42,13 @@ function megabytes(value: string): number {
   if (n < 64) throw new InvalidArgumentError('a cell needs at least 64M');
   return n;
 }
+/** `20G`, `512M`, `1T` or plain bytes. */
+function bytesSize(value: string): number {
+  const m = /^(\d+)([KMGT])?B?$/i.exec(value.trim());
+  if (!m) throw new InvalidArgumentError('expected a size such as 512M or 20G');
+  const unit = { K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 }[(m[2] ?? '').toUpperCase() as 'K'] ?? 1;
+  return Number(m[1]) * unit;
+}
 const collect = (value: string, previous: string[]) => [...previous, value];
 
 async function client(): Promise<ApiClient> {
@@ -62,7 +70,9 @@ export function buildProgram(): Command {
     .option('--data <dir>', 'data directory (default: $GROVE_HOME or ./.grove)')
     .option('--api-port <n>', 'control API port (default 7070)', port)
     .option('--router-port <n>', 'HTTP router port (default 7080)', port)
-    .option('--registry-port <n>', 'registry proxy port (default 7090; used once the registry lands)', port)
+    .option('--registry-port <n>', 'registry port (default 7090)', port)
+    .option('--registry-upstream <ALIAS=URL>', 'another upstream registry for pull-through, e.g. ghcr=https://ghcr.io (repeatable; docker.io is built in)', collect, [])
+    .option('--registry-cap <size>', 'byte cap of the registry cache, e.g. 20G (default 20G)', bytesSize)
     .option('--host <addr>', 'address to listen on (default 127.0.0.1)')
     .option('--store <url>', 'share the Store with other control planes: a postgres:// URL (default: SQLite in the data dir)')
     .option('--no-cell', 'run no cell in this process: instances go to `grove cell` processes')
@@ -77,6 +87,7 @@ export function buildProgram(): Command {
     .description('run a cell that joins a running control plane and takes work from its auctions')
     .option('--api <url>', 'the control plane API (default $GROVE_API)')
     .option('--token <token>', 'a cell or admin token (default $GROVE_TOKEN)')
+    .option('--registry <url>', 'where to pull bundles and images (default: the registry the control plane names)')
     .requiredOption('--data <dir>', 'data directory (cell id, bundle cache)')
     .option('--port <n>', 'port for the control plane to reach this cell (0: any free port)', port, 0)
     .option('--host <addr>', 'address to listen on (default 127.0.0.1)')
@@ -87,6 +98,35 @@ export function buildProgram(): Command {
     .option('--presence-ttl <duration>', 'how long the cell counts as present without a heartbeat (default 30s)', duration)
     .option('--isolate-hosts <n>', 'isolate-host processes (default: one per core, at least 2)', int(1, 64))
     .action(async (o) => cell(o));
+
+  const registry = program
+    .command('registry')
+    .description('run a standalone registry (the OCI pull-through cache and bundle store grove up embeds)')
+    .option('--port <n>', 'port (default 7090)', port)
+    .option('--host <addr>', 'address to listen on (default 127.0.0.1)')
+    .option('--data <dir>', 'cache directory (default $GROVE_HOME/registry)')
+    .option('--upstream <ALIAS=URL>', 'an upstream for pull-through under ALIAS (repeatable; docker.io is built in)', collect, [])
+    .option('--api <url>', 'the control API that checks tokens (default $GROVE_API)')
+    .option('--token <token>', 'a cell or admin token to read live revisions\' pins (default $GROVE_TOKEN)')
+    .option('--cap <size>', 'byte cap of the cache, e.g. 20G (default 20G)', bytesSize)
+    .option('--quiet', 'do not print one line per request')
+    .action(async (o) => serveRegistry(o));
+  registry
+    .command('gc')
+    .description('remove cached blobs nothing refers to, then evict down to the cap (admin token)')
+    .option('--registry <url>', 'the registry (default: the one the control plane names)')
+    .option('--json', 'print JSON')
+    .action(async (o) => registryGc(await client(), o));
+
+  program
+    .command('stage')
+    .description('pin IMAGE (tag → digest) and cache it whole in the registry; credentials are used once, never stored')
+    .argument('<image>', 'e.g. docker.io/library/busybox:1.36 or ALIAS/name:tag')
+    .option('--username <user>', 'registry user for a private image')
+    .option('--password-stdin', 'read the registry password (or token) from stdin')
+    .option('--registry <url>', 'the registry (default: the one the control plane names)')
+    .option('--json', 'print JSON')
+    .action(async (image, o) => stageImage(await client(), image, o));
 
   program
     .command('login')

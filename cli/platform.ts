@@ -4,13 +4,13 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
 import { createAdaptorServer } from '@hono/node-server';
-import { BlobStore } from '../registry/index.js';
 import { IsolateHostPool } from '../runtime/drivers/isolate/host-pool.js';
 import { LogBuffer } from '../runtime/logs/index.js';
 import { HttpRepClient, Rep, StoreUplink } from '../runtime/rep/index.js';
 import { Dispatcher, RouteTable, createRouter } from '../runtime/router/index.js';
 import type { RepClient } from '../scheduler/auctioneer/index.js';
-import { createApi, hashTokenSecret, newTokenSecret } from '../scheduler/api/index.js';
+import { createApi, hashTokenSecret, liveDigests, newTokenSecret } from '../scheduler/api/index.js';
+import { startRegistryService, storeTokenVerifier } from './registry.js';
 import { Converger } from '../scheduler/converger/index.js';
 import { GroveError } from '../scheduler/model/index.js';
 import { type LeaderLease, PostgresLeaderLease, SoleLeader, SqliteStore, type Store, openPostgresStore } from '../scheduler/store/index.js';
@@ -19,8 +19,12 @@ export interface PlatformOptions {
   dataDir: string;
   apiPort: number;
   routerPort: number;
-  /** Reserved for the registry proxy; accepted now so scripts need not change later. */
+  /** The registry's port (0: any free one). */
   registryPort?: number;
+  /** Registry upstreams besides Docker Hub: `ALIAS=URL`. */
+  registryUpstreams?: string[];
+  /** The registry cache's byte cap. */
+  registryCapBytes?: number;
   /** Address to listen on; loopback unless the operator chooses otherwise. */
   host?: string;
   convergeIntervalMs?: number;
@@ -41,6 +45,7 @@ export interface PlatformOptions {
 export interface Platform {
   apiUrl: string;
   routerUrl: string;
+  registryUrl: string;
   dataDir: string;
   adminTokenPath: string;
   cellId: string | null;
@@ -70,7 +75,19 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
     for (const cleanup of cleanups.reverse()) await cleanup();
   };
   try {
-    const blobs = await BlobStore.open(join(dataDir, 'blobs'));
+    // The registry first: bundles live there, and cells pull from it.
+    const registryService = await startRegistryService({
+      dataDir: join(dataDir, 'registry'),
+      port: options.registryPort ?? 0,
+      host,
+      upstreams: options.registryUpstreams,
+      capBytes: options.registryCapBytes,
+      verify: storeTokenVerifier(store),
+      pins: () => liveDigests(store),
+      warn,
+    });
+    cleanups.push(() => registryService.stop());
+    const blobs = registryService.registry;
     const adminTokenPath = await ensureAdminToken(store, dataDir);
     const logs = new LogBuffer();
     /** This process's listening ports: a worker's fetch may never reach them. */
@@ -85,7 +102,7 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
       rep = new Rep({
         cellId,
         zone: 'local',
-        uplink: new StoreUplink(store, blobs),
+        uplink: new StoreUplink(store, blobs.blobs),
         drivers: [isolates],
         capacity: { memoryMb: options.cellMemoryMb ?? 8192, diskMb: 65_536, instances: 1000 },
         presenceTtlMs: options.presenceTtlMs,
@@ -162,17 +179,17 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
     const routerPort = await listen(router, options.routerPort, host, '--router-port');
     cleanups.push(() => close(router));
 
-    const api = createApi({ store, blobs, logs, warn, isLeader: () => lease.isLeader() });
+    const api = createApi({ store, bundles: blobs, registryUrl: registryService.url, logs, warn, isLeader: () => lease.isLeader() });
     const apiServer = createAdaptorServer({ fetch: api.fetch }) as Server;
     const apiPort = await listen(apiServer, options.apiPort, host, '--api-port');
-    ownPorts.push(routerPort, apiPort);
-    if (options.registryPort) ownPorts.push(options.registryPort);
+    ownPorts.push(routerPort, apiPort, registryService.port);
     cleanups.push(() => close(apiServer));
 
     const shown = host.includes(':') ? `[${host}]` : host;
     return {
       apiUrl: `http://${shown}:${apiPort}`,
       routerUrl: `http://${shown}:${routerPort}`,
+      registryUrl: registryService.url,
       dataDir,
       adminTokenPath,
       cellId,

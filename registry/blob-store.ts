@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { type Hash, createHash, randomBytes } from 'node:crypto';
 import { constants, promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { GroveError } from '../scheduler/model/index.js';
@@ -60,6 +60,79 @@ export class BlobStore {
     return exists(this.pathOf(digest));
   }
 
+  /** The stored blob's size, or null when it is not stored. */
+  async size(digest: string): Promise<number | null> {
+    try {
+      return (await fs.stat(this.pathOf(digest))).size;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw err;
+    }
+  }
+
+  /**
+   * Opens a stored blob for reading, or null when it is not stored. Reading goes through the handle, so
+   * a blob evicted meanwhile still reads whole for whoever opened it.
+   */
+  async open(digest: string): Promise<fs.FileHandle | null> {
+    try {
+      return await fs.open(this.pathOf(digest), constants.O_RDONLY);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw err;
+    }
+  }
+
+  /** Removes a blob; false when it was not there. */
+  async delete(digest: string): Promise<boolean> {
+    try {
+      await fs.unlink(this.pathOf(digest));
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw err;
+    }
+  }
+
+  /** Every stored blob with its size and last use (mtime, which `touch` moves). */
+  async list(): Promise<{ digest: string; size: number; usedAt: number }[]> {
+    const out: { digest: string; size: number; usedAt: number }[] = [];
+    const top = join(this.root, 'sha256');
+    for (const prefix of await fs.readdir(top)) {
+      for (const hex of await fs.readdir(join(top, prefix)).catch(() => [] as string[])) {
+        const st = await fs.stat(join(top, prefix, hex)).catch(() => null);
+        if (st?.isFile()) out.push({ digest: `sha256:${hex}`, size: st.size, usedAt: st.mtimeMs });
+      }
+    }
+    return out;
+  }
+
+  /** Records a use, so the order of least-recent use survives a restart. */
+  async touch(digest: string, at = new Date()): Promise<void> {
+    await fs.utimes(this.pathOf(digest), at, at).catch(() => undefined);
+  }
+
+  /**
+   * Starts writing a blob whose digest (and maybe size) is known in advance. Bytes go to a file under
+   * `ingest/`, hashed as they arrive; `commit()` moves them into place only when size and sha256
+   * match, so a corrupted or short transfer never becomes a blob.
+   */
+  async ingest(expected: { digest: string; size?: number | null }): Promise<Ingest> {
+    this.pathOf(expected.digest);
+    const path = join(this.ingestDir, randomBytes(8).toString('hex'));
+    const handle = await fs.open(path, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL, 0o644);
+    return new Ingest(this, path, handle, expected.digest, expected.size ?? null);
+  }
+
+  /** @internal Moves a verified ingest file into place. */
+  async place(tmp: string, digest: string): Promise<void> {
+    const finalPath = this.pathOf(digest);
+    const dir = join(finalPath, '..');
+    await fs.mkdir(dir, { recursive: true });
+    await fs.rename(tmp, finalPath);
+    await fsyncDir(dir);
+  }
+
   /** The blob's bytes, verified against the digest (a corrupted file is reported, never served). */
   async get(digest: string): Promise<Buffer> {
     let bytes: Buffer;
@@ -90,5 +163,63 @@ async function fsyncDir(dir: string): Promise<void> {
     await handle.sync();
   } finally {
     await handle.close();
+  }
+}
+
+/**
+ * One blob being written. `read(position, length)` serves what has arrived so far, so readers can
+ * stream a blob while it is still being fetched; `written` says how far that is.
+ */
+export class Ingest {
+  written = 0;
+  private readonly hash: Hash = createHash('sha256');
+  private finished = false;
+
+  constructor(
+    private readonly store: BlobStore,
+    private readonly path: string,
+    readonly handle: fs.FileHandle,
+    readonly digest: string,
+    readonly expectedSize: number | null,
+  ) {}
+
+  async write(chunk: Uint8Array): Promise<void> {
+    if (this.expectedSize !== null && this.written + chunk.byteLength > this.expectedSize) {
+      throw new GroveError('SIZE_INVALID', `blob ${this.digest} is longer than its expected ${this.expectedSize} bytes`);
+    }
+    let offset = 0;
+    while (offset < chunk.byteLength) {
+      const { bytesWritten } = await this.handle.write(chunk, offset, chunk.byteLength - offset, this.written + offset);
+      offset += bytesWritten;
+    }
+    this.hash.update(chunk);
+    this.written += chunk.byteLength;
+  }
+
+  /** Verifies and moves the blob into place; on a mismatch the bytes are thrown away. */
+  async commit(): Promise<{ digest: string; size: number }> {
+    this.finished = true;
+    const actual = `sha256:${this.hash.digest('hex')}`;
+    if (this.expectedSize !== null && this.written !== this.expectedSize) {
+      await this.discard();
+      throw new GroveError('SIZE_INVALID', `blob ${this.digest} ended after ${this.written} of its ${this.expectedSize} bytes`);
+    }
+    if (actual !== this.digest) {
+      await this.discard();
+      throw new GroveError('DIGEST_INVALID', `blob content hashes to ${actual}, not the expected ${this.digest}: not stored`);
+    }
+    await this.handle.sync();
+    await this.store.place(this.path, this.digest);
+    return { digest: this.digest, size: this.written };
+  }
+
+  /** Throws the partial bytes away. Readers holding the handle keep reading what they have. */
+  async discard(): Promise<void> {
+    this.finished = true;
+    await fs.rm(this.path, { force: true });
+  }
+
+  get done(): boolean {
+    return this.finished;
   }
 }

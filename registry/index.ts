@@ -1,1 +1,10 @@
-export { BlobStore } from './blob-store.js';
+export { BlobStore, Ingest } from './blob-store.js';
+export { Catalog } from './catalog.js';
+export { LOCAL_PREFIX, parseImageRef, parseRepo } from './reference.js';
+export type { RepoName } from './reference.js';
+export { BUNDLE_ARTIFACT_TYPE, BUNDLE_LAYER_TYPE, Registry, manifestRefs } from './registry.js';
+export type { Access, BlobOut, ManifestOut, RegistryOptions, StageProgress, StageResult } from './registry.js';
+export { createRegistryServer, parseRange } from './server.js';
+export type { RegistryServerOptions, TokenVerifier } from './server.js';
+export { HttpUpstream, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES } from './upstream.js';
+export type { FetchedBlob, FetchedManifest, ManifestDescriptor, Upstream, UpstreamCredentials, UpstreamSession } from './upstream.js';

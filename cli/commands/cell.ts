@@ -5,6 +5,7 @@ import { say } from '../output.js';
 export interface CellCommandOptions {
   api?: string;
   token?: string;
+  registry?: string;
   data: string;
   port: number;
   host?: string;
@@ -25,6 +26,7 @@ export async function cell(opts: CellCommandOptions): Promise<void> {
   const running = await startCell({
     api,
     token,
+    registry: opts.registry,
     dataDir: opts.data,
     port: opts.port,
     host: opts.host,

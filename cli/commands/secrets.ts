@@ -3,9 +3,9 @@ import { CliError } from '../errors.js';
 import { printJson, progress, say, table } from '../output.js';
 
 /** The whole of standard input, or one line typed at a prompt when it is a terminal. */
-async function readValue(): Promise<string> {
+export async function readSecretInput(prompt = 'Enter the secret value (the input is not shown in any output): '): Promise<string> {
   if (process.stdin.isTTY) {
-    process.stderr.write('Enter the secret value (the input is not shown in any output): ');
+    process.stderr.write(prompt);
   }
   const chunks: Buffer[] = [];
   for await (const chunk of process.stdin) {
@@ -17,7 +17,7 @@ async function readValue(): Promise<string> {
 }
 
 export async function putSecret(client: ApiClient, name: string, key: string): Promise<void> {
-  const value = await readValue();
+  const value = await readSecretInput();
   if (value === '') throw new CliError('the secret value is empty: pipe it in, e.g. printf %s "$TOKEN" | grove secret put NAME KEY', 'BAD_ARGUMENT');
   const res = await client.call<{ revision: { number: number } }>('PUT', `/v1/apps/${encodeURIComponent(name)}/secrets/${encodeURIComponent(key)}`, {
     body: new TextEncoder().encode(value),

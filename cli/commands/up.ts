@@ -16,6 +16,8 @@ export interface UpOptions {
   presenceTtl?: number;
   store?: string;
   isolateHosts?: number;
+  registryUpstream?: string[];
+  registryCap?: number;
 }
 
 /** Runs the whole platform in this process until SIGINT/SIGTERM. */
@@ -32,12 +34,15 @@ export async function up(opts: UpOptions): Promise<void> {
     presenceTtlMs: opts.presenceTtl,
     storeUrl: opts.store,
     isolateHosts: opts.isolateHosts,
+    registryUpstreams: opts.registryUpstream,
+    registryCapBytes: opts.registryCap,
     onEvent: opts.quiet ? undefined : (line) => say(`${new Date().toISOString()}  ${line}`),
   });
   const shownToken = relative(process.cwd(), platform.adminTokenPath).startsWith('..') ? platform.adminTokenPath : relative(process.cwd(), platform.adminTokenPath);
   say(`Grove is up (${platform.cellId ? `cell ${platform.cellId}` : 'no cell in this process: start some with grove cell'}).`);
   say(`  API:          ${platform.apiUrl}`);
   say(`  Router:       ${platform.routerUrl}`);
+  say(`  Registry:     ${platform.registryUrl}`);
   say(`  Data:         ${platform.dataDir}`);
   say(`  Store:        ${opts.store ? opts.store.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@') : 'SQLite in the data directory'}`);
   say(`  Admin token:  ${shownToken}`);

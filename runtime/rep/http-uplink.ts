@@ -4,12 +4,17 @@ import { GroveError, isErrorCode } from '../../scheduler/model/index.js';
 import type { ActualChange } from '../../scheduler/store/index.js';
 import type { CellPresence, CellUplink, LaunchSpec, TaskOutcome } from './uplink.js';
 
-/** A `grove cell` process's uplink: the control plane's cell API over HTTP, with a cell or admin token. */
+/**
+ * A `grove cell` process's uplink: the control plane's cell API over HTTP, with a cell or admin token;
+ * bundles come from the registry (the same token opens it), or from the cell API when no registry is
+ * known.
+ */
 export class HttpUplink implements CellUplink {
   constructor(
     private readonly apiUrl: string,
     private readonly token: string,
     private readonly timeoutMs = 10_000,
+    private readonly registryUrl: string | null = null,
   ) {}
 
   private async call(method: Dispatcher.HttpMethod, path: string, body?: unknown): Promise<Dispatcher.ResponseData> {
@@ -72,8 +77,22 @@ export class HttpUplink implements CellUplink {
     }
   }
 
-  async bundle(digest: string): Promise<Buffer> {
-    const res = await this.call('GET', `/bundles/${encodeURIComponent(digest)}`);
+  async bundle(digest: string, space: string): Promise<Buffer> {
+    if (!this.registryUrl) {
+      const res = await this.call('GET', `/bundles/${encodeURIComponent(digest)}`);
+      return Buffer.from(await res.body.arrayBuffer());
+    }
+    const url = `${this.registryUrl}/v2/grove/${encodeURIComponent(space)}/bundles/blobs/${encodeURIComponent(digest)}`;
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await request(url, { headers: { authorization: `Bearer ${this.token}` }, headersTimeout: this.timeoutMs, bodyTimeout: this.timeoutMs });
+    } catch (err) {
+      throw new GroveError('UNAVAILABLE', `cannot reach the registry at ${this.registryUrl}: ${(err as Error).message}`, { cause: err });
+    }
+    if (res.statusCode !== 200) {
+      const text = await res.body.text();
+      throw new GroveError(res.statusCode === 404 ? 'BUNDLE_NOT_FOUND' : 'UNAVAILABLE', `the registry answered ${res.statusCode} for bundle ${digest}: ${text.slice(0, 200)}`);
+    }
     return Buffer.from(await res.body.arrayBuffer());
   }
 
@@ -117,9 +136,9 @@ export class CachingUplink implements CellUplink {
   completeTask(taskId: string, outcome: TaskOutcome): Promise<void> {
     return this.inner.completeTask(taskId, outcome);
   }
-  async bundle(digest: string): Promise<Buffer> {
+  async bundle(digest: string, space: string): Promise<Buffer> {
     if (await this.cache.has(digest)) return this.cache.get(digest);
-    const bytes = await this.inner.bundle(digest);
+    const bytes = await this.inner.bundle(digest, space);
     // put() verifies the digest: a corrupted transfer is refused, never cached.
     await this.cache.put(bytes, digest);
     return bytes;

@@ -192,7 +192,7 @@ export class Rep implements RepClient {
       try {
         if (!driver?.runTask) throw new Error(`${launch.kind} apps cannot run tasks on this cell`);
         const { revision } = launch;
-        const code = revision.bundleDigest ? (await uplink.bundle(revision.bundleDigest)).toString('utf8') : null;
+        const code = revision.bundleDigest ? (await uplink.bundle(revision.bundleDigest, launch.space)).toString('utf8') : null;
         const result = await driver.runTask(
           { instanceId: `task-${task.id}`, appId: task.appId, appName: launch.appName, revisionId: revision.id, index: 0, code, env: revision.env, limits: revision.limits },
           task.command,
@@ -224,7 +224,7 @@ export class Rep implements RepClient {
     const local: LocalInstance = { actual: claimed, kind: launch.kind, memoryMb: revision.limits.memoryMb, ready: false, inflight: 0 };
     this.instances.set(lrp.instanceId, local);
     try {
-      const code = revision.bundleDigest ? (await uplink.bundle(revision.bundleDigest)).toString('utf8') : null;
+      const code = revision.bundleDigest ? (await uplink.bundle(revision.bundleDigest, launch.space)).toString('utf8') : null;
       if (revision.bundleDigest) this.digests.add(revision.bundleDigest);
       await driver.start({
         instanceId: lrp.instanceId,

@@ -19,6 +19,8 @@ export interface CellPresence {
 export interface LaunchSpec {
   kind: AppKind;
   appName: string;
+  /** The app's space name: its bundles live in the registry under `grove/<space>/bundles`. */
+  space: string;
   revision: Revision;
 }
 
@@ -35,7 +37,7 @@ export interface CellUplink {
   remove(instanceId: string, reason: string): Promise<void>;
   /** Null when the instance's app or revision no longer exists. */
   launchSpec(lrp: ActualLRP): Promise<LaunchSpec | null>;
-  bundle(digest: string): Promise<Buffer>;
+  bundle(digest: string, space: string): Promise<Buffer>;
   /** PENDING → RUNNING on this cell, with what to run; null when the task was taken or cancelled. */
   claimTask(task: Task, cellId: string): Promise<LaunchSpec | null>;
   completeTask(taskId: string, outcome: TaskOutcome): Promise<void>;
@@ -98,14 +100,16 @@ export class StoreUplink implements CellUplink {
  * uplink adapters.
  */
 export async function launchSpecIn(store: Store, appId: string, revisionId: string): Promise<LaunchSpec | null> {
-  const [desired, revision, app, secrets] = await Promise.all([
+  const [desired, revision, app, secrets, spaces] = await Promise.all([
     store.getDesired(appId),
     store.getRevision(revisionId),
     store.getAppById(appId),
     store.secretValues(appId),
+    store.listSpaces(),
   ]);
-  if (!desired || !revision || !app) return null;
-  return { kind: desired.kind, appName: app.name, revision: { ...revision, env: { ...revision.env, ...secrets } } };
+  const space = app && spaces.find((s) => s.id === app.spaceId);
+  if (!desired || !revision || !app || !space) return null;
+  return { kind: desired.kind, appName: app.name, space: space.name, revision: { ...revision, env: { ...revision.env, ...secrets } } };
 }
 
 /** Claims a task for a cell and says what to run: the app's current revision. */

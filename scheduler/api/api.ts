@@ -25,10 +25,15 @@ export function createApi(deps: ApiDeps, options: { keepAliveMs?: number } = {})
   app.notFound((c) => c.json(new GroveError('NOT_FOUND', `no such endpoint: ${c.req.method} ${c.req.path}`).toJSON(), 404));
 
   app.get('/healthz', (c) => c.json({ ok: true }));
-  app.get('/v1/info', (c) => c.json({ name: 'grove', version: deps.version ?? '0.1.0', api: 'v1', leader: deps.isLeader?.() ?? true }));
+  app.get('/v1/info', (c) => c.json({ name: 'grove', version: deps.version ?? '0.1.0', api: 'v1', leader: deps.isLeader?.() ?? true, registry: deps.registryUrl ?? null }));
 
   const v1 = new Hono<ApiEnv>();
   v1.use('*', requireToken(deps.store));
+  // Any token may ask who it is: a standalone registry checks every token (cells' too) this way.
+  v1.get('/whoami', (c) => {
+    const { token, space } = c.get('auth');
+    return c.json({ token: { id: token.id, name: token.name, role: token.role }, space: { id: space.id, name: space.name } });
+  });
   v1.route('/cell', cellRoutes(deps));
   // A cell token is for the cell API only.
   v1.use('*', async (c, next) => {

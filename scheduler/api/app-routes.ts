@@ -103,7 +103,7 @@ export async function appDetail(store: Store, app: App, now: number, cells?: Cel
 }
 
 export function appRoutes(deps: ApiDeps): Hono<ApiEnv> {
-  const { store, blobs } = deps;
+  const { store, bundles } = deps;
   const now = deps.now ?? Date.now;
   const jsonLimit = bodyLimit({
     maxSize: deps.limits?.jsonBytes ?? 64 * 1024,
@@ -159,7 +159,7 @@ export function appRoutes(deps: ApiDeps): Hono<ApiEnv> {
       } catch {
         throw new GroveError('BAD_REQUEST', 'the bundle is not valid UTF-8 text');
       }
-      const { digest, size } = await blobs.put(bytes);
+      const { digest, size } = await bundles.putBundle(space.name, bytes);
       await store.recordBundle({ spaceId: space.id, digest, size });
       return c.json({ digest, size }, 201);
     },
@@ -169,7 +169,7 @@ export function appRoutes(deps: ApiDeps): Hono<ApiEnv> {
     const { space } = c.get('auth');
     const name = nameParam(c);
     const body = await jsonBody(c, DeployBody);
-    if (!(await store.hasBundle(space.id, body.bundle)) || !(await blobs.has(body.bundle))) {
+    if (!(await store.hasBundle(space.id, body.bundle)) || !(await bundles.has(body.bundle))) {
       throw new GroveError('BUNDLE_NOT_FOUND', `bundle ${body.bundle} was not uploaded to this space: PUT /v1/bundles first`);
     }
     const result = await store.deploy({

@@ -5,6 +5,7 @@ import { ActualLRP, ActualLRPState, AppKind, CellCapacity, Digest, GroveError } 
 import type { ApiEnv } from './auth.js';
 import type { ApiDeps } from './deps.js';
 import { jsonBody, validate } from './http.js';
+import type { Store } from '../store/index.js';
 import { claimTaskIn, launchSpecIn } from '../../runtime/rep/uplink.js';
 
 const Presence = z.strictObject({
@@ -19,12 +20,26 @@ const Presence = z.strictObject({
 const Transition = z.strictObject({ to: ActualLRPState, cellId: z.string().min(1).optional(), reason: z.string().max(4096).optional() });
 const CELL_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 
+/** Digests of every revision of every app: what a registry must never evict. */
+export async function liveDigests(store: Store): Promise<string[]> {
+  const out: string[] = [];
+  for (const space of await store.listSpaces()) {
+    for (const app of await store.listApps(space.id)) {
+      for (const r of await store.listRevisions(app.id)) {
+        if (r.bundleDigest) out.push(r.bundleDigest);
+        if (r.imageDigest) out.push(r.imageDigest);
+      }
+    }
+  }
+  return out;
+}
+
 /**
  * The control plane's side of the cell protocol: what `grove cell` processes call. Only `cell` and
  * `admin` tokens get here; cells are platform infrastructure and see across spaces by necessity.
  */
 export function cellRoutes(deps: ApiDeps): Hono<ApiEnv> {
-  const { store, blobs } = deps;
+  const { store, bundles } = deps;
   const limit = bodyLimit({
     maxSize: 1024 * 1024,
     onError: () => {
@@ -85,9 +100,12 @@ export function cellRoutes(deps: ApiDeps): Hono<ApiEnv> {
     return c.json({ completed: true });
   });
 
+  // What a registry must never evict.
+  api.get('/pins', async (c) => c.json({ digests: await liveDigests(store) }));
+
   api.get('/bundles/:digest', async (c) => {
     const digest = validate(Digest, c.req.param('digest'), 'digest');
-    const bytes = await blobs.get(digest);
+    const bytes = await bundles.get(digest);
     return c.body(new Uint8Array(bytes), 200, { 'content-type': 'application/javascript', 'docker-content-digest': digest });
   });
 

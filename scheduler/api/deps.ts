@@ -1,5 +1,11 @@
-import type { BlobStore } from '../../registry/index.js';
 import type { Store } from '../store/index.js';
+
+/** Where function bundles live: the registry, as OCI artifacts in `grove/<space>/bundles`. */
+export interface BundleStore {
+  putBundle(space: string, code: Uint8Array): Promise<{ digest: string; size: number }>;
+  has(digest: string): Promise<boolean>;
+  get(digest: string): Promise<Buffer>;
+}
 
 /** The log lines the API can show for an app (the runtime's LogBuffer satisfies this). */
 export interface LogReader {
@@ -8,7 +14,9 @@ export interface LogReader {
 
 export interface ApiDeps {
   store: Store;
-  blobs: BlobStore;
+  bundles: BundleStore;
+  /** The registry's URL, for clients (grove stage) and cells. */
+  registryUrl?: string;
   logs?: LogReader;
   version?: string;
   limits?: {

@@ -27,11 +27,6 @@ export function spaceRoutes(deps: ApiDeps): Hono<ApiEnv> {
   });
   const api = new Hono<ApiEnv>();
 
-  api.get('/whoami', (c) => {
-    const { token, space } = c.get('auth');
-    return c.json({ token: { id: token.id, name: token.name, role: token.role }, space: { id: space.id, name: space.name } });
-  });
-
   api.get('/spaces', async (c) => {
     const auth = c.get('auth');
     const spaces = auth.token.role === 'admin' ? await store.listSpaces() : [auth.space];

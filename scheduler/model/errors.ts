@@ -35,6 +35,22 @@ export const ERROR_STATUS = {
   /** Like Workers' error 1102: the invocation ran past its CPU-time or memory limit. */
   WORKER_LIMIT_EXCEEDED: 503,
   WORKER_TIMEOUT: 504,
+  // The OCI distribution spec's own error codes, so the registry answers in the format registry
+  // clients (containerd, skopeo) understand while the rest of Grove keeps one error type.
+  NAME_INVALID: 400,
+  DIGEST_INVALID: 400,
+  MANIFEST_INVALID: 400,
+  MANIFEST_BLOB_UNKNOWN: 400,
+  SIZE_INVALID: 400,
+  BLOB_UPLOAD_INVALID: 400,
+  DENIED: 403,
+  NAME_UNKNOWN: 404,
+  MANIFEST_UNKNOWN: 404,
+  BLOB_UNKNOWN: 404,
+  BLOB_UPLOAD_UNKNOWN: 404,
+  RANGE_NOT_SATISFIABLE: 416,
+  UNSUPPORTED: 415,
+  UPSTREAM_FAILED: 502,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_STATUS;

@@ -47,9 +47,9 @@ describe('grove up killed with SIGKILL', () => {
 
     // Nothing half-written on disk: every stored blob hashes to its name (a torn write would not).
     up = await startGroveUp(dataDir);
-    for (const dir of readdirSync(join(dataDir, 'blobs/sha256'))) {
-      for (const name of readdirSync(join(dataDir, 'blobs/sha256', dir))) {
-        expect(createHash('sha256').update(readFileSync(join(dataDir, 'blobs/sha256', dir, name))).digest('hex')).toBe(name);
+    for (const dir of readdirSync(join(dataDir, 'registry/blobs/sha256'))) {
+      for (const name of readdirSync(join(dataDir, 'registry/blobs/sha256', dir))) {
+        expect(createHash('sha256').update(readFileSync(join(dataDir, 'registry/blobs/sha256', dir, name))).digest('hex')).toBe(name);
       }
     }
     const revisions = (await api(up, 'GET', '/v1/apps/busy/revisions')).json.revisions as { number: number; bundleDigest: string; current: boolean }[];
@@ -57,7 +57,7 @@ describe('grove up killed with SIGKILL', () => {
     for (const a of acknowledged) expect(byNumber.get(a.revision)?.bundleDigest).toBe(a.digest);
     for (const r of revisions) {
       const hex = r.bundleDigest.slice('sha256:'.length);
-      const file = join(dataDir, 'blobs/sha256', hex.slice(0, 2), hex);
+      const file = join(dataDir, 'registry/blobs/sha256', hex.slice(0, 2), hex);
       expect(existsSync(file), `blob of r${r.number}`).toBe(true);
       expect(createHash('sha256').update(readFileSync(file)).digest('hex')).toBe(hex);
     }

@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BlobStore } from '../../registry/index.js';
+import { Registry } from '../../registry/index.js';
 import { createApi, hashTokenSecret, newTokenSecret } from '../../scheduler/api/index.js';
 import { SqliteStore } from '../../scheduler/store/index.js';
 
@@ -14,12 +14,12 @@ export interface Caller {
 export async function apiHarness(options: { bundleBytes?: number; jsonBytes?: number } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'grove-api-'));
   const store = new SqliteStore(join(dir, 'grove.db'));
-  const blobs = await BlobStore.open(join(dir, 'blobs'));
+  const blobs = await Registry.open({ dataDir: join(dir, 'registry') });
   const lines: { appId: string; message: string }[] = [];
   const app = createApi(
     {
       store,
-      blobs,
+      bundles: blobs,
       logs: { recent: (appId, limit) => lines.filter((l) => l.appId === appId).slice(-limit).map((l) => ({ ...l, at: 0, instanceId: null, source: 'app', level: 'log' })) },
       limits: { bundleBytes: options.bundleBytes, jsonBytes: options.jsonBytes },
     },
@@ -73,6 +73,7 @@ export async function apiHarness(options: { bundleBytes?: number; jsonBytes?: nu
     upload,
     deploy,
     async close() {
+      blobs.close();
       await store.close();
       rmSync(dir, { recursive: true, force: true });
     },

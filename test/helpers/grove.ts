@@ -11,6 +11,7 @@ export interface GroveUp {
   pid: number;
   apiUrl: string;
   routerUrl: string;
+  registryUrl: string;
   routerPort: number;
   dataDir: string;
   adminToken: string;
@@ -46,6 +47,8 @@ export async function startGroveUp(
       String(options.apiPort ?? 0),
       '--router-port',
       String(options.routerPort ?? 0),
+      '--registry-port',
+      '0',
       ...(options.extraArgs ?? []),
     ],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } },
@@ -57,7 +60,7 @@ export async function startGroveUp(
   await new Promise<void>((resolveReady, reject) => {
     const timer = setTimeout(() => reject(new Error(`grove up did not start within 20 s:\n${out}`)), 20_000);
     const check = () => {
-      if (/Router:\s+http/.test(out)) {
+      if (/Registry:\s+http/.test(out)) {
         clearTimeout(timer);
         resolveReady();
       }
@@ -70,11 +73,13 @@ export async function startGroveUp(
   });
   const apiUrl = /API:\s+(http\S+)/.exec(out)![1]!;
   const routerUrl = /Router:\s+(http\S+)/.exec(out)![1]!;
+  const registryUrl = /Registry:\s+(http\S+)/.exec(out)![1]!;
   return {
     child,
     pid: child.pid!,
     apiUrl,
     routerUrl,
+    registryUrl,
     routerPort: Number(new URL(routerUrl).port),
     dataDir,
     adminToken: readFileSync(join(dataDir, 'admin-token'), 'utf8').trim(),
