@@ -246,7 +246,7 @@ export class Registry {
     this.catalog.putManifest({ digest, mediaType, size, refs: refs.map((r) => r.digest) });
     this.catalog.link(repo.name, [digest]);
     this.remember(digest, size);
-    void this.evictIfFull();
+    await this.evictIfFull();
     return { digest, mediaType, size, bytes };
   }
 
@@ -394,7 +394,7 @@ export class Registry {
     }
     this.catalog.link(repo.name, [stored.digest]);
     this.remember(stored.digest, stored.size);
-    void this.evictIfFull();
+    await this.evictIfFull();
     return stored;
   }
 
