@@ -105,11 +105,17 @@ export class Catalog {
     return (this.db.prepare('SELECT space FROM private_repos WHERE repo = ?').all(repo) as { space: string }[]).map((r) => r.space);
   }
 
-  /** The private repositories that hold a digest (a blob can be shared by public and private images). */
-  privateReposOf(digest: string): { repo: string; space: string }[] {
-    return this.db
-      .prepare('SELECT p.repo AS repo, p.space AS space FROM private_repos p JOIN links l ON l.repo = p.repo WHERE l.digest = ?')
-      .all(digest) as { repo: string; space: string }[];
+  /**
+   * Whether a digest is held by a repository that not everyone may read: one staged with private
+   * credentials, or one of Grove's own (`grove/<space>/…`). Such content is served only under a
+   * repository the caller may read, never under an arbitrary public name.
+   */
+  restricted(digest: string): boolean {
+    return (
+      this.db
+        .prepare("SELECT 1 FROM links l WHERE l.digest = ? AND (l.repo LIKE 'grove/%' OR l.repo IN (SELECT repo FROM private_repos)) LIMIT 1")
+        .get(digest) !== undefined
+    );
   }
 
   markStaged(digest: string, repo: string, at = Date.now()): void {

@@ -217,7 +217,7 @@ export class Registry {
     // distribution: otherwise any name would read any cached (maybe private) content.
     if (!this.catalog.linked(repo.name, digest)) {
       if (repo.kind === 'local') return null;
-      if (this.catalog.privateReposOf(digest).length > 0) return null;
+      if (this.catalog.restricted(digest)) return null;
     }
     try {
       const bytes = await this.blobs.get(digest);
@@ -283,7 +283,7 @@ export class Registry {
   async blob(repo: RepoName, digestIn: string, session?: UpstreamSession, expectedSize?: number): Promise<BlobOut> {
     const digest = checkDigest(digestIn);
     const size = await this.blobs.size(digest);
-    if (size !== null && (this.catalog.linked(repo.name, digest) || (repo.kind === 'remote' && this.catalog.privateReposOf(digest).length === 0))) {
+    if (size !== null && (this.catalog.linked(repo.name, digest) || (repo.kind === 'remote' && !this.catalog.restricted(digest)))) {
       this.used(digest);
       this.catalog.link(repo.name, [digest]);
       return cachedBlob(this.blobs, digest, size);

@@ -17,7 +17,8 @@ export interface RegistryServerOptions {
   access?: (line: string) => void;
 }
 
-type Env = { Variables: { access: Access } };
+/** `outgoing` is the Node response @hono/node-server hands over; absent under `app.request` in tests. */
+type Env = { Variables: { access: Access }; Bindings: { outgoing?: { destroy(err?: Error): void } } };
 
 const StageBody = z.strictObject({
   image: z.string().min(1).max(512),
@@ -78,7 +79,7 @@ export function createRegistryServer(options: RegistryServerOptions): Hono<Env> 
     registry.authorize(repo, access, push ? 'push' : 'pull');
     c.header('Docker-Distribution-API-Version', 'registry/2.0');
     const kind = m[2]!;
-    const rest = m[3]!;
+    const rest = decodeParam(m[3]!);
 
     if (kind === 'tags') {
       if (rest !== 'list' || method !== 'GET') throw new GroveError('NOT_FOUND', `no such endpoint: ${method} ${c.req.path}`);
@@ -86,7 +87,7 @@ export function createRegistryServer(options: RegistryServerOptions): Hono<Env> 
     }
     if (kind === 'manifests') {
       if (method === 'GET' || method === 'HEAD') {
-        const out = await registry.manifest(repo, decodeURIComponent(rest));
+        const out = await registry.manifest(repo, rest);
         c.header('Content-Type', out.mediaType);
         c.header('Docker-Content-Digest', out.digest);
         c.header('Content-Length', String(out.size));
@@ -95,7 +96,7 @@ export function createRegistryServer(options: RegistryServerOptions): Hono<Env> 
       }
       if (method === 'PUT') {
         const bytes = await readCapped(c, 4 * 1024 * 1024, 'MANIFEST_INVALID', 'manifests');
-        const out = await registry.putManifest(repo, decodeURIComponent(rest), bytes, c.req.header('content-type') ?? '');
+        const out = await registry.putManifest(repo, rest, bytes, c.req.header('content-type') ?? '');
         c.header('Location', `/v2/${repo.name}/manifests/${out.digest}`);
         c.header('Docker-Content-Digest', out.digest);
         return c.body(null, 201);
@@ -156,7 +157,7 @@ export function createRegistryServer(options: RegistryServerOptions): Hono<Env> 
       }
     }
     if (method !== 'GET' && method !== 'HEAD') throw new GroveError('UNSUPPORTED', `${method} on blobs is not supported`);
-    const out = await registry.blob(repo, decodeURIComponent(rest));
+    const out = await registry.blob(repo, rest);
     return sendBlob(c, out, method === 'HEAD');
   });
 
@@ -200,6 +201,14 @@ export function createRegistryServer(options: RegistryServerOptions): Hono<Env> 
   app.get('/grove/v1/stats', (c) => c.json({ stats: registry.stats() }));
 
   return app;
+}
+
+function decodeParam(raw: string): string {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    throw new GroveError('BAD_REQUEST', 'the path is not valid percent-encoding');
+  }
 }
 
 function authenticate(verify: TokenVerifier) {
@@ -255,10 +264,10 @@ async function sendBlob(c: Context<Env>, out: BlobOut, head: boolean): Promise<R
     const range = parseRange(rangeHeader, size);
     c.header('Content-Range', `bytes ${range.start}-${range.end}/${size}`);
     c.header('Content-Length', String(range.end - range.start + 1));
-    return c.body(toStream(out.read(range.start, range.end)), 206);
+    return c.body(toStream(out.read(range.start, range.end), c.env?.outgoing), 206);
   }
   if (out.size !== null) c.header('Content-Length', String(out.size));
-  return c.body(toStream(out.read()), 200);
+  return c.body(toStream(out.read(), c.env?.outgoing), 200);
 }
 
 /** One `bytes=` range (suffix and open-ended forms too); several ranges are not supported. */
@@ -282,10 +291,11 @@ export function parseRange(header: string, size: number): { start: number; end: 
 }
 
 /**
- * A byte stream for the response. An error mid-way (a digest mismatch found at the end) errors the
- * stream, and the HTTP layer then cuts the connection: the client sees a failed transfer.
+ * A byte stream for the response. An error mid-way (a digest mismatch found at the end) cuts the
+ * connection at once, so the client sees a failed transfer: never a "complete" body with an error
+ * message where the last bytes should be (which is what ending the response normally would send).
  */
-function toStream(gen: AsyncGenerator<Uint8Array>): ReadableStream<Uint8Array> {
+function toStream(gen: AsyncGenerator<Uint8Array>, outgoing?: { destroy(err?: Error): void }): ReadableStream<Uint8Array> {
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
       try {
@@ -293,7 +303,10 @@ function toStream(gen: AsyncGenerator<Uint8Array>): ReadableStream<Uint8Array> {
         if (done) controller.close();
         else controller.enqueue(value);
       } catch (err) {
-        controller.error(err);
+        if (outgoing) {
+          outgoing.destroy();
+          controller.close();
+        } else controller.error(err);
       }
     },
     async cancel() {

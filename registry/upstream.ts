@@ -70,7 +70,7 @@ export class HttpUpstream implements Upstream {
   constructor(
     readonly alias: string,
     baseUrl: string,
-    private readonly dispatcher: Dispatcher = new Agent({ connect: { timeout: 10_000 }, headersTimeout: 30_000, bodyTimeout: 60_000 }),
+    private readonly dispatcher: Dispatcher = new Agent({ connect: { timeout: 5_000 }, headersTimeout: 30_000, bodyTimeout: 60_000 }),
   ) {
     this.base = new URL(baseUrl.endsWith('/') ? baseUrl : `${baseUrl}/`);
     // Anonymous pulls share one session so their (anonymous) tokens are reused across requests.

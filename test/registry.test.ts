@@ -167,6 +167,16 @@ describe('registry proxy against a real upstream (docker-registry)', () => {
     expect(svc.registry.stats().inflight).toBe(0);
   });
 
+  it("never serves a space's bundle, or a private image's blob, under another repository name", async () => {
+    const bundle = await svc.registry.putBundle('alpha', Buffer.from(`export default { fetch() { return new Response("${randomBytes(4).toString('hex')}") } }`));
+    expect((await get(`${svc.url}/v2/grove/alpha/bundles/blobs/${bundle.digest}`, 'tok-a')).status).toBe(200);
+    expect((await get(`${svc.url}/v2/grove/alpha/bundles/blobs/${bundle.digest}`, 'tok-b')).status).toBe(403);
+    const sneaky = await get(`${svc.url}/v2/up/library/app/blobs/${bundle.digest}`, 'tok-b');
+    expect(sneaky.status).toBe(404);
+    expect(sneaky.json().errors[0]!.code).toBe('BLOB_UNKNOWN');
+    expect((await get(`${svc.url}/v2/grove/beta/bundles/blobs/${bundle.digest}`, 'tok-b')).status).toBe(404);
+  });
+
   it('coalesces 50 concurrent pulls of a cold blob into exactly one upstream fetch, every reader verified', async () => {
     const fresh = await buildTestImage({ dir: join(scratch, 'img-50'), tag: 'c', marker: 'fifty', extraLayerBytes: 4 * 1024 * 1024 });
     // A slow link, so the readers really overlap with the transfer.

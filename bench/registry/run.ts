@@ -20,7 +20,7 @@
  * a fresh contender with an empty cache. Every pull is a real client (`skopeo copy docker://… dir:…`),
  * and every pulled copy is checked against the image's digests after the clock stops.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -98,7 +98,8 @@ interface Contender {
   stop(): Promise<void>;
 }
 
-const scratch = scratchDir('grove-bench-registry-');
+// Made by main() only: Grove's child process runs this same file and needs no scratch of its own.
+let scratch = '';
 let serial = 0;
 
 async function startGrove(upstream: ShapingProxy): Promise<Contender> {
@@ -320,6 +321,8 @@ async function main(): Promise<void> {
   if (![ROUNDS, WARM, CONCURRENT].every((n) => Number.isInteger(n) && n >= 1) || RATE_MBPS <= 0 || IMAGE_MIB <= 0) {
     throw new Error('BENCH_ROUNDS, BENCH_WARM and BENCH_CONCURRENT take whole numbers ≥ 1; BENCH_RATE_MBPS and BENCH_IMAGE_MIB numbers > 0');
   }
+  scratch = scratchDir('grove-bench-registry-');
+  const peerVersion = /\d+\.\d+\.\d+\S*/.exec(execFileSync('docker-registry', ['--version'], { encoding: 'utf8' }))?.[0] ?? '?';
   const stops: (() => Promise<void>)[] = [];
   try {
     process.stderr.write(`… building a ${IMAGE_MIB} MiB test image and pushing it upstream\n`);
@@ -359,7 +362,7 @@ async function main(): Promise<void> {
       bursts[name] = await measure(`${name}: ${CONCURRENT} concurrent cold pulls`, () => concurrentCold(p.start, p.link, image, big.digest));
     }
 
-    report(image, big, rounds, bursts);
+    report(image, big, rounds, bursts, peerVersion);
   } finally {
     // Reverse order: links before the upstream they forward to; each stop stands alone.
     for (const stop of stops.reverse()) await stop().catch((err: unknown) => console.error(`cleanup: ${(err as Error).message}`));
@@ -368,7 +371,7 @@ async function main(): Promise<void> {
 
 // ── report ────────────────────────────────────────────────────────────────────────────────────
 
-function report(image: TestImage, big: { digest: string; size: number }, rounds: Record<Name, Round[]>, bursts: Partial<Record<Name, Burst>>): void {
+function report(image: TestImage, big: { digest: string; size: number }, rounds: Record<Name, Round[]>, bursts: Partial<Record<Name, Burst>>, peerVersion: string): void {
   const imageBytes = image.totalBytes;
   const fig = (name: Name) => {
     const rs = rounds[name];
@@ -414,7 +417,7 @@ function report(image: TestImage, big: { digest: string; size: number }, rounds:
   ];
 
   const link = SHARED_LINK ? 'one shared link per contender' : 'perResponse: each upstream response gets its own link (as notes/registry.md timed it)';
-  console.log(`\nGrove's registry and distribution ${'2.8'} in proxy mode, same run, same upstream docker-registry`);
+  console.log(`\nGrove's registry and distribution ${peerVersion} (docker-registry) in proxy mode, same run, same upstream docker-registry`);
   console.log(`image ${REPO}:${TAG}: ${(imageBytes / MB).toFixed(1)} MB (${image.layers.length} layers; big layer ${(big.size / MB).toFixed(1)} MB, random bytes)`);
   console.log(`upstream link: ${RATE_MBPS} MB/s, +${LATENCY_MS} ms before each request and each response; ${link}`);
   console.log(`client: skopeo copy docker://… dir:…, wall time from process start to exit; ${cpus().length} CPUs, nothing pinned`);
@@ -443,14 +446,14 @@ function report(image: TestImage, big: { digest: string; size: number }, rounds:
   if (failures.length) console.log(`\nnot measured: ${failures.join('; ')}`);
 
   // One machine-readable line, last, with every figure and the raw samples.
-  const strip = ({ raw, ...rest }: ReturnType<typeof fig>) => ({ ...rest, raw });
   console.log(
     JSON.stringify({
       bench: 'registry',
       settings: { rateMBps: RATE_MBPS, latencyMs: LATENCY_MS, perResponse: !SHARED_LINK, rounds: ROUNDS, warm: WARM, concurrent: CONCURRENT, groveInProcess: GROVE_INPROCESS },
       image: { totalBytes: imageBytes, bigLayer: big, manifestDigest: image.manifestDigest },
-      grove: strip(g),
-      distribution: strip(d),
+      distributionVersion: peerVersion,
+      grove: g,
+      distribution: d,
       targets: { warmThroughputX: warmX, coldTimeX: coldX, concurrentBytesX: g.burstBytesX, concurrentBigFetches: g.burstBigFetches, passWarm: warmX >= 1, passCold: coldX <= 1, passConcurrentBytes: oneX },
       failures,
     }),
