@@ -93,8 +93,12 @@ export class Registry {
   readonly catalog: Catalog;
   private readonly upstreams = new Map<string, Upstream>();
   private readonly flights = new Map<string, Promise<Flight>>();
-  /** digest → size, least recently used first when walked with rkeys(). */
-  private readonly lru = new LRUCache<string, number>({ max: 10_000_000 });
+  /**
+   * digest → size, least recently used first when walked with rkeys(). Eviction is ours (it must skip
+   * pinned digests), so the cache is unbounded; bounded by `maxSize`, not `max`, because lru-cache
+   * preallocates `max` slots (10 M of them cost 1 s and 165 MB of heap, and slowed every GC).
+   */
+  private readonly lru = new LRUCache<string, number>({ maxSize: Number.MAX_SAFE_INTEGER, sizeCalculation: (size) => Math.max(1, size) });
   private usedBytes = 0;
   private readonly touched = new Map<string, number>();
   private readonly uploads = new Map<string, { repo: string; ingest: Ingest | null; chunks: Buffer[]; size: number; at: number }>();
@@ -633,7 +637,8 @@ function cachedBlob(blobs: BlobStore, digest: string, size: number): BlobOut {
   };
 }
 
-const CHUNK = 256 * 1024;
+/** 1 MiB reads: fewer, larger buffers serve a big blob faster and with less GC work than 256 KiB. */
+const CHUNK = 1024 * 1024;
 
 async function* readRange(
   handle: FileHandle,
