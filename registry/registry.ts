@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
@@ -345,7 +345,7 @@ export class Registry {
   /** Starts a blob upload into a local repository (the OCI push flow). */
   startUpload(repo: RepoName): string {
     if (repo.kind !== 'local') throw new GroveError('UNSUPPORTED', `${repo.name} is pulled through from an upstream: it cannot be pushed to`);
-    const id = createHash('sha256').update(`${Date.now()}-${Math.random()}`).digest('hex').slice(0, 32);
+    const id = randomBytes(16).toString('hex');
     this.uploads.set(id, { repo: repo.name, ingest: null, chunks: [], size: 0, at: Date.now() });
     // Abandoned sessions would otherwise pin their bytes in memory for ever.
     for (const [k, u] of this.uploads) if (Date.now() - u.at > 3_600_000) this.uploads.delete(k);
