@@ -292,6 +292,36 @@ describe('registry proxy against a real upstream (docker-registry)', () => {
     }
   });
 
+  it('stages through an image index to the manifest for this platform, and says so when there is none', async () => {
+    const manifest = await get(`${upstream.url}/v2/library/app/manifests/${image.manifestDigest}`, null, { accept: ACCEPT });
+    const index = (platforms: { os: string; architecture: string }[]) =>
+      Buffer.from(
+        JSON.stringify({
+          schemaVersion: 2,
+          mediaType: 'application/vnd.oci.image.index.v1+json',
+          manifests: platforms.map((platform) => ({ mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: image.manifestDigest, size: manifest.body.byteLength, platform })),
+        }),
+      );
+    const put = async (tag: string, body: Buffer) => {
+      const res = await request(`${upstream.url}/v2/library/app/manifests/${tag}`, { method: 'PUT', headers: { 'content-type': 'application/vnd.oci.image.index.v1+json' }, body });
+      expect(res.statusCode).toBe(201);
+      await res.body.dump();
+    };
+    const multi = index([{ os: 'linux', architecture: 'arm64' }, { os: 'linux', architecture: process.arch === 'x64' ? 'amd64' : process.arch }]);
+    await put('multi', multi);
+    await put('armonly', index([{ os: 'linux', architecture: 'riscv64' }]));
+    const staged = await svc.registry.stage('up/library/app:multi', 'alpha');
+    expect(staged.digest).toBe(sha256(multi));
+    expect(staged.mediaType).toBe('application/vnd.oci.image.index.v1+json');
+    expect(staged.manifestDigest).toBe(image.manifestDigest);
+    expect(staged.layers.map((l) => l.digest)).toEqual(image.layers.map((l) => l.digest));
+    // The index is served as the upstream wrote it.
+    const served = await get(`${svc.url}/v2/up/library/app/manifests/multi`, 'tok-a', { accept: ACCEPT });
+    expect(served.headers['content-type']).toBe('application/vnd.oci.image.index.v1+json');
+    expect(served.body.equals(multi)).toBe(true);
+    await expect(svc.registry.stage('up/library/app:armonly', 'alpha')).rejects.toThrow(/has no image for linux\//);
+  });
+
   it('keeps serving after the upstream stops, and starts with the upstream already down', async () => {
     const fresh = await buildTestImage({ dir: join(scratch, 'img-down'), tag: '2', marker: 'down' });
     const own = await startDockerRegistry();
