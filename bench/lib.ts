@@ -271,3 +271,24 @@ export function workerdConfig(dir: string, services: WorkerdService[]): string {
 export function startWorkerd(config: string): ChildProcess {
   return track(spawn('taskset', ['-c', '0', workerdBinary(), 'serve', config], { stdio: ['ignore', 'inherit', 'inherit'] }));
 }
+
+/** Labels of measurements that failed; a run with any exits non-zero. */
+export const failures: string[] = [];
+
+/**
+ * Runs one measurement with a progress line on stderr. One that fails leaves its figures empty and
+ * the exit code non-zero, but the other contender still reports.
+ */
+export async function measure<T>(label: string, fn: () => Promise<T>): Promise<T | undefined> {
+  const t0 = performance.now();
+  process.stderr.write(`… ${label}`);
+  try {
+    const value = await fn();
+    process.stderr.write(` (${((performance.now() - t0) / 1000).toFixed(1)} s)\n`);
+    return value;
+  } catch (err) {
+    process.stderr.write(` FAILED\n${(err as Error).stack ?? String(err)}\n`);
+    failures.push(label);
+    return undefined;
+  }
+}

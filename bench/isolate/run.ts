@@ -28,7 +28,9 @@ import {
   type Grove,
   type TreeMemory,
   type WrkResult,
+  failures,
   freePorts,
+  measure,
   need,
   numberFlag,
   scratchDir,
@@ -357,22 +359,6 @@ async function workerdMemory(m: number): Promise<MemoryResult> {
 
 // ── report ─────────────────────────────────────────────────────────────────────────────────────
 
-const failures: string[] = [];
-
-/** A peer that fails leaves its cells empty and the exit code non-zero, but the other peer still reports. */
-async function measure<T>(label: string, fn: () => Promise<T>): Promise<T | undefined> {
-  const t0 = performance.now();
-  process.stderr.write(`… ${label}`);
-  try {
-    const value = await fn();
-    process.stderr.write(` (${((performance.now() - t0) / 1000).toFixed(1)} s)\n`);
-    return value;
-  } catch (err) {
-    process.stderr.write(` FAILED\n${(err as Error).stack ?? String(err)}\n`);
-    failures.push(label);
-    return undefined;
-  }
-}
 
 async function main(): Promise<void> {
   need('wrk', 'apt-get install wrk');

@@ -39,7 +39,7 @@ import {
   startDockerRegistry,
   startShapingProxy,
 } from '../../test/helpers/registry.js';
-import { ROOT, need, scratchDir, sleep, stopChild, track } from '../lib.js';
+import { ROOT, failures, measure, need, scratchDir, sleep, stopChild, track } from '../lib.js';
 
 // ── settings ──────────────────────────────────────────────────────────────────────────────────
 
@@ -311,22 +311,6 @@ async function concurrentCold(start: () => Promise<Contender>, proxy: ShapingPro
   }
 }
 
-const failures: string[] = [];
-
-/** A contender that fails leaves its cells empty and the exit code non-zero; the other still reports. */
-async function measure<T>(label: string, fn: () => Promise<T>): Promise<T | undefined> {
-  const t0 = performance.now();
-  process.stderr.write(`… ${label}`);
-  try {
-    const value = await fn();
-    process.stderr.write(` (${((performance.now() - t0) / 1000).toFixed(1)} s)\n`);
-    return value;
-  } catch (err) {
-    process.stderr.write(` FAILED\n${(err as Error).stack ?? String(err)}\n`);
-    failures.push(label);
-    return undefined;
-  }
-}
 
 function median(xs: number[]): number {
   if (xs.length === 0) return NaN;
