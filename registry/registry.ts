@@ -219,14 +219,15 @@ export class Registry {
     if (!record) return null;
     // A digest is served under a repository only once that repository is known to hold it, as in
     // distribution: otherwise any name would read any cached (maybe private) content.
-    if (!this.catalog.linked(repo.name, digest)) {
+    const linked = this.catalog.linked(repo.name, digest);
+    if (!linked) {
       if (repo.kind === 'local') return null;
       if (this.catalog.restricted(digest)) return null;
     }
     try {
       const bytes = await this.blobs.get(digest);
       this.used(digest);
-      this.catalog.link(repo.name, [digest]);
+      if (!linked) this.catalog.link(repo.name, [digest]);
       return { digest, mediaType: record.mediaType, size: record.size, bytes };
     } catch (err) {
       if (err instanceof GroveError && err.code === 'BUNDLE_NOT_FOUND') {
@@ -287,9 +288,11 @@ export class Registry {
   async blob(repo: RepoName, digestIn: string, session?: UpstreamSession, expectedSize?: number): Promise<BlobOut> {
     const digest = checkDigest(digestIn);
     const size = await this.blobs.size(digest);
-    if (size !== null && (this.catalog.linked(repo.name, digest) || (repo.kind === 'remote' && !this.catalog.restricted(digest)))) {
+    const linked = size !== null && this.catalog.linked(repo.name, digest);
+    if (size !== null && (linked || (repo.kind === 'remote' && !this.catalog.restricted(digest)))) {
       this.used(digest);
-      this.catalog.link(repo.name, [digest]);
+      // A write per request only the first time a repository serves this digest, not on every pull.
+      if (!linked) this.catalog.link(repo.name, [digest]);
       return cachedBlob(this.blobs, digest, size);
     }
     if (repo.kind === 'local') throw new GroveError('BLOB_UNKNOWN', `${repo.name} holds no blob ${digest}`);
@@ -452,8 +455,9 @@ export class Registry {
     onProgress?.({ phase: 'resolve' });
     const head = await session.resolve(repo.remote, reference);
     if (!head) throw new GroveError('MANIFEST_UNKNOWN', `${repo.name}:${reference} does not exist upstream`);
+    const owners = this.catalog.privateTo(repo.name);
     if (credentials) this.catalog.markPrivate(repo.name, space);
-    else if (this.catalog.privateTo(repo.name).length > 0 && !this.catalog.privateTo(repo.name).includes(space)) {
+    else if (owners.length > 0 && !owners.includes(space)) {
       throw new GroveError('NAME_UNKNOWN', `repository ${repo.name} is not known to this registry`);
     }
     let top = await this.cachedManifest(head.digest, repo);
