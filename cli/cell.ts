@@ -7,7 +7,8 @@ import { createAdaptorServer } from '@hono/node-server';
 import { request } from 'undici';
 import { BlobStore } from '../registry/index.js';
 import { IsolateHostPool } from '../runtime/drivers/isolate/host-pool.js';
-import { CachingUplink, HttpUplink, Rep, createRepServer } from '../runtime/rep/index.js';
+import { type ContainerDriver, HttpImageSource, startContainerRuntime } from '../runtime/drivers/container/index.js';
+import { CachingUplink, HttpUplink, Rep, type WorkloadDriver, createRepServer } from '../runtime/rep/index.js';
 import { readOrCreate } from './platform.js';
 
 export interface CellOptions {
@@ -25,6 +26,9 @@ export interface CellOptions {
   presenceTtlMs?: number;
   /** Isolate-host processes (default: one per core, at least 2). */
   isolateHosts?: number;
+  containers?: boolean;
+  containerdSocket?: string;
+  stopGraceMs?: number;
   /** Where the app's console output goes on this cell. */
   log?: (line: string) => void;
   warn?: (message: string) => void;
@@ -60,6 +64,27 @@ export async function startCell(options: CellOptions): Promise<RunningCell> {
     warn: options.warn,
   });
 
+  const drivers: WorkloadDriver[] = [isolates];
+  let containers: ContainerDriver | null = null;
+  if (options.containers !== false) {
+    const runtime = registryUrl
+      ? await startContainerRuntime({
+          cellId,
+          dataDir,
+          source: new HttpImageSource(registryUrl, options.token),
+          log: (l) => log(`${new Date().toISOString()} ${l.appId}/${l.instanceId} ${l.level.toUpperCase()} ${l.message}`),
+          socket: options.containerdSocket,
+          stopGraceMs: options.stopGraceMs,
+          warn: options.warn,
+        })
+      : { driver: null, reason: 'the control plane names no registry to pull images from (pass --registry URL)' };
+    if (runtime.driver) {
+      containers = runtime.driver;
+      drivers.push(containers);
+      if (runtime.reaped.length) options.warn?.(`cell ${cellId}: removed ${runtime.reaped.length} container(s) left by an earlier run: ${runtime.reaped.join(', ')}`);
+    } else options.warn?.(`cell ${cellId}: container apps are off: ${runtime.reason}`);
+  }
+
   // Listen first: the address must answer by the time the presence announces it.
   let rep: Rep | undefined;
   const server = createAdaptorServer({
@@ -81,7 +106,7 @@ export async function startCell(options: CellOptions): Promise<RunningCell> {
     zone: options.zone,
     tags: options.tags,
     uplink,
-    drivers: [isolates],
+    drivers,
     capacity: { memoryMb: options.memoryMb, diskMb: 65_536, instances: options.instances ?? 1000 },
     address,
     secret,
@@ -96,6 +121,7 @@ export async function startCell(options: CellOptions): Promise<RunningCell> {
   } catch (err) {
     server.close();
     await isolates.close();
+    await containers?.close();
     throw err;
   }
   const running = rep;
@@ -107,6 +133,7 @@ export async function startCell(options: CellOptions): Promise<RunningCell> {
         await running.shutdown();
       } finally {
         await isolates.close();
+        await containers?.close();
         await new Promise<void>((done) => {
           server.close(() => done());
           server.closeAllConnections();

@@ -58,6 +58,30 @@ export class ApiClient {
     return this.call<T>('DELETE', path, { query });
   }
 
+  /**
+   * POSTs JSON and reads an NDJSON answer (long work reporting progress): `onLine` gets each object as
+   * it arrives. An error before the stream starts is thrown like any other API error.
+   */
+  async ndjson(path: string, json: unknown, onLine: (obj: Record<string, unknown>) => void): Promise<void> {
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await request(this.url(path), {
+        method: 'POST',
+        headers: { authorization: `Bearer ${this.token}`, accept: 'application/x-ndjson', 'content-type': 'application/json' },
+        body: JSON.stringify(json),
+        bodyTimeout: 0,
+      });
+    } catch (err) {
+      throw unreachable(this.baseUrl, err);
+    }
+    if (res.statusCode >= 400) {
+      const text = await res.body.text();
+      const e = (safeJson(text) as { error?: { code?: string; message?: string } } | undefined)?.error;
+      throw new CliError(e?.message ?? `the API answered ${res.statusCode}: ${text.slice(0, 200)}`, e?.code ?? `HTTP_${res.statusCode}`);
+    }
+    await readNdjson(res.body, onLine);
+  }
+
   /** Reads a Server-Sent Events stream, calling `onEvent` per event until the stream or `signal` ends. */
   async stream(path: string, query: RequestOptions['query'], onEvent: (data: string) => void, signal?: AbortSignal): Promise<void> {
     let res: Dispatcher.ResponseData;
@@ -95,6 +119,21 @@ export class ApiClient {
       if (!signal?.aborted) throw err;
     }
   }
+}
+
+/** Calls `onLine` with each JSON object of a newline-delimited JSON stream. */
+export async function readNdjson(body: AsyncIterable<unknown>, onLine: (obj: Record<string, unknown>) => void): Promise<void> {
+  let buffer = '';
+  for await (const chunk of body) {
+    buffer += (chunk as Buffer).toString('utf8');
+    let nl: number;
+    while ((nl = buffer.indexOf('\n')) !== -1) {
+      const line = buffer.slice(0, nl);
+      buffer = buffer.slice(nl + 1);
+      if (line.trim()) onLine(JSON.parse(line) as Record<string, unknown>);
+    }
+  }
+  if (buffer.trim()) onLine(JSON.parse(buffer) as Record<string, unknown>);
 }
 
 function safeJson(text: string): unknown {

@@ -11,6 +11,7 @@ import { listRoutes, mapRoute, unmapRoute } from './commands/routes.js';
 import { createSpace, createToken, deleteSpace, listSpaces, listTokens, revokeToken } from './commands/spaces.js';
 import { cell } from './commands/cell.js';
 import { listTasks, runTask } from './commands/tasks.js';
+import { parseMemory, push } from './commands/push.js';
 import { deleteSecret, listSecrets, putSecret } from './commands/secrets.js';
 import { up } from './commands/up.js';
 import { registryGc, serveRegistry, stageImage } from './commands/registry.js';
@@ -79,6 +80,9 @@ export function buildProgram(): Command {
     .option('--converge-interval <duration>', 'how often the converger runs besides reacting to changes (default 30s)', duration)
     .option('--presence-ttl <duration>', 'presence TTL of the in-process cell (default 30s)', duration)
     .option('--isolate-hosts <n>', 'isolate-host processes of the in-process cell (default: one per core, at least 2)', int(1, 64))
+    .option('--containerd-socket <path>', 'run container apps on this containerd (default: a private one under the data dir)')
+    .option('--no-containers', 'run no container apps on the in-process cell')
+    .option('--stop-grace <duration>', 'SIGTERM → SIGKILL grace period for container instances (default 10s)', duration)
     .option('--quiet', 'do not print platform events')
     .action(async (o) => up(o));
 
@@ -97,6 +101,9 @@ export function buildProgram(): Command {
     .option('--instances <n>', 'instance slots (default 1000)', int(1, 100_000))
     .option('--presence-ttl <duration>', 'how long the cell counts as present without a heartbeat (default 30s)', duration)
     .option('--isolate-hosts <n>', 'isolate-host processes (default: one per core, at least 2)', int(1, 64))
+    .option('--containerd-socket <path>', 'run container apps on this containerd (default: a private one under the data dir)')
+    .option('--no-containers', 'run no container apps on this cell')
+    .option('--stop-grace <duration>', 'SIGTERM → SIGKILL grace period for container instances (default 10s)', duration)
     .action(async (o) => cell(o));
 
   const registry = program
@@ -164,6 +171,27 @@ export function buildProgram(): Command {
     .option('--no-wait', 'return without waiting for the instances to run')
     .option('--json', 'print the app as JSON')
     .action(async (name, entry, o) => deploy(await client(), name, entry, o));
+
+  program
+    .command('push')
+    .description('run an OCI image as a container app: stage it through the registry (tag → digest), deploy a revision pinned to it')
+    .argument('<name>', 'app name')
+    .requiredOption('--image <ref>', 'e.g. docker.io/library/nginx:1.25, ghcr.io/org/app:1.0 or ALIAS/name:tag')
+    .option('--username <user>', 'registry user for a private image (used for this staging only, never stored)')
+    .option('--password-stdin', 'read the registry password (or token) from stdin')
+    .option('-i, --instances <n>', 'instances when the app is created (default 1)', int(0, 1000))
+    .option('-m, --memory <size>', 'memory limit per instance, e.g. 256M or 1G (default 128M)', (v: string) => parseMemory(v))
+    .option('-e, --env <KEY=VALUE>', 'environment variable (repeatable; replaces the previous revision\'s env)', collect, [])
+    .option('--health-check-type <type>', 'port (default), http or process', (v: string) => {
+      if (v !== 'port' && v !== 'http' && v !== 'process') throw new InvalidArgumentError('expected port, http or process');
+      return v;
+    })
+    .option('--health-check-path <path>', 'path the http health check GETs (default /)')
+    .option('--start-timeout <seconds>', 'how long pull, start and health check may take (default 60)', int(1, 600))
+    .option('--placement-tags <a,b>', 'run only on cells carrying all these tags; "" clears them')
+    .option('--no-wait', 'return without waiting for the instances to run')
+    .option('--json', 'print the app as JSON')
+    .action(async (name, o) => push(await client(), name, o));
 
   program
     .command('scale')

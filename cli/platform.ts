@@ -4,9 +4,10 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
 import { createAdaptorServer } from '@hono/node-server';
+import { RegistryImageSource, startContainerRuntime } from '../runtime/drivers/container/index.js';
 import { IsolateHostPool } from '../runtime/drivers/isolate/host-pool.js';
 import { LogBuffer } from '../runtime/logs/index.js';
-import { HttpRepClient, Rep, StoreUplink } from '../runtime/rep/index.js';
+import { HttpRepClient, Rep, StoreUplink, type WorkloadDriver } from '../runtime/rep/index.js';
 import { Dispatcher, RouteTable, createRouter } from '../runtime/router/index.js';
 import type { RepClient } from '../scheduler/auctioneer/index.js';
 import { createApi, hashTokenSecret, liveDigests, newTokenSecret } from '../scheduler/api/index.js';
@@ -35,6 +36,12 @@ export interface PlatformOptions {
   presenceTtlMs?: number;
   /** Isolate-host processes of the in-process cell (default: one per core, at least 2). */
   isolateHosts?: number;
+  /** Run container apps (default true, when containerd and runc are installed and grove runs as root). */
+  containers?: boolean;
+  /** An operator's containerd socket instead of the cell's private containerd. */
+  containerdSocket?: string;
+  /** SIGTERM → SIGKILL grace period for container instances. */
+  stopGraceMs?: number;
   /** `postgres://…` to share the Store with other control planes; default: SQLite in the data dir. */
   storeUrl?: string;
   warn?: (message: string) => void;
@@ -99,11 +106,31 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
       cellId = await readOrCreate(join(dataDir, 'cell-id'), () => `cell-${randomBytes(4).toString('hex')}`);
       const isolates = new IsolateHostPool({ hosts: options.isolateHosts, log: (l) => logs.append({ ...l, source: 'app' }), deniedPorts: () => ownPorts, warn });
       cleanups.push(() => isolates.close());
+      const drivers: WorkloadDriver[] = [isolates];
+      if (options.containers !== false) {
+        const runtime = await startContainerRuntime({
+          cellId,
+          dataDir,
+          source: new RegistryImageSource(blobs),
+          log: (l) => logs.append({ ...l, source: 'app' }),
+          socket: options.containerdSocket,
+          stopGraceMs: options.stopGraceMs,
+          warn,
+        });
+        if (runtime.driver) {
+          const { driver } = runtime;
+          drivers.push(driver);
+          cleanups.push(() => driver.close());
+          if (runtime.reaped.length) warn(`cell ${cellId}: removed ${runtime.reaped.length} container(s) left by an earlier run: ${runtime.reaped.join(', ')}`);
+        } else {
+          warn(`cell ${cellId}: container apps are off: ${runtime.reason}`);
+        }
+      }
       rep = new Rep({
         cellId,
         zone: 'local',
         uplink: new StoreUplink(store, blobs.blobs),
-        drivers: [isolates],
+        drivers,
         capacity: { memoryMb: options.cellMemoryMb ?? 8192, diskMb: 65_536, instances: 1000 },
         presenceTtlMs: options.presenceTtlMs,
         heartbeatMs: options.presenceTtlMs === undefined ? undefined : Math.max(200, Math.floor(options.presenceTtlMs / 3)),
@@ -179,7 +206,7 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
     const routerPort = await listen(router, options.routerPort, host, '--router-port');
     cleanups.push(() => close(router));
 
-    const api = createApi({ store, bundles: blobs, registryUrl: registryService.url, logs, warn, isLeader: () => lease.isLeader() });
+    const api = createApi({ store, bundles: blobs, images: blobs, registryUrl: registryService.url, logs, warn, isLeader: () => lease.isLeader() });
     const apiServer = createAdaptorServer({ fetch: api.fetch }) as Server;
     const apiPort = await listen(apiServer, options.apiPort, host, '--api-port');
     ownPorts.push(routerPort, apiPort, registryService.port);

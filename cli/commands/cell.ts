@@ -15,6 +15,9 @@ export interface CellCommandOptions {
   instances?: number;
   presenceTtl?: number;
   isolateHosts?: number;
+  containers?: boolean;
+  containerdSocket?: string;
+  stopGrace?: number;
 }
 
 /** Runs a cell in this process until SIGINT/SIGTERM, joined to the control plane at --api. */
@@ -35,6 +38,9 @@ export async function cell(opts: CellCommandOptions): Promise<void> {
     memoryMb: opts.memory,
     instances: opts.instances,
     isolateHosts: opts.isolateHosts,
+    containers: opts.containers,
+    containerdSocket: opts.containerdSocket,
+    stopGraceMs: opts.stopGrace,
     presenceTtlMs: opts.presenceTtl,
     warn: (m) => process.stderr.write(`${m}\n`),
   });

@@ -1,5 +1,5 @@
 import { request } from 'undici';
-import type { ApiClient } from '../client.js';
+import { type ApiClient, readNdjson } from '../client.js';
 import { dataDir } from '../config.js';
 import { CliError } from '../errors.js';
 import { bytes, printJson, progress, say } from '../output.js';
@@ -78,6 +78,15 @@ function registryError(status: number, text: string): CliError {
   return new CliError(`the registry answered ${status}: ${text.slice(0, 200)}`, `HTTP_${status}`);
 }
 
+export type StageLine = { phase: string; digest?: string; size?: number; cached?: boolean };
+
+/** One line of staging progress, as `grove stage` and `grove push` show it. */
+export function showStageProgress(image: string, p: StageLine): void {
+  if (p.phase === 'resolve') progress(`Resolving ${image}…`);
+  else if (p.phase === 'manifest') progress(`  manifest ${p.digest}`);
+  else if (p.phase === 'blob') progress(`  blob     ${p.digest} ${bytes(p.size ?? 0)}${p.cached ? ' (cached)' : ''}`);
+}
+
 export interface StageOptions {
   registry?: string;
   username?: string;
@@ -93,27 +102,14 @@ export async function stageImage(client: ApiClient, image: string, opts: StageOp
   const base = await registryUrl(client, opts.registry);
   const res = await registryCall(client, `${base}/grove/v1/stage`, 'POST', { image, ...(opts.username ? { username: opts.username, password } : {}) }, 'application/x-ndjson');
   if (res.statusCode >= 400) throw registryError(res.statusCode, await res.body.text());
-  let buffer = '';
   type Staged = { digest: string; manifestDigest: string; repository: string; bytes: number; fetchedBytes: number; layers: unknown[] };
   let staged = null as Staged | null;
-  for await (const chunk of res.body) {
-    buffer += (chunk as Buffer).toString('utf8');
-    let nl: number;
-    while ((nl = buffer.indexOf('\n')) !== -1) {
-      const line = buffer.slice(0, nl);
-      buffer = buffer.slice(nl + 1);
-      if (!line.trim()) continue;
-      const msg = JSON.parse(line) as { progress?: { phase: string; digest?: string; size?: number; cached?: boolean }; staged?: Staged; error?: { code: string; message: string } };
-      if (msg.error) throw new CliError(msg.error.message, msg.error.code);
-      if (msg.staged) staged = msg.staged;
-      const p = msg.progress;
-      if (p && !opts.json) {
-        if (p.phase === 'resolve') progress(`Resolving ${image}…`);
-        else if (p.phase === 'manifest') progress(`  manifest ${p.digest}`);
-        else if (p.phase === 'blob') progress(`  blob     ${p.digest} ${bytes(p.size ?? 0)}${p.cached ? ' (cached)' : ''}`);
-      }
-    }
-  }
+  await readNdjson(res.body, (line) => {
+    const msg = line as { progress?: StageLine; staged?: Staged; error?: { code: string; message: string } };
+    if (msg.error) throw new CliError(msg.error.message, msg.error.code);
+    if (msg.staged) staged = msg.staged;
+    if (msg.progress && !opts.json) showStageProgress(image, msg.progress);
+  });
   if (!staged) throw new CliError('the registry ended the staging without a result', 'STAGE_FAILED');
   if (opts.json) return printJson({ staged });
   say(`Staged ${image} → ${staged.repository}@${staged.digest}`);

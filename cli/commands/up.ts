@@ -18,6 +18,10 @@ export interface UpOptions {
   isolateHosts?: number;
   registryUpstream?: string[];
   registryCap?: number;
+  /** commander turns --no-containers into containers: false */
+  containers?: boolean;
+  containerdSocket?: string;
+  stopGrace?: number;
 }
 
 /** Runs the whole platform in this process until SIGINT/SIGTERM. */
@@ -36,6 +40,9 @@ export async function up(opts: UpOptions): Promise<void> {
     isolateHosts: opts.isolateHosts,
     registryUpstreams: opts.registryUpstream,
     registryCapBytes: opts.registryCap,
+    containers: opts.containers,
+    containerdSocket: opts.containerdSocket,
+    stopGraceMs: opts.stopGrace,
     onEvent: opts.quiet ? undefined : (line) => say(`${new Date().toISOString()}  ${line}`),
   });
   const shownToken = relative(process.cwd(), platform.adminTokenPath).startsWith('..') ? platform.adminTokenPath : relative(process.cwd(), platform.adminTokenPath);

@@ -2,7 +2,7 @@ import type { ActualLRP, AppKind, CellCapacity, Task } from '../../scheduler/mod
 import type { CellState, RepClient, Work, WorkResult } from '../../scheduler/auctioneer/index.js';
 import { GroveError } from '../../scheduler/model/index.js';
 import type { CellUplink } from './uplink.js';
-import type { WireRequest, WireResponse, WorkloadDriver } from './workload-driver.js';
+import { type WireRequest, type WireResponse, type WorkloadDriver, TaskFailure, imageOf } from './workload-driver.js';
 
 export interface RepOptions {
   cellId: string;
@@ -158,7 +158,7 @@ export class Rep implements RepClient {
       },
       instances: [...this.instances.values()].map((i) => ({ instanceId: i.actual.instanceId, appId: i.actual.appId, kind: i.kind })),
       tasks: [...this.tasks].map(([taskId, t]) => ({ taskId, appId: t.appId })),
-      digests: [...this.digests],
+      digests: [...new Set([...this.digests, ...[...this.byKind.values()].flatMap((d) => d.digests?.() ?? [])])],
     };
   }
 
@@ -194,12 +194,13 @@ export class Rep implements RepClient {
         const { revision } = launch;
         const code = revision.bundleDigest ? (await uplink.bundle(revision.bundleDigest, launch.space)).toString('utf8') : null;
         const result = await driver.runTask(
-          { instanceId: `task-${task.id}`, appId: task.appId, appName: launch.appName, revisionId: revision.id, index: 0, code, env: revision.env, limits: revision.limits },
+          { instanceId: `task-${task.id}`, appId: task.appId, appName: launch.appName, revisionId: revision.id, index: 0, code, image: imageOf(revision), env: revision.env, limits: revision.limits },
           task.command,
         );
         outcome = { failed: false, result };
       } catch (err) {
-        outcome = { failed: true, failureReason: (err as Error).message };
+        // A task that ran and failed still printed something worth reading.
+        outcome = { failed: true, failureReason: (err as Error).message, ...(err instanceof TaskFailure ? { result: err.output } : {}) };
       } finally {
         this.tasks.delete(task.id);
       }
@@ -233,6 +234,7 @@ export class Rep implements RepClient {
         revisionId: revision.id,
         index: lrp.index,
         code,
+        image: imageOf(revision),
         env: revision.env,
         limits: revision.limits,
       });

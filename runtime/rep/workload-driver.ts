@@ -1,4 +1,4 @@
-import type { AppKind, EnvVars, Limits } from '../../scheduler/model/index.js';
+import type { AppKind, EnvVars, Limits, Revision } from '../../scheduler/model/index.js';
 
 /** An HTTP request as it crosses into a workload: copied, never shared. */
 export interface WireRequest {
@@ -54,6 +54,8 @@ export interface InstanceSpec {
   index: number;
   /** Isolate apps: the bundle's ES module source. */
   code: string | null;
+  /** Container apps: the registry repository and the digest staging pinned. */
+  image?: { repository: string; digest: string } | null;
   env: EnvVars;
   limits: Limits;
 }
@@ -73,6 +75,36 @@ export interface WorkloadDriver {
   fetch(instanceId: string, request: WireRequest): Promise<WireResponse>;
   /** Delivers a scheduled or queue event to an instance (drivers of Workers modules). */
   dispatchEvent?(instanceId: string, event: WorkerEvent): Promise<WorkerEventOutcome>;
-  /** Runs a task to completion in a fresh instance; resolves with its output, rejects with why it failed. */
+  /**
+   * Runs a task to completion in a fresh instance; resolves with its output, rejects with why it
+   * failed (a TaskFailure carries the output too).
+   */
   runTask?(spec: InstanceSpec, command: string[]): Promise<string>;
+  /** Bundle or image digests this driver holds locally (cache-aware bids). */
+  digests?(): string[];
+}
+
+/** A task that ran and failed: why, and what it printed. */
+export class TaskFailure extends Error {
+  constructor(
+    message: string,
+    readonly output: string,
+  ) {
+    super(message);
+    this.name = 'TaskFailure';
+  }
+}
+
+/**
+ * Where a container revision's image is read from: the repository of its (normalised) reference and
+ * the pinned digest. Null for isolate revisions.
+ */
+export function imageOf(revision: Pick<Revision, 'image' | 'imageDigest'>): { repository: string; digest: string } | null {
+  if (!revision.image || !revision.imageDigest) return null;
+  let repository = revision.image;
+  const at = repository.indexOf('@');
+  if (at >= 0) repository = repository.slice(0, at);
+  const colon = repository.lastIndexOf(':');
+  if (colon > repository.lastIndexOf('/')) repository = repository.slice(0, colon);
+  return { repository, digest: revision.imageDigest };
 }

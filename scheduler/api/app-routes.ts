@@ -31,6 +31,27 @@ const DeployBody = z
   })
   .strict();
 
+const PushBody = z
+  .object({
+    image: z.string().min(3).max(512),
+    username: z.string().min(1).max(256).optional(),
+    password: z.string().min(1).max(8192).optional(),
+    env: EnvVars.optional(),
+    limits: LimitsPatch.optional(),
+    create: z.boolean().default(true),
+    instances: z.number().int().min(0).max(1000).optional(),
+    placementTags: z.array(PlacementTag).max(16).optional(),
+  })
+  .strict();
+
+/** `repo:tag` as the registry names it (the tag the user gave, or latest); `repo` alone for a digest. */
+export function normalisedImage(given: string, repository: string): string {
+  if (given.includes('@')) return repository;
+  const slash = given.lastIndexOf('/');
+  const colon = given.lastIndexOf(':');
+  return `${repository}:${colon > slash ? given.slice(colon + 1) : 'latest'}`;
+}
+
 const ScaleBody = z
   .object({
     instances: z.number().int().min(0).max(1000),
@@ -194,6 +215,66 @@ export function appRoutes(deps: ApiDeps): Hono<ApiEnv> {
       },
       201,
     );
+  });
+
+  // `grove push`: stage the image through the registry proxy (tag → digest, every layer cached), then
+  // deploy a revision pinned to that digest. The credentials live in this request only: handed to the
+  // stager for the one staging, never stored, logged or echoed. With `Accept: application/x-ndjson`
+  // the staging's progress streams as it happens and the last line is the result or the error.
+  api.post('/apps/:name/push', jsonLimit, async (c) => {
+    const { space } = c.get('auth');
+    const name = nameParam(c);
+    const body = await jsonBody(c, PushBody);
+    if ((body.username === undefined) !== (body.password === undefined)) throw new GroveError('VALIDATION_FAILED', 'give both username and password, or neither');
+    if (!deps.images) throw new GroveError('UNAVAILABLE', 'this control plane has no registry to stage images with');
+    const existing = await store.getApp(space.id, name);
+    if (existing && existing.kind !== 'container') throw new GroveError('KIND_MISMATCH', `app "${name}" is an ${existing.kind} app: deploy code to it with grove deploy, or push the image under another name`);
+    if (!existing && !body.create) throw new GroveError('APP_NOT_FOUND', `app "${name}" does not exist in this space`);
+    const at = now();
+    const cells = await store.listCells();
+    if (!cells.some((cell) => cell.expiresAt > at && cell.drivers.includes('container'))) {
+      throw new GroveError('UNAVAILABLE', 'no cell can run container apps: install containerd and runc (apt-get install containerd runc) on a cell, run it as root, and restart it');
+    }
+    const images = deps.images;
+    const credentials = body.username !== undefined ? { username: body.username, password: body.password! } : undefined;
+    const deploy = async (onProgress?: (p: unknown) => void) => {
+      const staged = await images.stage(body.image, space.name, credentials, onProgress);
+      const result = await store.deploy({
+        spaceId: space.id,
+        appName: name,
+        kind: 'container',
+        bundleDigest: null,
+        image: normalisedImage(body.image, staged.repository),
+        imageDigest: staged.digest,
+        env: body.env ?? null,
+        limits: body.limits ?? {},
+        createIfMissing: body.create,
+        defaultInstances: body.instances ?? 1,
+        placementTags: body.placementTags,
+      });
+      return {
+        created: result.created,
+        staged: { repository: staged.repository, digest: staged.digest, layers: staged.layers.length, bytes: staged.bytes, fetchedBytes: staged.fetchedBytes },
+        revision: { number: result.revision.number, id: result.revision.id, image: result.revision.image, imageDigest: result.revision.imageDigest },
+        app: await appDetail(store, result.app, now()),
+      };
+    };
+    if (!(c.req.header('accept') ?? '').includes('application/x-ndjson')) return c.json(await deploy(), 201);
+    const encoder = new TextEncoder();
+    const stream = new ReadableStream<Uint8Array>({
+      start(controller) {
+        const send = (obj: unknown) => controller.enqueue(encoder.encode(`${JSON.stringify(obj)}\n`));
+        deploy((p) => send({ progress: p }))
+          .then((result) => send({ result }))
+          .catch((err: unknown) => {
+            const e = err instanceof GroveError ? err : new GroveError('INTERNAL', 'staging failed unexpectedly');
+            if (!(err instanceof GroveError)) deps.warn?.(`push of ${name}: ${(err as Error).message}`);
+            send({ error: { code: e.code, message: e.message } });
+          })
+          .finally(() => controller.close());
+      },
+    });
+    return c.body(stream, 200, { 'content-type': 'application/x-ndjson' });
   });
 
   api.get('/apps/:name/revisions', async (c) => {

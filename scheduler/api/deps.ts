@@ -7,6 +7,27 @@ export interface BundleStore {
   get(digest: string): Promise<Buffer>;
 }
 
+/** Progress of a staging, as the registry reports it. */
+export interface StageProgressEvent {
+  phase: 'resolve' | 'manifest' | 'blob' | 'done';
+  digest?: string;
+  size?: number;
+  cached?: boolean;
+}
+
+/**
+ * Pins an image reference to a digest and caches it whole (the registry proxy). Credentials are for
+ * this one call: the stager holds them in memory while it runs and nowhere else.
+ */
+export interface ImageStager {
+  stage(
+    image: string,
+    space: string,
+    credentials?: { username: string; password: string },
+    onProgress?: (p: StageProgressEvent) => void,
+  ): Promise<{ image: string; repository: string; digest: string; bytes: number; fetchedBytes: number; layers: { digest: string; size: number }[] }>;
+}
+
 /** The log lines the API can show for an app (the runtime's LogBuffer satisfies this). */
 export interface LogReader {
   recent(appId: string, limit: number): { at: number; instanceId: string | null; source: string; level: string; message: string }[];
@@ -15,6 +36,8 @@ export interface LogReader {
 export interface ApiDeps {
   store: Store;
   bundles: BundleStore;
+  /** Stages container images (`grove push`); without it, container pushes are refused. */
+  images?: ImageStager;
   /** The registry's URL, for clients (grove stage) and cells. */
   registryUrl?: string;
   logs?: LogReader;

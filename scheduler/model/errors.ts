@@ -35,6 +35,10 @@ export const ERROR_STATUS = {
   /** Like Workers' error 1102: the invocation ran past its CPU-time or memory limit. */
   WORKER_LIMIT_EXCEEDED: 503,
   WORKER_TIMEOUT: 504,
+  /** A container instance did not answer the router (connection refused or reset). */
+  BAD_GATEWAY: 502,
+  /** Long work (an image pull, a health check) ran past its deadline. */
+  TIMEOUT: 504,
   // The OCI distribution spec's own error codes, so the registry answers in the format registry
   // clients (containerd, skopeo) understand while the rest of Grove keeps one error type.
   NAME_INVALID: 400,

@@ -59,6 +59,17 @@ const LIMIT_FIELDS = {
   fetchAllow: z
     .array(z.string().min(1).max(253).regex(/^(\[[0-9a-fA-F:.]+\]|[0-9a-fA-F:.]+|[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*)$/, 'each allowed host is a DNS name or an IP address, without scheme, port or path'))
     .max(64),
+  /** Container apps: processes (threads included) one instance may have — a fork bomb's ceiling. */
+  pids: z.number().int().min(16).max(65_536),
+  /**
+   * Container apps: what must answer before an instance is RUNNING and routable (Cloud Foundry's
+   * health check types): a TCP connect to PORT, an HTTP GET of `healthCheckPath` answering 2xx, or just
+   * a live process.
+   */
+  healthCheck: z.enum(['port', 'http', 'process']),
+  healthCheckPath: z.string().regex(/^\/[^\s]{0,1023}$/, 'the health check path starts with "/" and has no spaces'),
+  /** Container apps: how long start-up (pull, unpack, health check) may take before the start fails. */
+  startTimeoutMs: z.number().int().min(1_000).max(600_000),
 };
 
 /** Per-instance limits. Defaults follow Cloudflare Workers' paid plan where it has one. */
@@ -69,6 +80,10 @@ export const Limits = z
     wallMs: LIMIT_FIELDS.wallMs.default(30_000),
     subrequests: LIMIT_FIELDS.subrequests.default(50),
     fetchAllow: LIMIT_FIELDS.fetchAllow.default([]),
+    pids: LIMIT_FIELDS.pids.default(1024),
+    healthCheck: LIMIT_FIELDS.healthCheck.default('port'),
+    healthCheckPath: LIMIT_FIELDS.healthCheckPath.default('/'),
+    startTimeoutMs: LIMIT_FIELDS.startTimeoutMs.default(60_000),
   })
   .strict();
 export type Limits = z.infer<typeof Limits>;

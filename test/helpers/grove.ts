@@ -33,7 +33,7 @@ export function scratch(prefix: string): { dir: string; cleanup(): void } {
  */
 export async function startGroveUp(
   dataDir: string,
-  options: { apiPort?: number; routerPort?: number; env?: NodeJS.ProcessEnv; extraArgs?: string[] } = {},
+  options: { apiPort?: number; routerPort?: number; env?: NodeJS.ProcessEnv; extraArgs?: string[]; containers?: boolean } = {},
 ): Promise<GroveUp> {
   const child = spawn(
     process.execPath,
@@ -49,6 +49,8 @@ export async function startGroveUp(
       String(options.routerPort ?? 0),
       '--registry-port',
       '0',
+      // A private containerd per test platform costs time and root: only tests of container apps ask.
+      ...(options.containers ? ['--stop-grace', '2s'] : ['--no-containers']),
       ...(options.extraArgs ?? []),
     ],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } },

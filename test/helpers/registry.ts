@@ -28,7 +28,7 @@ import {
 import http from 'node:http';
 import { createServer as createNetServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { delimiter, dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -504,6 +504,14 @@ export interface BuildTestImageOptions {
   extraLayerBytes?: number;
   /** Written to /etc/grove-marker so that tests can build images that differ. */
   marker?: string;
+  /** More files for the first layer: path inside the image (no leading "/") → content. */
+  files?: Record<string, string>;
+  /** Image config: Cmd (default ["/bin/sh"]), Entrypoint, Env ("K=V"), User, WorkingDir. */
+  cmd?: string[];
+  entrypoint?: string[];
+  env?: string[];
+  user?: string;
+  workdir?: string;
 }
 
 const APPLETS = ['sh', 'ls', 'cat', 'echo', 'httpd', 'mkdir', 'sleep'];
@@ -532,6 +540,10 @@ export async function buildTestImage(opts: BuildTestImageOptions = {}): Promise<
     chmodSync(join(rootfs, 'bin', 'busybox'), 0o755);
     for (const applet of APPLETS) symlinkSync('busybox', join(rootfs, 'bin', applet));
     writeFileSync(join(rootfs, 'etc', 'grove-marker'), marker);
+    for (const [path, content] of Object.entries(opts.files ?? {})) {
+      mkdirSync(dirname(join(rootfs, path)), { recursive: true });
+      writeFileSync(join(rootfs, path), content);
+    }
     await runOk(umoci, ['insert', '--image', ref, rootfs, '/']);
     rmSync(rootfs, { recursive: true, force: true });
 
@@ -546,7 +558,13 @@ export async function buildTestImage(opts: BuildTestImageOptions = {}): Promise<
       rmSync(extra, { recursive: true, force: true });
     }
 
-    await runOk(umoci, ['config', '--image', ref, '--config.cmd', '/bin/sh']);
+    const config = ['config', '--image', ref, '--clear=config.cmd'];
+    for (const arg of opts.cmd ?? ['/bin/sh']) config.push('--config.cmd', arg);
+    for (const arg of opts.entrypoint ?? []) config.push('--config.entrypoint', arg);
+    for (const e of opts.env ?? []) config.push('--config.env', e);
+    if (opts.user) config.push('--config.user', opts.user);
+    if (opts.workdir) config.push('--config.workingdir', opts.workdir);
+    await runOk(umoci, config);
     // Each umoci step wrote a new manifest and config; drop the superseded ones.
     await runOk(umoci, ['gc', '--layout', layoutDir]);
   } catch (err) {
