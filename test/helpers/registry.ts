@@ -514,7 +514,7 @@ export interface BuildTestImageOptions {
   workdir?: string;
 }
 
-const APPLETS = ['sh', 'ls', 'cat', 'echo', 'httpd', 'mkdir', 'sleep'];
+const APPLETS = ['sh', 'ls', 'cat', 'echo', 'httpd', 'mkdir', 'sleep', 'id', 'env', 'head'];
 
 export async function buildTestImage(opts: BuildTestImageOptions = {}): Promise<TestImage> {
   const umoci = requireBinary('umoci', 'umoci');
