@@ -174,7 +174,7 @@ describe('control API', () => {
       // Changing one limit keeps the others as they were.
       await h.deploy(dev, 'web', 'export default { fetch() { return new Response("v3") } }', { limits: { cpuMs: 10 } });
       const third = (await h.call(dev, 'GET', '/v1/apps/web/revisions')).json.revisions[2];
-      expect(third.limits).toEqual({ memoryMb: 64, cpuMs: 10, wallMs: 30_000, subrequests: 50, fetchAllow: [] });
+      expect(third.limits).toMatchObject({ memoryMb: 64, cpuMs: 10, wallMs: 30_000, subrequests: 50, fetchAllow: [] });
       const bad = await h.deploy(dev, 'web', undefined, { limits: { memoryMb: 4 } });
       expect(bad.status).toBe(400);
       expect(bad.json.error.message).toContain('limits.memoryMb');
@@ -429,5 +429,61 @@ describe('control API', () => {
       expect(text).toContain('event: revision.deployed');
       expect(text).not.toContain('event: app.created');
     });
+  });
+});
+
+describe('POST /v1/apps/:name/push (grove push) refuses bad input before anything is written', () => {
+  let h: Awaited<ReturnType<typeof apiHarness>>;
+  let dev: Caller;
+  beforeEach(async () => {
+    h = await apiHarness();
+    dev = await h.token('team', 'developer');
+  });
+  afterEach(async () => h.close());
+
+  const containerCell = () =>
+    h.store.heartbeatCell({ id: 'cell-c', zone: 'z', tags: [], drivers: ['isolate', 'container'], capacity: { memoryMb: 1024, diskMb: 1024, instances: 10 }, address: null, secret: null }, 60_000);
+
+  it('says how to install containerd when no cell runs containers', async () => {
+    const res = await h.call(dev, 'POST', '/v1/apps/web/push', { image: 'docker.io/library/nginx:1.25' });
+    expect(res.status).toBe(503);
+    expect(res.json.error.code).toBe('UNAVAILABLE');
+    expect(res.json.error.message).toContain('apt-get install containerd runc');
+    expect(await h.store.getApp(dev.spaceId, 'web')).toBeUndefined();
+  });
+
+  it('validates the body, the credentials pair, the reference and the app kind', async () => {
+    await containerCell();
+    const cases: [unknown, number, string][] = [
+      [{ image: 'docker.io/library/nginx:1.25', username: 'me' }, 400, 'VALIDATION_FAILED'],
+      [{ image: 'docker.io/library/nginx:1.25', extra: true }, 400, 'VALIDATION_FAILED'],
+      [{ image: 'ng' }, 400, 'VALIDATION_FAILED'],
+      [{ image: 'nginx' }, 400, 'NAME_INVALID'],
+      [{ image: 'nginx:latest' }, 400, 'NAME_INVALID'],
+      [{ image: 'docker.io/library/NGINX:1' }, 400, 'NAME_INVALID'],
+      [{ image: 'docker.io/library/nginx:bad tag' }, 400, 'MANIFEST_INVALID'],
+      [{ image: 'docker.io/library/nginx:1', limits: { healthCheck: 'tcp' } }, 400, 'VALIDATION_FAILED'],
+      [{ image: 'docker.io/library/nginx:1', limits: { healthCheckPath: 'no-slash' } }, 400, 'VALIDATION_FAILED'],
+    ];
+    for (const [body, status, code] of cases) {
+      const res = await h.call(dev, 'POST', '/v1/apps/web/push', body);
+      expect({ body, status: res.status, code: res.json?.error?.code }).toEqual({ body, status, code });
+      expect(res.json.error.message.length).toBeGreaterThan(10);
+    }
+    await h.deploy(dev, 'fn');
+    const mismatch = await h.call(dev, 'POST', '/v1/apps/fn/push', { image: 'docker.io/library/nginx:1.25' });
+    expect(mismatch.status).toBe(422);
+    expect(mismatch.json.error.code).toBe('KIND_MISMATCH');
+    expect(await h.store.getApp(dev.spaceId, 'web')).toBeUndefined();
+  });
+
+  it('streams a staging failure as the last NDJSON line and creates no app', async () => {
+    await containerCell();
+    const res = await h.call(dev, 'POST', '/v1/apps/web/push', { image: '127.0.0.1:1/team/web:1.0' }, { accept: 'application/x-ndjson' });
+    expect(res.status).toBe(200);
+    const lines = res.text.trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines[0]).toEqual({ progress: { phase: 'resolve' } });
+    expect(lines.at(-1).error.code).toBe('UPSTREAM_FAILED');
+    expect(await h.store.getApp(dev.spaceId, 'web')).toBeUndefined();
   });
 });

@@ -21,22 +21,10 @@ import { type InstanceSpec, TaskFailure } from '../runtime/rep/index.js';
 import { DEFAULT_LIMITS, type Limits } from '../scheduler/model/index.js';
 import { imageSourceContract } from './contract/image-source.contract.js';
 import { scratch, waitFor } from './helpers/grove.js';
-import { type DockerRegistry, type TestImage, buildTestImage, pushImage, startDockerRegistry } from './helpers/registry.js';
+import { type DockerRegistry, type TestImage, WEB_SCRIPT, buildTestImage, pushImage, startDockerRegistry } from './helpers/registry.js';
 
 const exec = promisify(execFile);
 const dec = new TextDecoder();
-
-/** One image, many behaviours: MODE picks what the container does. */
-export const WEB_SCRIPT = [
-  'case "$MODE" in',
-  '  crash) echo "crashing now" >&2; exit 17;;',
-  '  later) sleep 1; exit 17;;',
-  // A shell string that doubles until the memory cgroup's OOM killer ends it.
-  '  hog) s=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; while :; do s="$s$s"; done;;',
-  '  stubborn) trap "" TERM; while :; do sleep 1; done;;',
-  '  *) echo "listening on $PORT"; trap "exit 0" TERM; httpd -f -p 127.0.0.1:$PORT -h /www & wait;;',
-  'esac',
-].join('\n');
 
 describe('containers under a private containerd', () => {
   const tmp = scratch('grove-containers-');

@@ -7,7 +7,7 @@ import { createAdaptorServer } from '@hono/node-server';
 import { describe, expect, it } from 'vitest';
 import { BlobStore } from '../registry/index.js';
 import { IsolateDriver } from '../runtime/drivers/isolate/isolate-driver.js';
-import { HttpRepClient, Rep, StoreUplink, createRepServer } from '../runtime/rep/index.js';
+import { HttpRepClient, Rep, StoreUplink, type WorkloadDriver, createRepServer } from '../runtime/rep/index.js';
 import { SqliteStore } from '../scheduler/store/index.js';
 import { HELLO, type RepHarness, repClientContract } from './contract/rep-client.contract.js';
 
@@ -98,6 +98,33 @@ describe('rep server', () => {
       server.close();
       server.closeAllConnections();
       await rep.shutdown();
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('the cell state the auction bids on', () => {
+  it('lists the digests its drivers hold (images a container driver has unpacked), once each', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'grove-rep-'));
+    const store = new SqliteStore(join(dir, 'db'));
+    const blobs = await BlobStore.open(join(dir, 'blobs'));
+    const image = `sha256:${'e'.repeat(64)}`;
+    const containers: WorkloadDriver = {
+      kind: 'container',
+      start: async () => undefined,
+      stop: async () => undefined,
+      running: () => [],
+      onExit: () => () => undefined,
+      fetch: async () => ({ status: 200, statusText: '', headers: [], body: null }),
+      digests: () => [image, image],
+    };
+    const rep = new Rep({ cellId: 'c', zone: 'z', uplink: new StoreUplink(store, blobs), drivers: [new IsolateDriver({ log: () => undefined }), containers], capacity: { memoryMb: 1, diskMb: 1, instances: 1 } });
+    try {
+      const state = await rep.state();
+      expect(state.drivers).toEqual(['isolate', 'container']);
+      expect(state.digests).toEqual([image]);
+    } finally {
       await store.close();
       rmSync(dir, { recursive: true, force: true });
     }

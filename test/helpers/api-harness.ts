@@ -20,6 +20,7 @@ export async function apiHarness(options: { bundleBytes?: number; jsonBytes?: nu
     {
       store,
       bundles: blobs,
+      images: blobs,
       logs: { recent: (appId, limit) => lines.filter((l) => l.appId === appId).slice(-limit).map((l) => ({ ...l, at: 0, instanceId: null, source: 'app', level: 'log' })) },
       limits: { bundleBytes: options.bundleBytes, jsonBytes: options.jsonBytes },
     },

@@ -514,6 +514,18 @@ export interface BuildTestImageOptions {
   workdir?: string;
 }
 
+/** One image, many behaviours: MODE picks what the container does. */
+export const WEB_SCRIPT = [
+  'case "$MODE" in',
+  '  crash) echo "crashing now" >&2; exit 17;;',
+  '  later) sleep 1; exit 17;;',
+  // A shell string that doubles until the memory cgroup's OOM killer ends it.
+  '  hog) s=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; while :; do s="$s$s"; done;;',
+  '  stubborn) trap "" TERM; while :; do sleep 1; done;;',
+  '  *) echo "listening on $PORT"; trap "exit 0" TERM; httpd -f -p 127.0.0.1:$PORT -h /www & wait;;',
+  'esac',
+].join('\n');
+
 const APPLETS = ['sh', 'ls', 'cat', 'echo', 'httpd', 'mkdir', 'sleep', 'id', 'env', 'head'];
 
 export async function buildTestImage(opts: BuildTestImageOptions = {}): Promise<TestImage> {

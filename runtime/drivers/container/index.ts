@@ -9,6 +9,7 @@ export { ContainerDriver, containerIdFor } from './container-driver.js';
 export type { ContainerDriverOptions, ContainerLogLine } from './container-driver.js';
 export { ContainerdClient } from './containerd-client.js';
 export { INSTALL_HINT, containerdMissing, socketPathFor, startPrivateContainerd } from './containerd-daemon.js';
+export type { ContainerdDaemon } from './containerd-daemon.js';
 export { HttpImageSource, RegistryImageSource } from './image-source.js';
 export type { ImageSource } from './image-source.js';
 export { ImagePuller, chainIds } from './image-pull.js';

@@ -1,0 +1,177 @@
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { socketPathFor } from '../../runtime/drivers/container/index.js';
+import type { AppDetail } from '../../cli/commands/apps.js';
+import { type GroveUp, grove, scratch, startGroveUp, viaRouter, waitFor } from '../helpers/grove.js';
+import { type DockerRegistry, type TestImage, WEB_SCRIPT, buildTestImage, pushImage, startDockerRegistry } from '../helpers/registry.js';
+
+const exec = promisify(execFile);
+
+describe('container apps end to end: grove push, routes, scale, crashes, tasks, cell restarts', () => {
+  const tmp = scratch('grove-containers-e2e-');
+  const dataDir = join(tmp.dir, 'data');
+  let upstream: DockerRegistry;
+  let web: TestImage;
+  let late: TestImage;
+  let up: GroveUp;
+  let env: NodeJS.ProcessEnv;
+  const socket = socketPathFor(join(dataDir, 'containerd'));
+  const ctr = async (...args: string[]) => (await exec('ctr', ['--address', socket, '-n', 'grove', ...args])).stdout.split('\n').filter(Boolean);
+  const app = async (name: string) => JSON.parse((await grove(['app', name, '--json'], env)).stdout) as AppDetail;
+  const running = async (name: string, n: number) =>
+    waitFor(`${n} running instance(s) of ${name}`, async () => {
+      const a = await app(name);
+      return a.running === n && a.instances.length === n ? a : undefined;
+    }, 60_000);
+
+  beforeAll(async () => {
+    [upstream, web, late] = await Promise.all([
+      startDockerRegistry(),
+      buildTestImage({ dir: join(tmp.dir, 'img'), tag: '1.0', files: { 'www/index.html': 'hello from a container\n' }, cmd: ['/bin/sh', '-c', WEB_SCRIPT] }),
+      buildTestImage({ dir: join(tmp.dir, 'img2'), tag: '2.0', marker: 'late', files: { 'www/index.html': 'staged before the upstream went away\n' }, cmd: ['/bin/sh', '-c', WEB_SCRIPT] }),
+    ]);
+    await pushImage(web, upstream.hostPort, 'library/web');
+    await pushImage(late, upstream.hostPort, 'library/late');
+    up = await startGroveUp(dataDir, { containers: true, extraArgs: ['--registry-upstream', `up=${upstream.url}`] });
+    env = { HOME: join(tmp.dir, 'home'), XDG_CONFIG_HOME: '', GROVE_API: up.apiUrl, GROVE_TOKEN: up.adminToken, GROVE_HOME: dataDir };
+  }, 180_000);
+
+  afterAll(async () => {
+    await up?.stop();
+    // Should a test have failed between a kill -9 and the restart, the cell's containerd is still up.
+    const pid = Number(readFileSync(join(dataDir, 'containerd', 'containerd.pid'), 'utf8').trim() || 0);
+    if (pid > 1) {
+      try {
+        process.kill(pid, 0);
+        await exec('ctr', ['--address', socket, '-n', 'grove', 'tasks', 'rm', '-f', ...(await ctr('tasks', 'ls', '-q'))]).catch(() => undefined);
+        process.kill(pid, 'SIGTERM');
+      } catch {
+        // not running: the platform stopped it
+      }
+    }
+    await upstream?.stop();
+    web?.cleanup();
+    late?.cleanup();
+    tmp.cleanup();
+  }, 60_000);
+
+  it('grove push stages the image with progress, pins its digest, and the app serves through the router', async () => {
+    const push = await grove(['push', 'web', '--image', 'up/library/web:1.0', '-m', '64M'], env);
+    expect(push.stderr + push.stdout).toContain('Resolving up/library/web:1.0');
+    expect(push.code).toBe(0);
+    expect(push.stdout).toContain('web r1: 1/1 instances running');
+    expect((await grove(['map-route', 'web', 'web.localhost'], env)).code).toBe(0);
+    const res = await waitFor('a 200 through the router', async () => {
+      const r = await viaRouter(up.routerUrl, 'web.localhost', '/');
+      return r.status === 200 ? r : undefined;
+    });
+    expect(res.text).toBe('hello from a container\n');
+    const a = await app('web');
+    expect(a.kind).toBe('container');
+    expect(a.revision).toMatchObject({ image: 'up/library/web:1.0', imageDigest: expect.stringMatching(/^sha256:[0-9a-f]{64}$/) });
+    expect(a.instances[0]).toMatchObject({ state: 'RUNNING', cellId: expect.any(String), crashCount: 0 });
+    const table = (await grove(['app', 'web'], env)).stdout;
+    expect(table).toMatch(/0\s+running\s+r1\s+cell-\S+\s+local\s+\S+\s+0/);
+    const logs = await waitFor('the container output in grove logs', async () => {
+      const out = (await grove(['logs', 'web'], env)).stdout;
+      return /listening on \d+/.test(out) ? out : undefined;
+    });
+    expect(logs).toContain(a.instances[0]!.instanceId);
+  }, 120_000);
+
+  it('scales 1 → 3: every instance serves and carries the memory limit in its cgroup', async () => {
+    expect((await grove(['scale', 'web', '-i', '3'], env)).code).toBe(0);
+    const a = await running('web', 3);
+    for (const inst of a.instances) {
+      expect(readFileSync(`/sys/fs/cgroup/memory/grove/${inst.instanceId}/memory.limit_in_bytes`, 'utf8').trim()).toBe(String(64 * 1024 * 1024));
+    }
+    const statuses = await Promise.all(Array.from({ length: 9 }, () => viaRouter(up.routerUrl, 'web.localhost', '/')));
+    expect(statuses.map((r) => r.status)).toEqual(Array(9).fill(200));
+    expect((await ctr('tasks', 'ls', '-q')).sort()).toEqual(a.instances.map((i) => i.instanceId).sort());
+  }, 120_000);
+
+  it('restarts a crashing app on the restart schedule, and grove app shows the count and the reason', async () => {
+    const push = await grove(['push', 'crashy', '--image', 'up/library/web:1.0', '-e', 'MODE=later', '--health-check-type', 'process', '--no-wait'], env);
+    expect(push.code).toBe(0);
+    // Three immediate restarts, then a 30 s backoff: the fourth crash stays CRASHED.
+    const crashed = await waitFor('the fourth crash', async () => {
+      const a = await app('crashy');
+      const i = a.instances[0];
+      return i && i.crashCount >= 4 && i.state === 'CRASHED' ? i : undefined;
+    }, 60_000);
+    expect(crashed.crashReason).toBe('exited with status 17');
+    await new Promise((r) => setTimeout(r, 2_000));
+    expect((await app('crashy')).instances[0]).toMatchObject({ state: 'CRASHED', crashCount: crashed.crashCount });
+    expect((await grove(['app', 'crashy'], env)).stdout).toMatch(/crashed\s+r1\s+\S+\s+\S+\s+-\s+4\s+exited with status 17/);
+    expect((await grove(['scale', 'crashy', '-i', '0', '--no-wait'], env)).code).toBe(0);
+  }, 90_000);
+
+  it('runs one-off tasks on the app image; their status and output can be fetched afterwards', async () => {
+    const ok = await grove(['run-task', 'web', '--', 'sh', '-c', 'echo migrated $GROVE_APP'], env);
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toContain('migrated web');
+    const bad = await grove(['run-task', 'web', '--', 'sh', '-c', 'echo half-way; exit 3'], env);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toContain('exited with status 3');
+    const tasks = JSON.parse((await grove(['tasks', 'web', '--json'], env)).stdout) as { failed: boolean; failureReason: string | null; result: string | null }[];
+    expect(tasks).toContainEqual(expect.objectContaining({ failed: true, failureReason: 'exited with status 3', result: 'half-way\n' }));
+    expect(tasks).toContainEqual(expect.objectContaining({ failed: false, result: 'migrated web\n' }));
+  }, 60_000);
+
+  it('scales up from the registry cache after the upstream is gone', async () => {
+    const push = await grove(['push', 'late', '--image', 'up/library/late:2.0', '-i', '0', '--no-wait'], env);
+    expect(push.code).toBe(0);
+    await upstream.stop();
+    expect((await grove(['map-route', 'late', 'late.localhost'], env)).code).toBe(0);
+    expect((await grove(['scale', 'late', '-i', '2'], env)).code).toBe(0);
+    await running('late', 2);
+    expect((await viaRouter(up.routerUrl, 'late.localhost', '/')).text).toBe('staged before the upstream went away\n');
+  }, 120_000);
+
+  it('a cell killed with -9 and restarted leaves no orphaned task or container', async () => {
+    // TASK PID STATUS, per running task.
+    const tasksWithPids = async () => new Map((await ctr('tasks', 'ls')).slice(1).map((l) => l.split(/\s+/) as [string, string]).map(([id, pid]) => [id, Number(pid)]));
+    const before = await tasksWithPids();
+    expect(before.size).toBe(5);
+    await up.kill9();
+    // containerd and the containers outlive the killed cell …
+    expect((await tasksWithPids()).size).toBe(5);
+    up = await startGroveUp(dataDir, { containers: true, extraArgs: ['--registry-upstream', `up=${upstream.url}`] });
+    env.GROVE_API = up.apiUrl;
+    expect(up.output()).toContain('removed 5 container(s) left by an earlier run');
+    // … the restarted cell killed and removed them all (none of their processes is left), and the
+    // converger started what the apps want afresh.
+    for (const pid of before.values()) expect(() => process.kill(pid, 0)).toThrow();
+    await running('web', 3);
+    await running('late', 2);
+    const after = await tasksWithPids();
+    const wanted = [...(await app('web')).instances, ...(await app('late')).instances].map((i) => i.instanceId).sort();
+    expect([...after.keys()].sort()).toEqual(wanted);
+    expect((await ctr('containers', 'ls', '-q')).sort()).toEqual(wanted);
+    for (const [id, pid] of after) expect(pid).not.toBe(before.get(id));
+    expect((await viaRouter(up.routerUrl, 'web.localhost', '/')).status).toBe(200);
+  }, 180_000);
+});
+
+describe('a platform without containerd', () => {
+  const tmp = scratch('grove-nocontainers-');
+  let up: GroveUp;
+
+  afterAll(async () => {
+    await up?.stop();
+    tmp.cleanup();
+  });
+
+  it('refuses container pushes with how to install containerd, and runs isolates as before', async () => {
+    up = await startGroveUp(join(tmp.dir, 'data'));
+    const env = { HOME: join(tmp.dir, 'home'), XDG_CONFIG_HOME: '', GROVE_API: up.apiUrl, GROVE_TOKEN: up.adminToken, GROVE_HOME: join(tmp.dir, 'data') };
+    const push = await grove(['push', 'web', '--image', 'docker.io/library/nginx:1.25'], env);
+    expect(push.code).not.toBe(0);
+    expect(push.stderr).toContain('apt-get install containerd runc');
+    const deploy = await grove(['deploy', 'hello', join(import.meta.dirname, '../../examples/hello.js')], env);
+    expect(deploy.code).toBe(0);
+  }, 60_000);
+});
