@@ -423,7 +423,8 @@ function report(grovePart: { first?: GroveSample; samples: GroveSample[] }, ctrS
     console.log(`  (the scale request itself answered after ${f(median(grovePart.samples.map((s) => s.apiMs)), 1)} ms, with the app's detail)`);
     if (grovePart.first) {
       const [first] = breakdown([grovePart.first], groveEv, ctdEv);
-      console.log(`  first cycle: ${STEPS.map(([, key], i) => `${key.replace(/^\w+:/, '')} ${f(first![i]!)}`).join(', ')}`);
+      // Its first /snapshot/prepare is the unpack's (one per layer), not the container's.
+      console.log(`  first cycle (unpack; its first snapshot/prepare is a layer's): ${STEPS.map(([, key], i) => `${key.replace(/^\w+:/, '')} ${f(first![i]!)}`).join(', ')}`);
     }
   }
 

@@ -15,7 +15,7 @@ interface CellProcess {
 
 /** Starts `grove cell` as its own process and waits until it says it joined. */
 async function startCell(api: string, token: string, dataDir: string, zone: string): Promise<CellProcess> {
-  const child = spawn(process.execPath, ['--no-node-snapshot', GROVE_BIN, 'cell', '--api', api, '--token', token, '--data', dataDir, '--zone', zone, '--presence-ttl', TTL], {
+  const child = spawn(process.execPath, ['--no-node-snapshot', GROVE_BIN, 'cell', '--api', api, '--token', token, '--data', dataDir, '--zone', zone, '--presence-ttl', TTL, '--no-containers'], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';

@@ -1,11 +1,11 @@
-import { execFile } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { socketPathFor } from '../../runtime/drivers/container/index.js';
 import type { AppDetail } from '../../cli/commands/apps.js';
-import { type GroveUp, grove, scratch, startGroveUp, viaRouter, waitFor } from '../helpers/grove.js';
+import { GROVE_BIN, type GroveUp, grove, scratch, startGroveUp, viaRouter, waitFor } from '../helpers/grove.js';
 import { type DockerRegistry, type TestImage, WEB_SCRIPT, buildTestImage, pushImage, startDockerRegistry } from '../helpers/registry.js';
 
 const exec = promisify(execFile);
@@ -174,4 +174,64 @@ describe('a platform without containerd', () => {
     const deploy = await grove(['deploy', 'hello', join(import.meta.dirname, '../../examples/hello.js')], env);
     expect(deploy.code).toBe(0);
   }, 60_000);
+});
+
+describe('container apps on a separate grove cell', () => {
+  const tmp = scratch('grove-container-cell-');
+  let upstream: DockerRegistry;
+  let image: TestImage;
+  let up: GroveUp;
+  let cell: ChildProcess | undefined;
+  let cellOut = '';
+
+  afterAll(async () => {
+    if (cell && cell.exitCode === null && cell.signalCode === null) {
+      const exited = new Promise((r) => cell!.once('exit', r));
+      cell.kill('SIGTERM');
+      await exited;
+    }
+    await up?.stop();
+    await upstream?.stop();
+    image?.cleanup();
+    tmp.cleanup();
+  }, 60_000);
+
+  it('pulls the image from the registry with its cell token and serves through the router; stopping the cell stops its containerd', async () => {
+    [upstream, image] = await Promise.all([
+      startDockerRegistry(),
+      buildTestImage({ dir: join(tmp.dir, 'img'), tag: '1.0', files: { 'www/index.html': 'from a remote cell\n' }, cmd: ['/bin/sh', '-c', WEB_SCRIPT] }),
+    ]);
+    await pushImage(image, upstream.hostPort, 'library/web');
+    up = await startGroveUp(join(tmp.dir, 'data'), { extraArgs: ['--no-cell', '--registry-upstream', `up=${upstream.url}`] });
+    const env = { HOME: join(tmp.dir, 'home'), XDG_CONFIG_HOME: '', GROVE_API: up.apiUrl, GROVE_TOKEN: up.adminToken, GROVE_HOME: join(tmp.dir, 'data') };
+    const token = JSON.parse((await grove(['create-token', 'cell-1', '--role', 'cell', '--json'], env)).stdout).secret as string;
+    const cellData = join(tmp.dir, 'cell');
+    cell = spawn(process.execPath, ['--no-node-snapshot', GROVE_BIN, 'cell', '--api', up.apiUrl, '--token', token, '--data', cellData, '--stop-grace', '1s'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    cell.stdout!.on('data', (d: Buffer) => (cellOut += d.toString()));
+    cell.stderr!.on('data', (d: Buffer) => (cellOut += d.toString()));
+    await waitFor('the cell to join', async () => (/Cell cell-\S+ joined/.test(cellOut) ? true : undefined), 30_000);
+    const push = await grove(['push', 'web', '--image', 'up/library/web:1.0'], env);
+    expect(push.stderr + push.stdout).toContain('1/1 instances running');
+    expect((await grove(['map-route', 'web', 'web.localhost'], env)).code).toBe(0);
+    const res = await waitFor('a 200 through the router', async () => {
+      const r = await viaRouter(up.routerUrl, 'web.localhost', '/');
+      return r.status === 200 ? r : undefined;
+    });
+    expect(res.text).toBe('from a remote cell\n');
+    await waitFor('the container output on the cell', async () => (/listening on \d+/.test(cellOut) ? true : undefined));
+
+    const containerd = Number(readFileSync(join(cellData, 'containerd', 'containerd.pid'), 'utf8').trim());
+    expect(() => process.kill(containerd, 0)).not.toThrow();
+    const exited = new Promise((r) => cell!.once('exit', r));
+    cell.kill('SIGTERM');
+    await exited;
+    await waitFor('the cell\'s containerd to stop', async () => {
+      try {
+        process.kill(containerd, 0);
+        return undefined;
+      } catch {
+        return true;
+      }
+    });
+  }, 120_000);
 });
