@@ -49,6 +49,8 @@ export class Rep implements RepClient {
   /** Bundles this cell has loaded (reported in its state so the auction can prefer warm cells). */
   private readonly digests = new Set<string>();
   private readonly unsubscribers: (() => void)[] = [];
+  /** Set by shutdown(): new work is handed back to the auctioneer rather than started and cut off. */
+  private shuttingDown = false;
 
   constructor(private readonly options: RepOptions) {
     for (const driver of options.drivers) {
@@ -163,6 +165,10 @@ export class Rep implements RepClient {
   }
 
   async perform(work: Work): Promise<WorkResult> {
+    if (this.shuttingDown) {
+      await Promise.all(work.stop.map((lrp) => this.stopInstance(lrp.instanceId, 'stopped by the converger')));
+      return { failedStarts: [...work.start], failedTasks: [...(work.tasks ?? [])] };
+    }
     await Promise.all(work.stop.map((lrp) => this.stopInstance(lrp.instanceId, 'stopped by the converger')));
     const failedStarts: ActualLRP[] = [];
     const failedTasks: Task[] = [];
@@ -307,6 +313,7 @@ export class Rep implements RepClient {
    * always completes, even when the control plane cannot be reached to hear about it.
    */
   async shutdown(): Promise<void> {
+    this.shuttingDown = true;
     clearInterval(this.heartbeatTimer);
     for (const unsubscribe of this.unsubscribers) unsubscribe();
     await Promise.all(

@@ -154,6 +154,21 @@ describe('container apps end to end: grove push, routes, scale, crashes, tasks, 
     for (const [id, pid] of after) expect(pid).not.toBe(before.get(id));
     expect((await viaRouter(up.routerUrl, 'web.localhost', '/')).status).toBe(200);
   }, 180_000);
+
+  it('scales down 3 → 1: the stopped instances leave no task, container or snapshot behind', async () => {
+    const before = (await app('web')).instances.map((i) => i.instanceId);
+    expect((await grove(['scale', 'web', '-i', '1'], env)).code).toBe(0);
+    const kept = (await running('web', 1)).instances[0]!.instanceId;
+    const gone = before.filter((id) => id !== kept);
+    expect(gone).toHaveLength(2);
+    const snapshots = (await ctr('snapshots', '--snapshotter', 'overlayfs', 'ls')).map((l) => l.split(/\s+/)[0]);
+    for (const id of gone) {
+      expect(await ctr('tasks', 'ls', '-q')).not.toContain(id);
+      expect(await ctr('containers', 'ls', '-q')).not.toContain(id);
+      expect(snapshots).not.toContain(id);
+    }
+    expect((await viaRouter(up.routerUrl, 'web.localhost', '/')).status).toBe(200);
+  }, 60_000);
 });
 
 describe('a platform without containerd', () => {

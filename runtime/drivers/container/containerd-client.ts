@@ -61,6 +61,7 @@ const CHUNK = 1024 * 1024;
 export class ContainerdClient {
   private readonly clients = new Map<string, grpc.Client>();
   private readonly pkg: grpc.GrpcObject;
+  private closed = false;
 
   constructor(
     readonly socket: string,
@@ -70,6 +71,8 @@ export class ContainerdClient {
   }
 
   private client(path: string): grpc.Client {
+    // A channel made after close() would retry its connection forever and keep the process alive.
+    if (this.closed) throw new GroveError('UNAVAILABLE', 'the containerd client is closed: this cell is shutting down');
     let c = this.clients.get(path);
     if (!c) {
       let node: unknown = this.pkg;
@@ -99,6 +102,7 @@ export class ContainerdClient {
   }
 
   close(): void {
+    this.closed = true;
     for (const c of this.clients.values()) c.close();
     this.clients.clear();
   }
