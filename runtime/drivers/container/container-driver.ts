@@ -369,22 +369,31 @@ export class ContainerDriver implements WorkloadDriver {
     if (box) await this.stopBox(box, this.options.stopGraceMs ?? 10_000);
   }
 
-  /** SIGTERM, the grace period, SIGKILL, then task, container, snapshot and FIFOs. */
+  /**
+   * SIGTERM, the grace period, SIGKILL, then task, container, snapshot and FIFOs. The local side (the
+   * box, its port, pool and FIFOs) is always released, even when containerd cannot be reached: a
+   * cell's next start reaps whatever containerd still holds.
+   */
   private async stopBox(box: Box, graceMs: number): Promise<void> {
-    if (this.boxes.get(box.instanceId) !== box) return;
+    if (this.boxes.get(box.instanceId) !== box || box.stopping) return;
     box.stopping = true;
     const { client } = this.options;
-    const task = await client.getTask(box.containerId).catch(() => null);
-    if (task && task.status !== 'STOPPED' && task.status !== 'UNKNOWN' && graceMs > 0) {
-      await client.killTask(box.containerId, SIGTERM, false).catch(() => undefined);
-      await Promise.race([box.exit.catch(() => undefined), new Promise((r) => setTimeout(r, graceMs))]);
+    try {
+      const task = await client.getTask(box.containerId);
+      if (task && task.status !== 'STOPPED' && task.status !== 'UNKNOWN' && graceMs > 0) {
+        await client.killTask(box.containerId, SIGTERM, false);
+        await Promise.race([box.exit.catch(() => undefined), new Promise((r) => setTimeout(r, graceMs))]);
+      }
+      await this.remove(box.containerId, true);
+    } catch (err) {
+      this.options.warn?.(`could not remove container ${box.containerId}: ${describe(err)}`);
+    } finally {
+      this.boxes.delete(box.instanceId);
+      await box.pool?.close().catch(() => undefined);
+      for (const s of box.streams) s.destroy();
+      for (const f of box.fifos) await fs.rm(f, { force: true });
+      if (box.port !== null) this.ports.release(box.port);
     }
-    await this.remove(box.containerId, true);
-    this.boxes.delete(box.instanceId);
-    await box.pool?.close().catch(() => undefined);
-    for (const s of box.streams) s.destroy();
-    for (const f of box.fifos) await fs.rm(f, { force: true });
-    if (box.port !== null) this.ports.release(box.port);
   }
 
   /**
