@@ -205,8 +205,8 @@ describe('containers under a private containerd', () => {
     await expect(driver.runTask(spec('task'), ['sh', '-c', 'echo one; echo two'])).resolves.toBe('one\ntwo\n');
     const failing = driver.runTask(spec('task'), ['sh', '-c', 'echo partial; echo broken >&2; exit 3']);
     const err = (await failing.catch((e: unknown) => e)) as TaskFailure;
+    expect({ name: err.name, message: err.message }).toEqual({ name: 'TaskFailure', message: 'exited with status 3' });
     expect(err).toBeInstanceOf(TaskFailure);
-    expect(err.message).toBe('exited with status 3');
     expect(err.output).toContain('partial\n');
     expect(err.output).toContain('broken\n');
   }, 30_000);

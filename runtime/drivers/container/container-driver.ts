@@ -49,6 +49,8 @@ interface Box {
   stopping: boolean;
   oom: boolean;
   streams: Socket[];
+  /** Resolve when a stream has delivered its last byte (the shim closed its end). */
+  drained: Promise<void>[];
   fifos: string[];
   /** Task output kept for the caller (tasks only). */
   output: string[] | null;
@@ -171,7 +173,7 @@ export class ContainerDriver implements WorkloadDriver {
     } finally {
       await this.stopBox(box, 0);
     }
-    // The FIFOs are drained by now: remove() closed them after the task was deleted.
+    // stopBox read the FIFOs to their end, so the output is complete.
     const output = box.output!.join('');
     if (status !== 0) throw new TaskFailure(box.oom ? 'out of memory' : `exited with status ${status}`, output);
     return output;
@@ -197,14 +199,18 @@ export class ContainerDriver implements WorkloadDriver {
       stopping: false,
       oom: false,
       streams: [],
+      drained: [],
       fifos: [],
       output: isTask ? [] : null,
       outputBytes: 0,
     };
     this.boxes.set(spec.instanceId, box);
+    // Which step failed goes into the error: containerd's own messages rarely say.
+    let step = 'removing a leftover container';
     try {
       // A leftover of the same ID (a start that died half-way) would make Create fail.
       await this.remove(containerId, false);
+      step = 'resolving the image user';
       const user = await this.userOf(image);
       const env: Record<string, string> = {
         ...spec.env,
@@ -225,27 +231,42 @@ export class ContainerDriver implements WorkloadDriver {
         hostname: containerId.slice(0, 63),
         nofile: NOFILE,
       });
-      const mounts = await client.prepareSnapshot(SNAPSHOTTER, containerId, image.chainId);
-      await client.createContainer({
-        id: containerId,
-        image: image.name,
-        snapshotKey: containerId,
-        snapshotter: SNAPSHOTTER,
-        spec: ociSpec,
-        labels: { 'grove.cell': this.options.cellId, 'grove.app': spec.appId, 'grove.instance': spec.instanceId, 'grove.kind': isTask ? 'task' : 'instance' },
-      });
+      step = 'preparing the root filesystem';
+      // Until the container record refers to it, a fresh snapshot is garbage to containerd: a GC
+      // that runs in between (any removal schedules one) deletes it and the task cannot mount its
+      // root. A short lease holds it across that gap.
+      const lease = await client.createLease(`grove-start-${containerId}-${Date.now().toString(36)}`, 600_000);
+      let mounts;
+      try {
+        mounts = await client.prepareSnapshot(SNAPSHOTTER, containerId, image.chainId, lease);
+        step = 'creating the container';
+        await client.createContainer({
+          id: containerId,
+          image: image.name,
+          snapshotKey: containerId,
+          snapshotter: SNAPSHOTTER,
+          spec: ociSpec,
+          labels: { 'grove.cell': this.options.cellId, 'grove.app': spec.appId, 'grove.instance': spec.instanceId, 'grove.kind': isTask ? 'task' : 'instance' },
+          lease,
+        });
+      } finally {
+        await client.deleteLease(lease);
+      }
+      step = 'opening the output FIFOs';
       const stdout = await this.pipe(box, 'stdout', 'info');
       const stderr = await this.pipe(box, 'stderr', 'error');
+      step = 'creating the task';
       await client.createTask({ containerId, rootfs: mounts, stdout, stderr });
       // Wait before Start, so an instant exit cannot slip between the two.
       box.exit = this.waitExit(containerId);
       box.exit.catch(() => undefined);
+      step = 'starting the task';
       await client.startTask(containerId);
       if (port !== null) box.pool = new Pool(`http://127.0.0.1:${port}`, { connections: 64, keepAliveTimeout: 30_000, headersTimeout: 0, bodyTimeout: 0 });
       return box;
     } catch (err) {
       await this.stopBox(box, 0);
-      throw err instanceof GroveError ? err : new GroveError('UNAVAILABLE', `could not start the container: ${describe(err)}`, { cause: err });
+      throw err instanceof GroveError ? err : new GroveError('UNAVAILABLE', `could not start the container (${step}): ${describe(err)}`, { cause: err });
     }
   }
 
@@ -270,6 +291,7 @@ export class ContainerDriver implements WorkloadDriver {
     const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
     const socket = new Socket({ fd, readable: true, writable: false });
     box.streams.push(socket);
+    box.drained.push(new Promise((resolve) => socket.once('close', () => resolve())));
     let partial = '';
     socket.setEncoding('utf8');
     socket.on('data', (chunk: string) => {
@@ -304,7 +326,8 @@ export class ContainerDriver implements WorkloadDriver {
     if (direct) return direct;
     // A user name: read /etc/passwd and /etc/group from the image's layers, topmost first.
     const view = `view-${image.chainId.slice(7, 19)}-${Date.now().toString(36)}`;
-    const mounts = await this.options.client.viewSnapshot(SNAPSHOTTER, view, image.chainId);
+    const lease = await this.options.client.createLease(`grove-${view}`, 60_000);
+    const mounts = await this.options.client.viewSnapshot(SNAPSHOTTER, view, image.chainId, lease);
     try {
       const dirs: string[] = [];
       for (const m of mounts) {
@@ -321,6 +344,7 @@ export class ContainerDriver implements WorkloadDriver {
       return resolveUser(image.config.User!, await read('etc/passwd'), await read('etc/group'));
     } finally {
       await this.options.client.removeSnapshot(SNAPSHOTTER, view);
+      await this.options.client.deleteLease(lease);
     }
   }
 
@@ -390,6 +414,11 @@ export class ContainerDriver implements WorkloadDriver {
     } finally {
       this.boxes.delete(box.instanceId);
       await box.pool?.close().catch(() => undefined);
+      // The last lines may still be in the pipes: read them before closing (the task is gone, so
+      // every write end is closed and EOF comes at once — the timeout is only a safety net).
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([Promise.all(box.drained), new Promise((r) => (timer = setTimeout(r, 2_000)))]);
+      clearTimeout(timer);
       for (const s of box.streams) s.destroy();
       for (const f of box.fifos) await fs.rm(f, { force: true });
       if (box.port !== null) this.ports.release(box.port);

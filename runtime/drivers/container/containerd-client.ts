@@ -207,8 +207,8 @@ export class ContainerdClient {
   }
 
   /** A read-only view of a committed snapshot (reading files of an image without a container). */
-  async viewSnapshot(snapshotter: string, key: string, parent: string): Promise<Mount[]> {
-    return (await this.call<{ mounts: Mount[] }>('containerd.services.snapshots.v1.Snapshots', 'View', { snapshotter, key, parent })).mounts;
+  async viewSnapshot(snapshotter: string, key: string, parent: string, lease?: string): Promise<Mount[]> {
+    return (await this.call<{ mounts: Mount[] }>('containerd.services.snapshots.v1.Snapshots', 'View', { snapshotter, key, parent }, lease)).mounts;
   }
 
   async snapshotMounts(snapshotter: string, key: string): Promise<Mount[]> {
@@ -232,7 +232,7 @@ export class ContainerdClient {
 
   // Containers ---------------------------------------------------------------------------------
 
-  async createContainer(input: { id: string; image: string; snapshotKey: string; snapshotter: string; spec: unknown; labels: Record<string, string> }): Promise<void> {
+  async createContainer(input: { id: string; image: string; snapshotKey: string; snapshotter: string; spec: unknown; labels: Record<string, string>; lease?: string }): Promise<void> {
     await this.call('containerd.services.containers.v1.Containers', 'Create', {
       container: {
         id: input.id,
@@ -244,7 +244,7 @@ export class ContainerdClient {
         snapshotter: input.snapshotter,
         snapshot_key: input.snapshotKey,
       },
-    });
+    }, input.lease);
   }
 
   async listContainers(): Promise<ContainerRecord[]> {
