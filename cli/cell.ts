@@ -93,10 +93,18 @@ export async function startCell(options: CellOptions): Promise<RunningCell> {
       return repApp.fetch(req);
     },
   }) as Server;
-  const port = await new Promise<number>((resolvePort, reject) => {
-    server.once('error', reject);
-    server.listen(options.port, host, () => resolvePort((server.address() as AddressInfo).port));
-  });
+  let port: number;
+  try {
+    port = await new Promise<number>((resolvePort, reject) => {
+      server.once('error', reject);
+      server.listen(options.port, host, () => resolvePort((server.address() as AddressInfo).port));
+    });
+  } catch (err) {
+    // Nothing may outlive a failed start: the isolate hosts, and the containerd this cell started.
+    await isolates.close();
+    await containers?.close();
+    throw err;
+  }
   ownPorts.push(port);
   const shown = host.includes(':') ? `[${host}]` : host;
   const address = `http://${shown}:${port}`;
