@@ -26,6 +26,14 @@ function int(min: number, max: number) {
 
 const port = int(0, 65_535);
 
+/** The container-runtime flags `grove up` and `grove cell` share (both run a cell). */
+function containerOptions(command: Command): void {
+  command
+    .option('--containerd-socket <path>', 'run container apps on this containerd (default: a private one under the data dir)')
+    .option('--no-containers', 'run no container apps on this cell')
+    .option('--stop-grace <duration>', 'SIGTERM → SIGKILL grace period for container instances (default 10s)', duration);
+}
+
 /** `3s`, `500ms`, `2m` or plain milliseconds. */
 function duration(value: string): number {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(value.trim());
@@ -80,11 +88,9 @@ export function buildProgram(): Command {
     .option('--converge-interval <duration>', 'how often the converger runs besides reacting to changes (default 30s)', duration)
     .option('--presence-ttl <duration>', 'presence TTL of the in-process cell (default 30s)', duration)
     .option('--isolate-hosts <n>', 'isolate-host processes of the in-process cell (default: one per core, at least 2)', int(1, 64))
-    .option('--containerd-socket <path>', 'run container apps on this containerd (default: a private one under the data dir)')
-    .option('--no-containers', 'run no container apps on the in-process cell')
-    .option('--stop-grace <duration>', 'SIGTERM → SIGKILL grace period for container instances (default 10s)', duration)
     .option('--quiet', 'do not print platform events')
     .action(async (o) => up(o));
+  containerOptions(program.commands.find((c) => c.name() === 'up')!);
 
   program
     .command('cell')
@@ -101,10 +107,8 @@ export function buildProgram(): Command {
     .option('--instances <n>', 'instance slots (default 1000)', int(1, 100_000))
     .option('--presence-ttl <duration>', 'how long the cell counts as present without a heartbeat (default 30s)', duration)
     .option('--isolate-hosts <n>', 'isolate-host processes (default: one per core, at least 2)', int(1, 64))
-    .option('--containerd-socket <path>', 'run container apps on this containerd (default: a private one under the data dir)')
-    .option('--no-containers', 'run no container apps on this cell')
-    .option('--stop-grace <duration>', 'SIGTERM → SIGKILL grace period for container instances (default 10s)', duration)
     .action(async (o) => cell(o));
+  containerOptions(program.commands.find((c) => c.name() === 'cell')!);
 
   const registry = program
     .command('registry')

@@ -1,6 +1,7 @@
 import { Hono, type Context } from 'hono';
 import { z } from 'zod';
 import { ERROR_STATUS, GroveError, toGroveError } from '../scheduler/model/index.js';
+import { ndjsonStream } from '../scheduler/api/http.js';
 import type { Access, BlobOut, Registry, StageProgress } from './registry.js';
 import type { RepoName } from './reference.js';
 
@@ -176,20 +177,7 @@ export function createRegistryServer(options: RegistryServerOptions): Hono<Env> 
       return c.json({ staged: await registry.stage(body.image, space, creds) });
     }
     // Progress as it happens, one JSON object per line, ending with the result or the error.
-    const encoder = new TextEncoder();
-    const stream = new ReadableStream<Uint8Array>({
-      start(controller) {
-        const send = (obj: unknown) => controller.enqueue(encoder.encode(`${JSON.stringify(obj)}\n`));
-        registry
-          .stage(body.image, space, creds, (p: StageProgress) => send({ progress: p }))
-          .then((staged) => send({ staged }))
-          .catch((err: unknown) => {
-            const e = toGroveError(err);
-            send({ error: { code: e.code, message: e.message } });
-          })
-          .finally(() => controller.close());
-      },
-    });
+    const stream = ndjsonStream('staged', (send) => registry.stage(body.image, space, creds, (p: StageProgress) => send({ progress: p })));
     return c.body(stream, 200, { 'Content-Type': 'application/x-ndjson' });
   });
 

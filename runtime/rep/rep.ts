@@ -165,11 +165,8 @@ export class Rep implements RepClient {
   }
 
   async perform(work: Work): Promise<WorkResult> {
-    if (this.shuttingDown) {
-      await Promise.all(work.stop.map((lrp) => this.stopInstance(lrp.instanceId, 'stopped by the converger')));
-      return { failedStarts: [...work.start], failedTasks: [...(work.tasks ?? [])] };
-    }
     await Promise.all(work.stop.map((lrp) => this.stopInstance(lrp.instanceId, 'stopped by the converger')));
+    if (this.shuttingDown) return { failedStarts: [...work.start], failedTasks: [...(work.tasks ?? [])] };
     const failedStarts: ActualLRP[] = [];
     const failedTasks: Task[] = [];
     await Promise.all([

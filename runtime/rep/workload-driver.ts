@@ -1,5 +1,8 @@
 import type { AppKind, EnvVars, Limits, Revision } from '../../scheduler/model/index.js';
 
+/** Hop-by-hop headers (RFC 9110 §7.6.1) belong to one connection and are never forwarded. */
+export const HOP_BY_HOP: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade']);
+
 /** An HTTP request as it crosses into a workload: copied, never shared. */
 export interface WireRequest {
   method: string;

@@ -3,6 +3,7 @@ import { type IncomingMessage, type Server, type ServerResponse, createServer, v
 import { GroveError, toGroveError } from '../../scheduler/model/index.js';
 import type { LogBuffer } from '../logs/index.js';
 import type { WireRequest, WireResponse } from '../rep/index.js';
+import { HOP_BY_HOP } from '../rep/workload-driver.js';
 import { type RouteTable, normalizeHost } from './route-table.js';
 
 export interface RouterOptions {
@@ -13,8 +14,6 @@ export interface RouterOptions {
   maxBodyBytes?: number;
 }
 
-// Hop-by-hop headers (RFC 9110 §7.6.1) belong to one connection and are never forwarded.
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade']);
 
 /**
  * The HTTP ingress: Host + path → app → an instance. This first router serves isolate apps on the

@@ -16,7 +16,7 @@ import {
 import type { Store } from '../store/index.js';
 import type { ApiEnv } from './auth.js';
 import type { ApiDeps } from './deps.js';
-import { intQuery, jsonBody, nameParam } from './http.js';
+import { intQuery, jsonBody, nameParam, ndjsonStream } from './http.js';
 
 const CreateAppBody = z.object({ name: Name, kind: AppKind.default('isolate') }).strict();
 
@@ -260,20 +260,7 @@ export function appRoutes(deps: ApiDeps): Hono<ApiEnv> {
       };
     };
     if (!(c.req.header('accept') ?? '').includes('application/x-ndjson')) return c.json(await deploy(), 201);
-    const encoder = new TextEncoder();
-    const stream = new ReadableStream<Uint8Array>({
-      start(controller) {
-        const send = (obj: unknown) => controller.enqueue(encoder.encode(`${JSON.stringify(obj)}\n`));
-        deploy((p) => send({ progress: p }))
-          .then((result) => send({ result }))
-          .catch((err: unknown) => {
-            const e = err instanceof GroveError ? err : new GroveError('INTERNAL', 'staging failed unexpectedly');
-            if (!(err instanceof GroveError)) deps.warn?.(`push of ${name}: ${(err as Error).message}`);
-            send({ error: { code: e.code, message: e.message } });
-          })
-          .finally(() => controller.close());
-      },
-    });
+    const stream = ndjsonStream('result', (send) => deploy((p) => send({ progress: p })), (err) => deps.warn?.(`push of ${name}: ${(err as Error).message}`));
     return c.body(stream, 200, { 'content-type': 'application/x-ndjson' });
   });
 

@@ -1,6 +1,6 @@
 import type { Context } from 'hono';
 import type { z } from 'zod';
-import { GroveError, Name } from '../model/index.js';
+import { GroveError, Name, toGroveError } from '../model/index.js';
 
 /** Turns zod issues into one line a person can act on: `instances: Too big: expected number to be <=1000`. */
 export function describeIssues(issues: readonly z.core.$ZodIssue[]): string {
@@ -56,4 +56,26 @@ export function intQuery(c: Context, name: string, fallback: number, min: number
     throw new GroveError('VALIDATION_FAILED', `query parameter ${name} must be a whole number from ${min} to ${max}`);
   }
   return n;
+}
+
+/**
+ * Long work that reports as it goes, as newline-delimited JSON: `run` sends `{progress}` lines through
+ * `send`, and its result becomes the last line as `{[resultKey]: result}` — or, should it fail,
+ * `{error: {code, message}}`, since the 200 status has long been sent by then.
+ */
+export function ndjsonStream(resultKey: string, run: (send: (obj: unknown) => void) => Promise<unknown>, onUnexpected?: (err: unknown) => void): ReadableStream<Uint8Array> {
+  const encoder = new TextEncoder();
+  return new ReadableStream<Uint8Array>({
+    start(controller) {
+      const send = (obj: unknown) => controller.enqueue(encoder.encode(`${JSON.stringify(obj)}\n`));
+      run(send)
+        .then((result) => send({ [resultKey]: result }))
+        .catch((err: unknown) => {
+          if (!(err instanceof GroveError)) onUnexpected?.(err);
+          const e = toGroveError(err);
+          send({ error: { code: e.code, message: e.message } });
+        })
+        .finally(() => controller.close());
+    },
+  });
 }

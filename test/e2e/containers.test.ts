@@ -42,7 +42,12 @@ describe('container apps end to end: grove push, routes, scale, crashes, tasks, 
   afterAll(async () => {
     await up?.stop();
     // Should a test have failed between a kill -9 and the restart, the cell's containerd is still up.
-    const pid = Number(readFileSync(join(dataDir, 'containerd', 'containerd.pid'), 'utf8').trim() || 0);
+    let pid = 0;
+    try {
+      pid = Number(readFileSync(join(dataDir, 'containerd', 'containerd.pid'), 'utf8').trim());
+    } catch {
+      // never started: nothing to stop
+    }
     if (pid > 1) {
       try {
         process.kill(pid, 0);

@@ -29,6 +29,7 @@ import http from 'node:http';
 import { createServer as createNetServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, dirname, join } from 'node:path';
+import { containerdConfig } from '../../runtime/drivers/container/containerd-daemon.js';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -1077,28 +1078,7 @@ export async function startContainerd(): Promise<PrivateContainerd> {
     rmSync(dir, { recursive: true, force: true });
     throw new Error(`socket path ${address} is too long for a unix socket: set TMPDIR to a shorter directory`);
   }
-  const q = (s: string) => JSON.stringify(s);
-  writeFileSync(
-    join(dir, 'config.toml'),
-    [
-      'version = 2',
-      `root = ${q(root)}`,
-      `state = ${q(state)}`,
-      // No CRI: it would want CNI and a kubelet-shaped world, and only slows startup here.
-      'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
-      '[grpc]',
-      `  address = ${q(address)}`,
-      '[ttrpc]',
-      `  address = ${q(`${address}.ttrpc`)}`,
-      '[debug]',
-      `  address = ${q(join(dir, 'debug.sock'))}`,
-      '[metrics]',
-      '  address = ""',
-      '[plugins."io.containerd.internal.v1.opt"]',
-      `  path = ${q(join(dir, 'opt'))}`,
-      '',
-    ].join('\n'),
-  );
+  writeFileSync(join(dir, 'config.toml'), containerdConfig({ root, state, socket: address, debugSocket: join(dir, 'debug.sock'), opt: join(dir, 'opt') }));
 
   const daemon = startDaemon(bin, ['--config', join(dir, 'config.toml')], dir, { containerdAddress: address });
   const ctr = (args: string[], opts: { timeoutMs?: number } = {}) => run(ctrBin, ['--address', address, ...args], { timeoutMs: opts.timeoutMs ?? 60_000 });

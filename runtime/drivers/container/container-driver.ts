@@ -6,7 +6,7 @@ import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { Pool } from 'undici';
 import { GroveError } from '../../../scheduler/model/index.js';
-import { type InstanceSpec, TaskFailure, type WireRequest, type WireResponse, type WorkloadDriver } from '../../rep/workload-driver.js';
+import { HOP_BY_HOP, type InstanceSpec, TaskFailure, type WireRequest, type WireResponse, type WorkloadDriver } from '../../rep/workload-driver.js';
 import { type ContainerdClient, grpcCode } from './containerd-client.js';
 import type { ContainerdDaemon } from './containerd-daemon.js';
 import { ImagePuller, SNAPSHOTTER, type PulledImage } from './image-pull.js';
@@ -62,8 +62,8 @@ const SIGTERM = 15;
 const SIGKILL = 9;
 const MAX_TASK_OUTPUT = 256 * 1024;
 const MAX_LINE = 16 * 1024;
-// Hop-by-hop headers (RFC 9110 §7.6.1) belong to one connection; undici sets its own framing.
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'host', 'content-length']);
+/** Not forwarded to an instance: hop-by-hop headers, and the framing and Host undici sets itself. */
+const NOT_FORWARDED = new Set([...HOP_BY_HOP, 'host', 'content-length']);
 
 /** `inst_ab12` is already a valid containerd ID; anything else is reduced to one. */
 export function containerIdFor(instanceId: string): string {
@@ -455,7 +455,7 @@ export class ContainerDriver implements WorkloadDriver {
     const box = this.boxes.get(instanceId);
     if (!box?.pool) throw new GroveError('NO_INSTANCE', `instance ${instanceId} is not running on this cell`);
     const url = new URL(request.url);
-    const headers: [string, string][] = request.headers.filter(([name]) => !HOP_BY_HOP.has(name));
+    const headers: [string, string][] = request.headers.filter(([name]) => !NOT_FORWARDED.has(name));
     headers.push(['host', url.host]);
     let res;
     try {
@@ -470,7 +470,7 @@ export class ContainerDriver implements WorkloadDriver {
     }
     const out: [string, string][] = [];
     for (const [name, value] of Object.entries(res.headers)) {
-      if (HOP_BY_HOP.has(name) || value === undefined) continue;
+      if (NOT_FORWARDED.has(name) || value === undefined) continue;
       for (const v of Array.isArray(value) ? value : [value]) out.push([name, v]);
     }
     return { status: res.statusCode, statusText: '', headers: out, body: null, stream: res.body };

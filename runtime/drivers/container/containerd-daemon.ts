@@ -64,27 +64,7 @@ export async function startPrivateContainerd(base: string): Promise<ContainerdDa
     return daemon(socket, previous, true);
   }
 
-  await fs.writeFile(
-    configPath,
-    [
-      'version = 2',
-      `root = ${JSON.stringify(join(base, 'root'))}`,
-      `state = ${JSON.stringify(join(base, 'state'))}`,
-      // The CRI plugin is Kubernetes' and would try to set up CNI; Grove talks to the plain API.
-      'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
-      '[grpc]',
-      `  address = ${JSON.stringify(socket)}`,
-      '[ttrpc]',
-      `  address = ${JSON.stringify(`${socket}.ttrpc`)}`,
-      '[debug]',
-      `  address = ${JSON.stringify(`${socket}.debug`)}`,
-      '[metrics]',
-      '  address = ""',
-      '[plugins."io.containerd.internal.v1.opt"]',
-      `  path = ${JSON.stringify(join(base, 'opt'))}`,
-      '',
-    ].join('\n'),
-  );
+  await fs.writeFile(configPath, containerdConfig({ root: join(base, 'root'), state: join(base, 'state'), socket, debugSocket: `${socket}.debug`, opt: join(base, 'opt') }));
   await fs.rm(socket, { force: true });
   const logFd = openSync(join(base, 'containerd.log'), 'a');
   let child;
@@ -113,6 +93,32 @@ export async function startPrivateContainerd(base: string): Promise<ContainerdDa
     await new Promise((r) => setTimeout(r, 25));
   }
   return daemon(socket, pid, false);
+}
+
+/**
+ * A containerd config of its own: everything under directories this cell owns, and its own sockets,
+ * so it never meets another containerd on the host.
+ */
+export function containerdConfig(paths: { root: string; state: string; socket: string; debugSocket: string; opt: string }): string {
+  const q = (s: string) => JSON.stringify(s);
+  return [
+    'version = 2',
+    `root = ${q(paths.root)}`,
+    `state = ${q(paths.state)}`,
+    // The CRI plugin is Kubernetes' and would try to set up CNI; Grove talks to the plain API.
+    'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
+    '[grpc]',
+    `  address = ${q(paths.socket)}`,
+    '[ttrpc]',
+    `  address = ${q(`${paths.socket}.ttrpc`)}`,
+    '[debug]',
+    `  address = ${q(paths.debugSocket)}`,
+    '[metrics]',
+    '  address = ""',
+    '[plugins."io.containerd.internal.v1.opt"]',
+    `  path = ${q(paths.opt)}`,
+    '',
+  ].join('\n');
 }
 
 function daemon(socket: string, pid: number, adopted: boolean): ContainerdDaemon {

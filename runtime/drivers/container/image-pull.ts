@@ -151,8 +151,8 @@ export class ImagePuller {
   }
 
   private async putBytes(digest: string, bytes: Buffer, labels: Record<string, string>, lease: string): Promise<void> {
-    // Rewritten even when present: the labels are set at commit, and an earlier pull may have died
-    // before writing them. An existing blob answers ALREADY_EXISTS, which counts as written.
+    // Labels are set at commit. A blob that exists answers ALREADY_EXISTS, which counts as written:
+    // it got its labels when it was first committed, by the pull that also made its snapshot.
     await this.client.writeContent(`grove-${digest.slice(7, 19)}-${randomBytes(4).toString('hex')}`, { digest, size: bytes.length }, once(bytes), labels, lease);
   }
 

@@ -45,7 +45,7 @@ export class HttpImageSource implements ImageSource {
     this.base = registryUrl.replace(/\/+$/, '');
   }
 
-  private async get(path: string, accept?: string): Promise<Dispatcher.ResponseData> {
+  private async get(path: string, missing: 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN', accept?: string): Promise<Dispatcher.ResponseData> {
     let res: Dispatcher.ResponseData;
     try {
       res = await request(`${this.base}/v2/${path}`, {
@@ -58,20 +58,20 @@ export class HttpImageSource implements ImageSource {
     }
     if (res.statusCode !== 200) {
       const text = await res.body.text();
-      const code = res.statusCode === 404 ? 'MANIFEST_UNKNOWN' : 'UNAVAILABLE';
+      const code = res.statusCode === 404 ? missing : 'UNAVAILABLE';
       throw new GroveError(code, `the registry answered ${res.statusCode} for ${path}: ${text.slice(0, 200)}`);
     }
     return res;
   }
 
   async manifest(repository: string, digest: string): Promise<SourceManifest> {
-    const res = await this.get(`${repository}/manifests/${digest}`, MANIFEST_ACCEPT);
+    const res = await this.get(`${repository}/manifests/${digest}`, 'MANIFEST_UNKNOWN', MANIFEST_ACCEPT);
     const mediaType = String(res.headers['content-type'] ?? '').split(';')[0]!.trim();
     return { bytes: Buffer.from(await res.body.arrayBuffer()), mediaType };
   }
 
   async blob(repository: string, digest: string): Promise<AsyncIterable<Uint8Array>> {
-    const res = await this.get(`${repository}/blobs/${digest}`);
+    const res = await this.get(`${repository}/blobs/${digest}`, 'BLOB_UNKNOWN');
     return res.body as Readable;
   }
 }
