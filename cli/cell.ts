@@ -120,6 +120,8 @@ export async function startCell(options: CellOptions): Promise<RunningCell> {
     secret,
     presenceTtlMs: ttl,
     heartbeatMs: Math.max(200, Math.floor(ttl / 3)),
+    // Instances publish CloudEvents to the control plane this cell joined.
+    eventsUrl: () => `${apiUrl}/v1/events`,
     warn: options.warn,
   });
   const repApp = createRepServer(rep, secret);

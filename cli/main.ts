@@ -14,6 +14,7 @@ import { listTasks, runTask } from './commands/tasks.js';
 import { parseMemory, push } from './commands/push.js';
 import { deleteSecret, listSecrets, putSecret } from './commands/secrets.js';
 import { up } from './commands/up.js';
+import { deadLetters, listTriggers, mapEvent, replay, sendEvent, unmapEvent } from './commands/triggers.js';
 import { registryGc, serveRegistry, stageImage } from './commands/registry.js';
 
 function int(min: number, max: number) {
@@ -88,6 +89,10 @@ export function buildProgram(): Command {
     .option('--converge-interval <duration>', 'how often the converger runs besides reacting to changes (default 30s)', duration)
     .option('--presence-ttl <duration>', 'presence TTL of the in-process cell (default 30s)', duration)
     .option('--isolate-hosts <n>', 'isolate-host processes of the in-process cell (default: one per core, at least 2)', int(1, 64))
+    .option('--nats <url>', 'a NATS server with JetStream (nats-server -js), for --nats triggers: nats://127.0.0.1:4222')
+    .addOption(new Option('--broker <kind>', 'where event deliveries are kept: store (the Store, default) or nats (JetStream; needs --nats)').choices(['store', 'nats']))
+    .option('--event-retry-base <duration>', 'first retry delay of a failed event delivery, doubling per attempt up to 5m (default 1s)', duration)
+    .addOption(new Option('--nats-ack-wait <duration>', 'how long JetStream waits for an ack before redelivering (default 10s)').argParser(duration).hideHelp())
     .option('--quiet', 'do not print platform events')
     .action(async (o) => up(o));
   containerOptions(program.commands.find((c) => c.name() === 'up')!);
@@ -288,14 +293,69 @@ export function buildProgram(): Command {
     .option('--json', 'print JSON')
     .action(async (name, o) => listTasks(await client(), name, o));
 
-  program
+  const eventsCommand = program
     .command('events')
-    .description('follow the platform events of your space (Ctrl-C to stop)')
+    .description('follow the platform events of your space (Ctrl-C to stop); `events dead|replay NAME` for dead deliveries')
     .option('--recent', 'print recent events and exit')
     .option('--since <seq>', 'start after this event sequence number', int(0, Number.MAX_SAFE_INTEGER))
     .option('--limit <n>', 'with --recent: how many (default 50)', int(1, 1000))
     .option('--json', 'print JSON (NDJSON when following)')
     .action(async (o) => events(await client(), o));
+  eventsCommand
+    .command('dead')
+    .description("list the app's dead deliveries: events that ran out of attempts")
+    .argument('<name>')
+    .option('--limit <n>', 'how many (default 100)', int(1, 1000))
+    .option('--json', 'print JSON')
+    .action(async (name, o) => deadLetters(await client(), name, o));
+  eventsCommand
+    .command('replay')
+    .description("deliver the app's dead deliveries again, with fresh attempts")
+    .argument('<name>')
+    .option('--id <delivery>', 'only this delivery (repeatable; default: all of them)', collect, [])
+    .option('--json', 'print JSON')
+    .action(async (name, o) => replay(await client(), name, o));
+
+  const sourceOptions = (cmd: Command) =>
+    cmd
+      .option('--cron <schedule>', 'a cron schedule in UTC, e.g. "*/5 * * * *" (six fields: with seconds) → scheduled()')
+      .option('--cloudevents <type>', 'CloudEvents of this type sent to POST /v1/events → fetch() in binary mode')
+      .option('--source <source>', 'with --cloudevents: only events from this source')
+      .option('--nats <subject>', 'messages on this NATS JetStream subject → queue() in batches')
+      .option('--platform <event>', 'events Grove emits: app.crashed, app.started, app.stopped, app.deployed, app.scaled, route.mapped, delivery.dead, …');
+  sourceOptions(
+    program
+      .command('map-event')
+      .description('bind an event source to the app (like map-route for requests); deliveries are durable, retried, dead-lettered')
+      .argument('<name>'),
+  )
+    .addOption(new Option('--handler <handler>', 'the handler to call (default: scheduled for cron, queue for nats, fetch otherwise)').choices(['fetch', 'scheduled', 'queue']))
+    .option('--max-attempts <n>', 'attempts before a delivery goes to the dead-letter list (default 5)', int(1, 100))
+    .option('--json', 'print the trigger as JSON')
+    .action(async (name, o) => mapEvent(await client(), name, o));
+  sourceOptions(
+    program
+      .command('unmap-event')
+      .description('remove a trigger: by id, or by the same source options it was mapped with')
+      .argument('<name>')
+      .argument('[trigger-id]'),
+  ).action(async (name, id, o) => unmapEvent(await client(), name, id, o));
+  program
+    .command('triggers')
+    .description("list the app's triggers")
+    .argument('<name>')
+    .option('--json', 'print JSON')
+    .action(async (name, o) => listTriggers(await client(), name, o));
+  program
+    .command('send-event')
+    .description('publish a CloudEvent into your space (what POST /v1/events takes)')
+    .requiredOption('--type <type>', 'the event type, e.g. com.example.order.created')
+    .option('--source <source>', 'the event source', '/cli')
+    .option('--id <id>', 'the event id (default: a random UUID; repeat one to see deduplication)')
+    .option('--subject <subject>', 'the event subject')
+    .option('--data <json>', 'the data: JSON, or plain text')
+    .option('--json', 'print JSON')
+    .action(async (o) => sendEvent(await client(), o));
 
   program
     .command('logs')

@@ -13,6 +13,8 @@ import type { RepClient } from '../scheduler/auctioneer/index.js';
 import { createApi, hashTokenSecret, liveDigests, newTokenSecret } from '../scheduler/api/index.js';
 import { startRegistryService, storeTokenVerifier } from './registry.js';
 import { Converger } from '../scheduler/converger/index.js';
+import { TriggerService } from '../runtime/triggers/index.js';
+import { eventTokensFor } from '../runtime/triggers/event-token.js';
 import { GroveError } from '../scheduler/model/index.js';
 import { type LeaderLease, PostgresLeaderLease, SoleLeader, SqliteStore, type Store, openPostgresStore } from '../scheduler/store/index.js';
 
@@ -44,6 +46,14 @@ export interface PlatformOptions {
   stopGraceMs?: number;
   /** `postgres://…` to share the Store with other control planes; default: SQLite in the data dir. */
   storeUrl?: string;
+  /** `nats://…`: the NATS server (with JetStream) for `--nats` triggers. */
+  natsUrl?: string;
+  /** Where event deliveries are kept: the Store (default) or NATS JetStream. */
+  broker?: 'store' | 'nats';
+  /** First retry delay of a failed delivery (doubling per attempt, up to 5 min). */
+  eventRetryBaseMs?: number;
+  /** How long JetStream waits for an ack before redelivering (the control plane keeps live claims alive). */
+  natsAckWaitMs?: number;
   warn?: (message: string) => void;
   /** Called for every platform event (grove up prints them). */
   onEvent?: (line: string) => void;
@@ -102,6 +112,8 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
 
     let rep: Rep | null = null;
     let cellId: string | null = null;
+    /** The API's CloudEvents ingest URL, once the API listens. */
+    let eventsUrl: string | null = null;
     if (!options.noCell) {
       cellId = await readOrCreate(join(dataDir, 'cell-id'), () => `cell-${randomBytes(4).toString('hex')}`);
       const isolates = new IsolateHostPool({ hosts: options.isolateHosts, log: (l) => logs.append({ ...l, source: 'app' }), deniedPorts: () => ownPorts, warn });
@@ -133,6 +145,7 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
         drivers,
         capacity: { memoryMb: options.cellMemoryMb ?? 8192, diskMb: 65_536, instances: 1000 },
         presenceTtlMs: options.presenceTtlMs,
+        eventsUrl: () => eventsUrl,
         heartbeatMs: options.presenceTtlMs === undefined ? undefined : Math.max(200, Math.floor(options.presenceTtlMs / 3)),
         warn,
       });
@@ -164,27 +177,6 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
       }
       return map;
     };
-    // The auctioneer and converger run on one control plane per Store: the lease holder.
-    const lease: LeaderLease = postgres ? new PostgresLeaderLease(options.storeUrl!) : new SoleLeader();
-    let converger: Converger | null = null;
-    lease.start(
-      () => {
-        converger = new Converger({ store, reps, intervalMs: options.convergeIntervalMs, warn });
-        void converger.start();
-        options.onEvent?.('leader: this control plane now runs the auctioneer and converger');
-      },
-      () => {
-        const stepping = converger;
-        converger = null;
-        void stepping?.stop();
-        options.onEvent?.('leader: lost the lease; standing by');
-      },
-    );
-    cleanups.push(async () => {
-      await lease.stop();
-      await (converger as Converger | null)?.stop();
-    });
-
     // Subscribe before listing so no route change falls between the two.
     const table = new RouteTable();
     const unwatch = store.watch((e) => {
@@ -197,22 +189,86 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
     const local = rep;
     const dispatcher = new Dispatcher({
       store,
-      local: local ? { cellId: local.cellId, fetch: (appId, req) => local.fetch(appId, req) } : undefined,
+      local: local ? { cellId: local.cellId, fetch: (appId, req) => local.fetch(appId, req), dispatchEvent: (appId, event) => local.dispatchEvent(appId, event) } : undefined,
       remote: (cell) => remoteFor(cell),
     });
     await dispatcher.start();
     cleanups.push(() => dispatcher.stop());
+    // Map-event: sources and deliveries (the leader delivers; every control plane takes events in).
+    const triggers = await TriggerService.create({
+      store,
+      natsUrl: options.natsUrl,
+      broker: options.broker,
+      retry: options.eventRetryBaseMs === undefined ? undefined : { baseMs: options.eventRetryBaseMs, maxMs: 5 * 60_000 },
+      ackWaitMs: options.natsAckWaitMs,
+      target: {
+        app: async (appId) => {
+          const app = await store.getAppById(appId);
+          return app ? { kind: app.kind, name: app.name } : null;
+        },
+        hasInstance: (appId) => dispatcher.hasInstance(appId),
+        scaleFromZero: async (appId) => {
+          const desired = await store.getDesired(appId);
+          if (desired && desired.instances === 0) {
+            await store.scale(appId, 1, desired.version).catch(() => undefined); // a concurrent scale wins
+            logs.append({ appId, instanceId: null, source: 'platform', level: 'info', message: 'an event arrived for an app scaled to zero: starting one instance' });
+          }
+        },
+        fetch: (appId, req) => dispatcher.invoke(appId, req),
+        dispatchEvent: (appId, event) => dispatcher.dispatchEvent(appId, event),
+      },
+      log: (l) => logs.append({ appId: l.appId, instanceId: null, source: 'platform', level: l.level, message: l.message }),
+      warn,
+    });
+    cleanups.push(() => triggers.close());
+
+    // The auctioneer and converger run on one control plane per Store: the lease holder.
+    const lease: LeaderLease = postgres ? new PostgresLeaderLease(options.storeUrl!) : new SoleLeader();
+    let converger: Converger | null = null;
+    lease.start(
+      () => {
+        converger = new Converger({ store, reps, intervalMs: options.convergeIntervalMs, warn });
+        void converger.start();
+        void triggers.startDelivering().catch((err: unknown) => warn(`events: could not start delivering: ${(err as Error).message}`));
+        options.onEvent?.('leader: this control plane now runs the auctioneer, the converger and event delivery');
+      },
+      () => {
+        const stepping = converger;
+        converger = null;
+        void stepping?.stop();
+        void triggers.stopDelivering();
+        options.onEvent?.('leader: lost the lease; standing by');
+      },
+    );
+    cleanups.push(async () => {
+      await lease.stop();
+      await (converger as Converger | null)?.stop();
+      await triggers.close();
+    });
+
     const router = createRouter({ table, invoke: (appId, req) => dispatcher.invoke(appId, req), logs });
     const routerPort = await listen(router, options.routerPort, host, '--router-port');
     cleanups.push(() => close(router));
 
-    const api = createApi({ store, bundles: blobs, images: blobs, registryUrl: registryService.url, logs, warn, isLeader: () => lease.isLeader() });
+    const api = createApi({
+      store,
+      bundles: blobs,
+      images: blobs,
+      registryUrl: registryService.url,
+      logs,
+      warn,
+      isLeader: () => lease.isLeader(),
+      events: triggers,
+      eventTokens: eventTokensFor(store),
+    });
     const apiServer = createAdaptorServer({ fetch: api.fetch }) as Server;
     const apiPort = await listen(apiServer, options.apiPort, host, '--api-port');
     ownPorts.push(routerPort, apiPort, registryService.port);
     cleanups.push(() => close(apiServer));
 
     const shown = host.includes(':') ? `[${host}]` : host;
+    // Instances publish over loopback when the API listens on every address.
+    eventsUrl = `http://${host === "0.0.0.0" || host === "::" ? "127.0.0.1" : shown}:${apiPort}/v1/events`;
     return {
       apiUrl: `http://${shown}:${apiPort}`,
       routerUrl: `http://${shown}:${routerPort}`,

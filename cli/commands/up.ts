@@ -22,6 +22,10 @@ export interface UpOptions {
   containers?: boolean;
   containerdSocket?: string;
   stopGrace?: number;
+  nats?: string;
+  broker?: 'store' | 'nats';
+  eventRetryBase?: number;
+  natsAckWait?: number;
 }
 
 /** Runs the whole platform in this process until SIGINT/SIGTERM. */
@@ -43,6 +47,10 @@ export async function up(opts: UpOptions): Promise<void> {
     containers: opts.containers,
     containerdSocket: opts.containerdSocket,
     stopGraceMs: opts.stopGrace,
+    natsUrl: opts.nats,
+    broker: opts.broker,
+    eventRetryBaseMs: opts.eventRetryBase,
+    natsAckWaitMs: opts.natsAckWait,
     onEvent: opts.quiet ? undefined : (line) => say(`${new Date().toISOString()}  ${line}`),
   });
   const shownToken = relative(process.cwd(), platform.adminTokenPath).startsWith('..') ? platform.adminTokenPath : relative(process.cwd(), platform.adminTokenPath);
@@ -52,6 +60,7 @@ export async function up(opts: UpOptions): Promise<void> {
   say(`  Registry:     ${platform.registryUrl}`);
   say(`  Data:         ${platform.dataDir}`);
   say(`  Store:        ${opts.store ? opts.store.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@') : 'SQLite in the data directory'}`);
+  say(`  Events:       ${opts.broker === 'nats' ? `NATS JetStream at ${opts.nats}` : `kept in the Store${opts.nats ? `; NATS subjects from ${opts.nats}` : ''}`}`);
   say(`  Admin token:  ${shownToken}`);
   say(`Next, in another terminal: grove login --api ${platform.apiUrl} --token-file ${shownToken}`);
 

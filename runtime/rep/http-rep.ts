@@ -7,7 +7,7 @@ import type { CellState, RepClient, Work, WorkResult } from '../../scheduler/auc
 import { ActualLRP, GroveError, Task, isErrorCode, toGroveError } from '../../scheduler/model/index.js';
 import { collectChunks } from './chunk-queue.js';
 import type { Rep } from './rep.js';
-import type { WireRequest, WireResponse } from './workload-driver.js';
+import type { WireRequest, WireResponse, WorkerEvent, WorkerEventOutcome } from './workload-driver.js';
 
 const WorkBody = z.strictObject({ start: z.array(ActualLRP), stop: z.array(ActualLRP), tasks: z.array(Task).optional() });
 const RequestMeta = z.strictObject({ method: z.string().min(1).max(32), url: z.string().url(), headers: z.array(z.tuple([z.string(), z.string()])) });
@@ -40,6 +40,17 @@ export function createRepServer(rep: Rep, secret: string, options: { maxBodyByte
     if (!work.success) throw new GroveError('VALIDATION_FAILED', 'perform needs {start, stop} lists of instances');
     return c.json(await rep.perform(work.data));
   });
+  app.post('/rep/v1/event/:appId', bodyLimit({ maxSize: options.maxBodyBytes ?? 10 * 1024 * 1024 }), async (c) => {
+    let raw: unknown;
+    try {
+      raw = JSON.parse(await c.req.text(), reviveBytes);
+    } catch {
+      raw = undefined;
+    }
+    const event = WorkerEventBody.safeParse(raw);
+    if (!event.success) throw new GroveError('BAD_REQUEST', 'an event must be {kind: "scheduled", cron, scheduledTime} or {kind: "queue", queue, messages}');
+    return c.json(await rep.dispatchEvent(c.req.param('appId'), event.data as WorkerEvent));
+  });
   app.all('/rep/v1/invoke/:appId', bodyLimit({ maxSize: options.maxBodyBytes ?? 10 * 1024 * 1024 }), async (c) => {
     const meta = RequestMeta.safeParse(decodeMeta(c.req.header('x-grove-request')));
     if (!meta.success) throw new GroveError('BAD_REQUEST', 'missing or malformed x-grove-request');
@@ -67,15 +78,15 @@ export class HttpRepClient implements RepClient {
     private readonly timeoutMs = 5_000,
   ) {}
 
-  private async call(method: Dispatcher.HttpMethod, path: string, init: { body?: Uint8Array | string; headers?: Record<string, string> } = {}) {
+  private async call(method: Dispatcher.HttpMethod, path: string, init: { body?: Uint8Array | string; headers?: Record<string, string> } = {}, timeoutMs = this.timeoutMs) {
     let res: Dispatcher.ResponseData;
     try {
       res = await request(`${this.address}${path}`, {
         method,
         headers: { authorization: `Bearer ${this.secret}`, ...init.headers },
         body: init.body,
-        headersTimeout: this.timeoutMs,
-        bodyTimeout: this.timeoutMs,
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
       });
     } catch (err) {
       throw new GroveError('UNAVAILABLE', `cell at ${this.address} is unreachable: ${(err as Error).message}`, { cause: err, details: { retryable: true } });
@@ -103,6 +114,17 @@ export class HttpRepClient implements RepClient {
     return (await res.body.json()) as WorkResult;
   }
 
+  async dispatchEvent(appId: string, event: WorkerEvent): Promise<WorkerEventOutcome> {
+    const res = await this.call(
+      'POST',
+      `/rep/v1/event/${encodeURIComponent(appId)}`,
+      { body: JSON.stringify(event, replaceBytes), headers: { 'content-type': 'application/json' } },
+      // A handler may run up to its wall-time limit (and wait for waitUntil work).
+      Math.max(this.timeoutMs, 10 * 60_000),
+    );
+    return (await res.body.json()) as WorkerEventOutcome;
+  }
+
   async invoke(appId: string, wire: WireRequest): Promise<WireResponse> {
     // Between cells a streamed upload is still sent whole (the router has capped its size).
     const upload = wire.stream ? await collectChunks(wire.stream, Number.MAX_SAFE_INTEGER, () => new Error('unreachable')) : wire.body;
@@ -116,4 +138,27 @@ export class HttpRepClient implements RepClient {
     if (!meta.success) throw new GroveError('UNAVAILABLE', `cell at ${this.address} sent a malformed response`);
     return { ...meta.data, body: body.length ? body : null };
   }
+}
+
+const WorkerEventBody = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('scheduled'), cron: z.string(), scheduledTime: z.number() }),
+  z.object({
+    kind: z.literal('queue'),
+    queue: z.string(),
+    messages: z.array(z.object({ id: z.string(), timestamp: z.number(), body: z.unknown(), attempts: z.number().int() })),
+  }),
+]);
+
+/** A queue message's binary body crosses as base64 inside the JSON, and is bytes again on the cell. */
+function replaceBytes(_key: string, value: unknown): unknown {
+  return value instanceof Uint8Array ? { $bytes: Buffer.from(value).toString('base64') } : value;
+}
+
+function reviveBytes(_key: string, value: unknown): unknown {
+  if (value && typeof value === 'object' && !Array.isArray(value)) {
+    const keys = Object.keys(value);
+    const b = (value as { $bytes?: unknown }).$bytes;
+    if (keys.length === 1 && typeof b === 'string') return new Uint8Array(Buffer.from(b, 'base64'));
+  }
+  return value;
 }

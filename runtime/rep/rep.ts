@@ -2,7 +2,7 @@ import type { ActualLRP, AppKind, CellCapacity, Task } from '../../scheduler/mod
 import type { CellState, RepClient, Work, WorkResult } from '../../scheduler/auctioneer/index.js';
 import { GroveError } from '../../scheduler/model/index.js';
 import type { CellUplink } from './uplink.js';
-import { type WireRequest, type WireResponse, type WorkloadDriver, TaskFailure, imageOf } from './workload-driver.js';
+import { type WireRequest, type WireResponse, type WorkerEvent, type WorkerEventOutcome, type WorkloadDriver, TaskFailure, imageOf } from './workload-driver.js';
 
 export interface RepOptions {
   cellId: string;
@@ -18,6 +18,8 @@ export interface RepOptions {
   presenceTtlMs?: number;
   /** How long a stopping instance may finish the requests it is serving (default 10 s). */
   drainMs?: number;
+  /** The control API's CloudEvents ingest URL, which instances publish to (null: not known yet). */
+  eventsUrl?: () => string | null;
   /** Where the rep reports problems that belong to no request (e.g. a failed heartbeat). */
   warn?: (message: string) => void;
 }
@@ -197,7 +199,7 @@ export class Rep implements RepClient {
         const { revision } = launch;
         const code = revision.bundleDigest ? (await uplink.bundle(revision.bundleDigest, launch.space)).toString('utf8') : null;
         const result = await driver.runTask(
-          { instanceId: `task-${task.id}`, appId: task.appId, appName: launch.appName, revisionId: revision.id, index: 0, code, image: imageOf(revision), env: revision.env, limits: revision.limits },
+          { instanceId: `task-${task.id}`, appId: task.appId, appName: launch.appName, revisionId: revision.id, index: 0, code, image: imageOf(revision), env: revision.env, limits: revision.limits, events: this.eventsFor(launch.eventsToken) },
           task.command,
         );
         outcome = { failed: false, result };
@@ -240,6 +242,7 @@ export class Rep implements RepClient {
         image: imageOf(revision),
         env: revision.env,
         limits: revision.limits,
+        events: this.eventsFor(launch.eventsToken),
       });
       if (!this.instances.has(lrp.instanceId)) {
         // Stopped while starting: undo the start.
@@ -300,6 +303,28 @@ export class Rep implements RepClient {
     chosen.inflight++;
     try {
       return await this.byKind.get(chosen.kind)!.fetch(chosen.actual.instanceId, request);
+    } finally {
+      if (--chosen.inflight === 0) chosen.drained?.();
+    }
+  }
+
+  private eventsFor(token: string | null | undefined): { url: string; token: string } | null {
+    const url = this.options.eventsUrl?.();
+    return url && token ? { url, token } : null;
+  }
+
+  /** Delivers a scheduled or queue event to a ready local instance of the app, round robin. */
+  async dispatchEvent(appId: string, event: WorkerEvent): Promise<WorkerEventOutcome> {
+    const ready = this.readyByApp.get(appId) ?? [];
+    if (ready.length === 0) throw new GroveError('NO_INSTANCE', 'the app has no running instance right now');
+    const n = (this.cursor.get(appId) ?? 0) % ready.length;
+    this.cursor.set(appId, n + 1);
+    const chosen = ready[n]!;
+    const driver = this.byKind.get(chosen.kind)!;
+    if (!driver.dispatchEvent) throw new GroveError('KIND_MISMATCH', `${chosen.kind} apps take events as HTTP requests, not ${event.kind} events`);
+    chosen.inflight++;
+    try {
+      return await driver.dispatchEvent(chosen.actual.instanceId, event);
     } finally {
       if (--chosen.inflight === 0) chosen.drained?.();
     }

@@ -2,6 +2,7 @@ import type { ActualLRP, ActualLRPState, AppKind, CellCapacity, Revision, Task }
 import { GroveError } from '../../scheduler/model/index.js';
 import type { ActualChange, Store } from '../../scheduler/store/index.js';
 import type { BlobStore } from '../../registry/index.js';
+import { eventTokensFor } from '../triggers/event-token.js';
 
 export interface CellPresence {
   id: string;
@@ -22,6 +23,8 @@ export interface LaunchSpec {
   /** The app's space name: its bundles live in the registry under `grove/<space>/bundles`. */
   space: string;
   revision: Revision;
+  /** The app's event token: what its instances present to publish CloudEvents (see EventTokens). */
+  eventsToken?: string | null;
 }
 
 /**
@@ -109,7 +112,13 @@ export async function launchSpecIn(store: Store, appId: string, revisionId: stri
   ]);
   const space = app && spaces.find((s) => s.id === app.spaceId);
   if (!desired || !revision || !app || !space) return null;
-  return { kind: desired.kind, appName: app.name, space: space.name, revision: { ...revision, env: { ...revision.env, ...secrets } } };
+  return {
+    kind: desired.kind,
+    appName: app.name,
+    space: space.name,
+    revision: { ...revision, env: { ...revision.env, ...secrets } },
+    eventsToken: await eventTokensFor(store).issue(app.id),
+  };
 }
 
 /** Claims a task for a cell and says what to run: the app's current revision. */

@@ -61,6 +61,11 @@ export interface InstanceSpec {
   image?: { repository: string; digest: string } | null;
   env: EnvVars;
   limits: Limits;
+  /**
+   * Where the instance publishes CloudEvents (`env.EVENTS.send` in a function; GROVE_EVENTS_URL and
+   * GROVE_EVENTS_TOKEN in a container) and the token, scoped to this app, that it presents there.
+   */
+  events?: { url: string; token: string } | null;
 }
 
 /**

@@ -42,6 +42,7 @@ describe('Dispatcher', () => {
     new Dispatcher({
       store,
       remote: (cell) => ({
+        dispatchEvent: () => Promise.reject(new Error('not used here')),
         invoke: async () => {
           calls.push(cell.id);
           if (cell.id === 'dead') throw new GroveError('UNAVAILABLE', 'connection refused');

@@ -1,16 +1,17 @@
 import type { Cell, PlatformEvent } from '../../scheduler/model/index.js';
 import { GroveError } from '../../scheduler/model/index.js';
 import type { Store } from '../../scheduler/store/index.js';
-import type { WireRequest, WireResponse } from '../rep/index.js';
+import type { WireRequest, WireResponse, WorkerEvent, WorkerEventOutcome } from '../rep/index.js';
 
 export interface Invoker {
   invoke(appId: string, request: WireRequest): Promise<WireResponse>;
+  dispatchEvent(appId: string, event: WorkerEvent): Promise<WorkerEventOutcome>;
 }
 
 export interface DispatcherOptions {
   store: Store;
   /** The in-process cell, if this process has one. */
-  local?: { cellId: string; fetch(appId: string, request: WireRequest): Promise<WireResponse> };
+  local?: { cellId: string; fetch(appId: string, request: WireRequest): Promise<WireResponse>; dispatchEvent(appId: string, event: WorkerEvent): Promise<WorkerEventOutcome> };
   /** How to reach a remote cell. */
   remote: (cell: Cell) => Invoker;
   /** How often the cell list (addresses, secrets) is re-read. */
@@ -66,6 +67,34 @@ export class Dispatcher {
     this.cellsReadAt = Date.now();
   }
 
+  /** Whether some cell runs an instance of the app (as far as the Store's events have told). */
+  hasInstance(appId: string): boolean {
+    return (this.byApp.get(appId)?.size ?? 0) > 0;
+  }
+
+  /** A scheduled or queue event to one instance of the app; a dead cell means the next one. */
+  async dispatchEvent(appId: string, event: WorkerEvent): Promise<WorkerEventOutcome> {
+    const instances = this.byApp.get(appId);
+    const cellIds = instances ? [...new Set(instances.values())] : [];
+    if (cellIds.length === 0) throw new GroveError('NO_INSTANCE', 'the app has no running instance right now');
+    const start = this.cursor.get(appId) ?? 0;
+    this.cursor.set(appId, start + 1);
+    let lastError: unknown;
+    for (let i = 0; i < Math.min(cellIds.length, 3); i++) {
+      const cellId = cellIds[(start + i) % cellIds.length]!;
+      try {
+        const local = this.options.local;
+        if (local && cellId === local.cellId) return await local.dispatchEvent(appId, event);
+        return await (await this.remoteCell(cellId)).dispatchEvent(appId, event);
+      } catch (err) {
+        lastError = err;
+        // Only when the event surely did not reach a handler is another cell tried.
+        if (!(err instanceof GroveError && (err.code === 'NO_INSTANCE' || (err.code === 'UNAVAILABLE' && /unreachable/.test(err.message))))) throw err;
+      }
+    }
+    throw lastError;
+  }
+
   async invoke(appId: string, request: WireRequest): Promise<WireResponse> {
     const instances = this.byApp.get(appId);
     const cellIds = instances ? [...instances.values()] : [];
@@ -94,9 +123,13 @@ export class Dispatcher {
   private async invokeOn(cellId: string, appId: string, request: WireRequest): Promise<WireResponse> {
     const local = this.options.local;
     if (local && cellId === local.cellId) return local.fetch(appId, request);
+    return (await this.remoteCell(cellId)).invoke(appId, request);
+  }
+
+  private async remoteCell(cellId: string): Promise<Invoker> {
     if (!this.cells.has(cellId) || Date.now() - this.cellsReadAt > (this.options.cellRefreshMs ?? 5_000)) await this.refreshCells();
     const cell = this.cells.get(cellId);
     if (!cell?.address) throw new GroveError('UNAVAILABLE', `cell ${cellId} has no address`);
-    return this.options.remote(cell).invoke(appId, request);
+    return this.options.remote(cell);
   }
 }

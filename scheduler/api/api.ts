@@ -28,7 +28,7 @@ export function createApi(deps: ApiDeps, options: { keepAliveMs?: number } = {})
   app.get('/v1/info', (c) => c.json({ name: 'grove', version: deps.version ?? '0.1.0', api: 'v1', leader: deps.isLeader?.() ?? true, registry: deps.registryUrl ?? null }));
 
   const v1 = new Hono<ApiEnv>();
-  v1.use('*', requireToken(deps.store));
+  v1.use('*', requireToken(deps.store, deps.eventTokens));
   // Any token may ask who it is: a standalone registry checks every token (cells' too) this way.
   v1.get('/whoami', (c) => {
     const { token, space } = c.get('auth');
@@ -37,7 +37,11 @@ export function createApi(deps: ApiDeps, options: { keepAliveMs?: number } = {})
   v1.route('/cell', cellRoutes(deps));
   // A cell token is for the cell API only.
   v1.use('*', async (c, next) => {
-    if (c.get('auth').token.role === 'cell') throw new GroveError('FORBIDDEN', 'a cell token can only use the cell API');
+    const { role } = c.get('auth').token;
+    if (role === 'cell') throw new GroveError('FORBIDDEN', 'a cell token can only use the cell API');
+    if (role === 'events' && !(c.req.method === 'POST' && c.req.path === '/v1/events')) {
+      throw new GroveError('FORBIDDEN', "an app's event token can only publish CloudEvents (POST /v1/events)");
+    }
     await next();
   });
   v1.route('/', spaceRoutes(deps));

@@ -2,6 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createMiddleware } from 'hono/factory';
 import { GroveError, type Space, type Token } from '../model/index.js';
 import type { Store } from '../store/index.js';
+import type { EventTokenVerifier } from './deps.js';
 
 export interface AuthContext {
   token: Token;
@@ -20,12 +21,22 @@ export function hashTokenSecret(secret: string): string {
 }
 
 /** Resolves `Authorization: Bearer <token>` to the token and its space, or fails with 401. */
-export function requireToken(store: Store) {
+export function requireToken(store: Store, eventTokens?: EventTokenVerifier) {
   return createMiddleware<ApiEnv>(async (c, next) => {
     const header = c.req.header('authorization');
     if (!header) throw new GroveError('UNAUTHORIZED', 'missing token: send "Authorization: Bearer <token>" (grove login, or GROVE_TOKEN)');
     const m = /^Bearer[ \t]+([A-Za-z0-9_\-.~+/]+=*)$/i.exec(header.trim());
     if (!m) throw new GroveError('UNAUTHORIZED', 'the Authorization header must be "Bearer <token>"');
+    if (m[1]!.startsWith('gev_') && eventTokens) {
+      // An app's event token: good for publishing CloudEvents into the app's space, for as long as
+      // the app exists.
+      const appId = await eventTokens.verify(m[1]!);
+      const app = appId ? await store.getAppById(appId) : undefined;
+      const space = app ? await store.getSpace(app.spaceId) : undefined;
+      if (!app || !space) throw new GroveError('UNAUTHORIZED', 'the event token is invalid, or its app no longer exists');
+      c.set('auth', { token: { id: `events-${app.id}`, spaceId: space.id, name: `events:${app.name}`, role: 'events', createdAt: app.createdAt, revokedAt: null }, space });
+      return next();
+    }
     const token = await store.findTokenByHash(hashTokenSecret(m[1]!));
     if (!token) throw new GroveError('UNAUTHORIZED', 'the token is unknown or revoked');
     const space = await store.getSpace(token.spaceId);

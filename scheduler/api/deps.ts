@@ -1,3 +1,4 @@
+import type { CloudEvent, Trigger } from '../model/index.js';
 import type { Store } from '../store/index.js';
 
 /** Where function bundles live: the registry, as OCI artifacts in `grove/<space>/bundles`. */
@@ -33,6 +34,23 @@ export interface LogReader {
   recent(appId: string, limit: number): { at: number; instanceId: string | null; source: string; level: string; message: string }[];
 }
 
+/**
+ * Map-event's side of the API: CloudEvents in, and a trigger's source made ready (a NATS consumer)
+ * before the trigger is reported mapped. The runtime's TriggerService satisfies it.
+ */
+export interface EventBus {
+  publish(spaceId: string, events: CloudEvent[]): Promise<{ accepted: number; deliveries: number; duplicates: number }>;
+  prepare(trigger: Trigger): Promise<void>;
+  release(trigger: Trigger): Promise<void>;
+  /** Dead letters were made due again. */
+  replayed(): void;
+}
+
+/** Verifies an app's event token (an instance publishing CloudEvents); resolves to the app's id. */
+export interface EventTokenVerifier {
+  verify(secret: string): Promise<string | null>;
+}
+
 export interface ApiDeps {
   store: Store;
   bundles: BundleStore;
@@ -51,6 +69,9 @@ export interface ApiDeps {
   now?: () => number;
   /** Whether this control plane holds the leader lease (runs the auctioneer and converger). */
   isLeader?: () => boolean;
+  /** Map-event: without it, CloudEvents ingest answers 503 and triggers are only recorded. */
+  events?: EventBus;
+  eventTokens?: EventTokenVerifier;
   /** Where unexpected (500) errors are reported. */
   warn?: (message: string) => void;
 }

@@ -1,4 +1,6 @@
 import { Hono } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { DEFAULT_MAX_BATCH, DEFAULT_MAX_EVENT_BYTES, parseCloudEvents } from '../../runtime/triggers/cloudevents.js';
 import { streamSSE } from 'hono/streaming';
 import type { PlatformEvent } from '../model/index.js';
 import type { ApiEnv } from './auth.js';
@@ -7,6 +9,8 @@ import { GroveError } from '../model/index.js';
 import { intQuery } from './http.js';
 
 const MAX_QUEUED = 10_000;
+/** A whole batch of events at their largest, plus room for the JSON around them. */
+const MAX_INGEST_BYTES = DEFAULT_MAX_BATCH * DEFAULT_MAX_EVENT_BYTES + 64 * 1024;
 
 /** The platform event feed of the token's space: a JSON page, or a live Server-Sent Events stream. */
 export function eventRoutes(deps: ApiDeps, options: { keepAliveMs?: number } = {}): Hono<ApiEnv> {
@@ -27,6 +31,28 @@ export function eventRoutes(deps: ApiDeps, options: { keepAliveMs?: number } = {
     }
     return c.json({ events, lastSeq: events.length ? events[events.length - 1]!.seq : since });
   });
+
+  // CloudEvents ingest: binary, structured or batched; each event goes to every matching
+  // `--cloudevents` trigger of the token's space, stored before the 202.
+  api.post(
+    '/events',
+    bodyLimit({
+      maxSize: MAX_INGEST_BYTES,
+      onError: () => {
+        throw new GroveError('INVALID_CLOUDEVENT', `the request is larger than ${MAX_INGEST_BYTES} bytes: send fewer or smaller events (at most ${DEFAULT_MAX_EVENT_BYTES} bytes each)`);
+      },
+    }),
+    async (c) => {
+      const { space } = c.get('auth');
+      if (!deps.events) throw new GroveError('UNAVAILABLE', 'this control plane does not take events');
+      const events = parseCloudEvents({
+        contentType: c.req.header('content-type'),
+        headers: Object.entries(c.req.header()),
+        body: new Uint8Array(await c.req.arrayBuffer()),
+      });
+      return c.json(await deps.events.publish(space.id, events), 202);
+    },
+  );
 
   api.get('/events/stream', async (c) => {
     const { space, token } = c.get('auth');

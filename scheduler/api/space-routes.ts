@@ -11,7 +11,7 @@ const CreateTokenBody = z
   .object({
     name: z.string().min(1).max(100),
     space: Name.optional(),
-    role: TokenRole.default('developer'),
+    role: TokenRole.exclude(['events']).default('developer'),
   })
   .strict();
 

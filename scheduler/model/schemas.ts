@@ -15,7 +15,8 @@ export type Space = z.infer<typeof Space>;
  * `admin` may manage spaces and tokens; every token, admin or not, acts on apps of its own space only.
  * `cell` is what a `grove cell` process presents: the cell API and nothing else.
  */
-export const TokenRole = z.enum(['admin', 'developer', 'cell']);
+/** `events`: an app's event token, which may only publish CloudEvents (never stored as a Token row). */
+export const TokenRole = z.enum(['admin', 'developer', 'cell', 'events']);
 export type TokenRole = z.infer<typeof TokenRole>;
 
 export const Token = z.object({
@@ -223,9 +224,33 @@ export const Trigger = z.object({
   appId: z.string(),
   config: TriggerConfig,
   handler: TriggerHandler,
+  /** Attempts before a delivery goes to the dead-letter list. */
+  maxAttempts: z.number().int().min(1).max(100),
   createdAt: Millis,
 });
 export type Trigger = z.infer<typeof Trigger>;
+
+/**
+ * A CloudEvents 1.0 event as Grove keeps it (the JSON format's attribute names). `data` is JSON
+ * data; binary data travels as `data_base64`. Extension attributes sit beside the core ones.
+ */
+export const CloudEvent = z
+  .object({
+    specversion: z.literal('1.0'),
+    id: z.string().min(1).max(1024),
+    source: z.string().min(1).max(4096),
+    type: z.string().min(1).max(1024),
+    subject: z.string().min(1).max(4096).optional(),
+    time: z.string().max(64).optional(),
+    datacontenttype: z.string().max(256).optional(),
+    dataschema: z.string().max(4096).optional(),
+    data: z.unknown().optional(),
+    data_base64: z.string().optional(),
+  })
+  // Extension attributes (string, number or boolean: the CloudEvents codec checks them); typed loosely
+  // here so the core attributes keep their own types.
+  .catchall(z.unknown());
+export type CloudEvent = z.infer<typeof CloudEvent>;
 
 export const DeliveryState = z.enum(['PENDING', 'DELIVERING', 'DELIVERED', 'DEAD']);
 export type DeliveryState = z.infer<typeof DeliveryState>;
@@ -238,6 +263,7 @@ export const Delivery = z.object({
   eventId: z.string(),
   eventSource: z.string(),
   state: DeliveryState,
+  event: CloudEvent,
   attempts: z.number().int().nonnegative(),
   nextAttemptAt: Millis,
   lastError: z.string().nullable(),
@@ -263,6 +289,7 @@ export const PLATFORM_EVENT_TYPES = [
   'route.unmapped',
   'trigger.created',
   'trigger.deleted',
+  'delivery.dead',
   'secret.put',
   'secret.deleted',
   'task.created',

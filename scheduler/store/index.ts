@@ -1,4 +1,4 @@
-export type { Store, DeployInput, DeployResult, ActualChange, TaskChange, StoreClock, StoreOptions } from './store.js';
+export type { Store, DeployInput, DeployResult, ActualChange, TaskChange, StoreClock, StoreOptions, NewDelivery, DeliveryOutcome } from './store.js';
 export { SqlStore } from './sql-store.js';
 export type { SqlDriver, SqlQuery, Row } from './sql-driver.js';
 export { SqliteStore, openSqliteStore } from './sqlite.js';

@@ -151,6 +151,12 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
     updated_at INTEGER NOT NULL,
     PRIMARY KEY (app_id, key)
   );`,
+  // 5: deliveries: per-trigger attempt limits, the due-work index, and settings (the event-token key,
+  // the platform-event trigger cursor).
+  `ALTER TABLE triggers ADD COLUMN max_attempts INTEGER NOT NULL DEFAULT 5;
+  CREATE INDEX deliveries_due ON deliveries (state, next_attempt_at);
+  CREATE INDEX deliveries_by_app ON deliveries (app_id, state, created_at);
+  CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);`,
 ];
 
 /**
@@ -303,4 +309,8 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
     updated_at BIGINT NOT NULL,
     PRIMARY KEY (app_id, key)
   );`,
+  `ALTER TABLE triggers ADD COLUMN max_attempts INTEGER NOT NULL DEFAULT 5;
+  CREATE INDEX deliveries_due ON deliveries (state, next_attempt_at);
+  CREATE INDEX deliveries_by_app ON deliveries (app_id, state, created_at);
+  CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);`,
 ];

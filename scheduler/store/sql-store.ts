@@ -7,6 +7,9 @@ import {
   App,
   type AppKind,
   Cell,
+  type CloudEvent,
+  type Delivery,
+  type DeliveryState,
   DesiredLRP,
   GroveError,
   type PlatformEvent,
@@ -21,13 +24,14 @@ import {
   Trigger,
   type TriggerConfig,
   type TriggerHandler,
+  type TriggerKind,
   assertActualTransition,
   assertTaskTransition,
   nextCrashCount,
 } from '../model/index.js';
 import { randomId } from './ids.js';
 import type { SqlDriver, SqlQuery } from './sql-driver.js';
-import type { ActualChange, DeployInput, DeployResult, Store, StoreOptions, TaskChange } from './store.js';
+import type { ActualChange, DeliveryOutcome, DeployInput, DeployResult, NewDelivery, Store, StoreOptions, TaskChange } from './store.js';
 
 type Row = Record<string, unknown>;
 
@@ -106,7 +110,23 @@ const toTrigger = (r: Row): Trigger => ({
   appId: str(r.app_id),
   config: json(r.config),
   handler: str(r.handler) as TriggerHandler,
+  maxAttempts: num(r.max_attempts),
   createdAt: num(r.created_at),
+});
+const toDelivery = (r: Row): Delivery => ({
+  id: str(r.id),
+  triggerId: str(r.trigger_id),
+  spaceId: str(r.space_id),
+  appId: str(r.app_id),
+  eventId: str(r.event_id),
+  eventSource: str(r.event_source),
+  state: str(r.state) as DeliveryState,
+  event: json<CloudEvent>(r.payload),
+  attempts: num(r.attempts),
+  nextAttemptAt: num(r.next_attempt_at),
+  lastError: optStr(r.last_error),
+  createdAt: num(r.created_at),
+  updatedAt: num(r.updated_at),
 });
 const toTask = (r: Row): Task => ({
   id: str(r.id),
@@ -827,18 +847,27 @@ export class SqlStore implements Store {
 
   // ── Triggers ───────────────────────────────────────────────────────────────────────────────────
 
-  createTrigger(input: { spaceId: string; appId: string; config: TriggerConfig; handler: TriggerHandler }): Promise<Trigger> {
+  createTrigger(input: { spaceId: string; appId: string; config: TriggerConfig; handler: TriggerHandler; maxAttempts?: number }): Promise<Trigger> {
     return this.tx(async (q) => {
       const app = await this.appRow(q, input.appId);
       if (app.spaceId !== input.spaceId) throw new GroveError('APP_NOT_FOUND', `app ${input.appId} does not exist`);
-      const trigger: Trigger = { id: this.newId('trg'), ...input, createdAt: this.now() };
+      const trigger: Trigger = {
+        id: this.newId('trg'),
+        spaceId: input.spaceId,
+        appId: input.appId,
+        config: input.config,
+        handler: input.handler,
+        maxAttempts: input.maxAttempts ?? 5,
+        createdAt: this.now(),
+      };
       await q.run(
-        'INSERT INTO triggers (id, space_id, app_id, config, handler, created_at) VALUES (?, ?, ?, ?, ?, ?)',
+        'INSERT INTO triggers (id, space_id, app_id, config, handler, max_attempts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
         trigger.id,
         trigger.spaceId,
         trigger.appId,
         JSON.stringify(trigger.config),
         trigger.handler,
+        trigger.maxAttempts,
         trigger.createdAt,
       );
       await this.emit(q, 'trigger.created', trigger.spaceId, { app: app.name, appId: app.id, triggerId: trigger.id, config: trigger.config });
@@ -846,10 +875,18 @@ export class SqlStore implements Store {
     });
   }
 
-  listTriggers(filter: { spaceId: string; appId?: string }): Promise<Trigger[]> {
+  listTriggers(filter: { spaceId?: string; appId?: string; kind?: TriggerKind }): Promise<Trigger[]> {
     return this.read(async (q) => {
       const { clause, params } = whereEqual({ space_id: filter.spaceId, app_id: filter.appId });
-      return (await q.all(`SELECT * FROM triggers ${clause} ORDER BY created_at, id`, ...params)).map(toTrigger);
+      const all = (await q.all(`SELECT * FROM triggers ${clause} ORDER BY created_at, id`, ...params)).map(toTrigger);
+      return filter.kind ? all.filter((t) => t.config.kind === filter.kind) : all;
+    });
+  }
+
+  getTrigger(id: string): Promise<Trigger | undefined> {
+    return this.read(async (q) => {
+      const row = await q.one('SELECT * FROM triggers WHERE id = ?', id);
+      return row ? toTrigger(row) : undefined;
     });
   }
 
@@ -858,7 +895,188 @@ export class SqlStore implements Store {
       const row = await q.one('SELECT * FROM triggers WHERE id = ? AND space_id = ?', id, spaceId);
       if (!row) throw new GroveError('TRIGGER_NOT_FOUND', `trigger ${id} does not exist in this space`);
       await q.run('DELETE FROM triggers WHERE id = ?', id);
-      await this.emit(q, 'trigger.deleted', spaceId, { appId: str(row.app_id), triggerId: id });
+      await this.emit(q, 'trigger.deleted', spaceId, { appId: str(row.app_id), triggerId: id, config: json(row.config) });
+    });
+  }
+
+  // ── Deliveries ─────────────────────────────────────────────────────────────────────────────────
+
+  enqueueDeliveries(items: NewDelivery[]): Promise<{ created: Delivery[]; duplicates: number }> {
+    if (items.length === 0) return Promise.resolve({ created: [], duplicates: 0 });
+    return this.tx(async (q) => {
+      const now = this.now();
+      const created: Delivery[] = [];
+      let duplicates = 0;
+      for (const item of items) {
+        const delivery: Delivery = {
+          id: this.newId('dlv'),
+          triggerId: item.triggerId,
+          spaceId: item.spaceId,
+          appId: item.appId,
+          eventId: item.event.id,
+          eventSource: item.event.source,
+          state: item.state ?? 'PENDING',
+          event: item.event,
+          attempts: item.attempts ?? 0,
+          nextAttemptAt: item.at ?? now,
+          lastError: item.lastError ?? null,
+          createdAt: now,
+          updatedAt: now,
+        };
+        // The UNIQUE (trigger, source, id) constraint is the deduplication; a trigger deleted
+        // meanwhile makes the foreign key fail, so only live triggers are written to.
+        const changed = await q.run(
+          `INSERT INTO deliveries (id, trigger_id, space_id, app_id, event_id, event_source, state, attempts, next_attempt_at, last_error, payload, created_at, updated_at)
+           SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM triggers WHERE id = ?)
+           ON CONFLICT DO NOTHING`,
+          delivery.id,
+          delivery.triggerId,
+          delivery.spaceId,
+          delivery.appId,
+          delivery.eventId,
+          delivery.eventSource,
+          delivery.state,
+          delivery.attempts,
+          delivery.nextAttemptAt,
+          delivery.lastError,
+          JSON.stringify(delivery.event),
+          now,
+          now,
+          delivery.triggerId,
+        );
+        if (changed === 1) {
+          created.push(delivery);
+          if (delivery.state === 'DEAD') await this.emitDead(q, delivery);
+        } else duplicates++;
+      }
+      return { created, duplicates };
+    });
+  }
+
+  private async emitDead(q: Tx, d: Delivery): Promise<void> {
+    const app = await q.one('SELECT name FROM apps WHERE id = ?', d.appId);
+    await this.emit(q, 'delivery.dead', d.spaceId, {
+      app: app ? str(app.name) : undefined,
+      appId: d.appId,
+      triggerId: d.triggerId,
+      deliveryId: d.id,
+      eventId: d.eventId,
+      eventSource: d.eventSource,
+      attempts: d.attempts,
+      reason: d.lastError,
+    });
+  }
+
+  claimDeliveries(input: { limit: number; leaseMs: number }): Promise<Delivery[]> {
+    return this.tx(async (q) => {
+      const now = this.now();
+      const due = await q.all(
+        `SELECT * FROM deliveries WHERE state IN ('PENDING', 'DELIVERING') AND next_attempt_at <= ? ORDER BY next_attempt_at, created_at LIMIT ?`,
+        now,
+        input.limit,
+      );
+      const claimed: Delivery[] = [];
+      for (const row of due) {
+        const d = toDelivery(row);
+        // Guarded by what was read, so two control planes never both claim one delivery.
+        const changed = await q.run(
+          `UPDATE deliveries SET state = 'DELIVERING', attempts = attempts + 1, next_attempt_at = ?, updated_at = ? WHERE id = ? AND state = ? AND next_attempt_at = ?`,
+          now + input.leaseMs,
+          now,
+          d.id,
+          d.state,
+          d.nextAttemptAt,
+        );
+        if (changed === 1) claimed.push({ ...d, state: 'DELIVERING', attempts: d.attempts + 1, nextAttemptAt: now + input.leaseMs, updatedAt: now });
+      }
+      return claimed;
+    });
+  }
+
+  releaseDeliveries(): Promise<number> {
+    return this.tx(async (q) => {
+      const now = this.now();
+      return q.run(`UPDATE deliveries SET state = 'PENDING', next_attempt_at = ?, updated_at = ? WHERE state = 'DELIVERING'`, now, now);
+    });
+  }
+
+  settleDelivery(id: string, outcome: DeliveryOutcome): Promise<void> {
+    return this.tx(async (q) => {
+      const row = await q.one('SELECT * FROM deliveries WHERE id = ?', id);
+      if (!row) return; // its trigger (or app) was deleted meanwhile
+      const now = this.now();
+      const d = toDelivery(row);
+      if (outcome.state === 'DELIVERED') {
+        await q.run(`UPDATE deliveries SET state = 'DELIVERED', last_error = NULL, updated_at = ? WHERE id = ?`, now, id);
+      } else if (outcome.state === 'PENDING') {
+        const attempts = outcome.countAttempt === false ? Math.max(0, d.attempts - 1) : d.attempts;
+        await q.run(
+          `UPDATE deliveries SET state = 'PENDING', attempts = ?, next_attempt_at = ?, last_error = ?, updated_at = ? WHERE id = ?`,
+          attempts,
+          outcome.retryAt,
+          outcome.error,
+          now,
+          id,
+        );
+      } else {
+        await q.run(`UPDATE deliveries SET state = 'DEAD', last_error = ?, updated_at = ? WHERE id = ?`, outcome.error, now, id);
+        await this.emitDead(q, { ...d, state: 'DEAD', lastError: outcome.error });
+      }
+    });
+  }
+
+  listDeliveries(filter: { spaceId: string; appId?: string; state?: DeliveryState; limit?: number }): Promise<Delivery[]> {
+    return this.read(async (q) => {
+      const { clause, params } = whereEqual({ space_id: filter.spaceId, app_id: filter.appId, state: filter.state });
+      const rows = await q.all(`SELECT * FROM deliveries ${clause} ORDER BY updated_at DESC, id DESC LIMIT ?`, ...params, filter.limit ?? 100);
+      return rows.map(toDelivery);
+    });
+  }
+
+  replayDeliveries(filter: { spaceId: string; appId: string; ids?: string[] }): Promise<number> {
+    return this.tx(async (q) => {
+      const now = this.now();
+      const ids =
+        filter.ids ??
+        (await q.all(`SELECT id FROM deliveries WHERE space_id = ? AND app_id = ? AND state = 'DEAD'`, filter.spaceId, filter.appId)).map((r) => str(r.id));
+      let replayed = 0;
+      for (const id of ids) {
+        replayed += await q.run(
+          `UPDATE deliveries SET state = 'PENDING', attempts = 0, next_attempt_at = ?, updated_at = ? WHERE id = ? AND space_id = ? AND app_id = ? AND state = 'DEAD'`,
+          now,
+          now,
+          id,
+          filter.spaceId,
+          filter.appId,
+        );
+      }
+      return replayed;
+    });
+  }
+
+  pruneDeliveries(before: number): Promise<number> {
+    return this.tx((q) => q.run(`DELETE FROM deliveries WHERE state = 'DELIVERED' AND updated_at < ?`, before));
+  }
+
+  // ── Settings ───────────────────────────────────────────────────────────────────────────────────
+
+  getSetting(key: string): Promise<string | undefined> {
+    return this.read(async (q) => {
+      const row = await q.one('SELECT value FROM settings WHERE key = ?', key);
+      return row ? str(row.value) : undefined;
+    });
+  }
+
+  setSetting(key: string, value: string): Promise<void> {
+    return this.tx(async (q) => {
+      await q.run('INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value', key, value);
+    });
+  }
+
+  ensureSetting(key: string, value: string): Promise<string> {
+    return this.tx(async (q) => {
+      await q.run('INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT DO NOTHING', key, value);
+      return str((await q.one('SELECT value FROM settings WHERE key = ?', key))!.value);
     });
   }
 

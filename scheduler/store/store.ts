@@ -4,6 +4,9 @@ import type {
   App,
   AppKind,
   Cell,
+  CloudEvent,
+  Delivery,
+  DeliveryState,
   DesiredLRP,
   EnvVars,
   LimitsPatch,
@@ -18,6 +21,7 @@ import type {
   Trigger,
   TriggerConfig,
   TriggerHandler,
+  TriggerKind,
 } from '../model/index.js';
 
 /**
@@ -97,9 +101,40 @@ export interface Store {
   listRoutes(filter?: { spaceId?: string; appId?: string }): Promise<Route[]>;
 
   // Triggers
-  createTrigger(input: { spaceId: string; appId: string; config: TriggerConfig; handler: TriggerHandler }): Promise<Trigger>;
-  listTriggers(filter: { spaceId: string; appId?: string }): Promise<Trigger[]>;
+  createTrigger(input: { spaceId: string; appId: string; config: TriggerConfig; handler: TriggerHandler; maxAttempts?: number }): Promise<Trigger>;
+  /** Without a space: every trigger (what the control plane's event sources follow). */
+  listTriggers(filter: { spaceId?: string; appId?: string; kind?: TriggerKind }): Promise<Trigger[]>;
+  getTrigger(id: string): Promise<Trigger | undefined>;
   deleteTrigger(spaceId: string, id: string): Promise<void>;
+
+  // Deliveries: the embedded event broker. One row per (trigger, event source, event id), so an event
+  // that arrives twice is delivered once (for as long as its row is kept: see pruneDeliveries).
+  /** Inserts in one transaction; rows whose (trigger, source, id) already exist count as duplicates. */
+  enqueueDeliveries(items: NewDelivery[]): Promise<{ created: Delivery[]; duplicates: number }>;
+  /**
+   * Due deliveries (PENDING, or DELIVERING whose lease ran out: the worker holding it died), oldest
+   * first, now DELIVERING with one more attempt and leased for `leaseMs`.
+   */
+  claimDeliveries(input: { limit: number; leaseMs: number }): Promise<Delivery[]>;
+  /**
+   * Every DELIVERING delivery back to PENDING, due now: a control plane that becomes the leader
+   * takes over what the previous one had in hand, without waiting for the leases.
+   */
+  releaseDeliveries(): Promise<number>;
+  /** The outcome of an attempt. DEAD emits delivery.dead. */
+  settleDelivery(id: string, outcome: DeliveryOutcome): Promise<void>;
+  /** Newest first. */
+  listDeliveries(filter: { spaceId: string; appId?: string; state?: DeliveryState; limit?: number }): Promise<Delivery[]>;
+  /** DEAD → PENDING with a fresh attempt count; all of the app's dead deliveries when `ids` is absent. */
+  replayDeliveries(filter: { spaceId: string; appId: string; ids?: string[] }): Promise<number>;
+  /** Forgets DELIVERED deliveries last touched before `before` (ending their deduplication). */
+  pruneDeliveries(before: number): Promise<number>;
+
+  // Settings: small values the control planes of one Store share.
+  getSetting(key: string): Promise<string | undefined>;
+  setSetting(key: string, value: string): Promise<void>;
+  /** The stored value, or `value` stored now when there was none (the first writer wins). */
+  ensureSetting(key: string, value: string): Promise<string>;
 
   // Tasks
   createTask(input: { spaceId: string; appId: string; command: string[] }): Promise<Task>;
@@ -129,6 +164,24 @@ export interface Store {
 
   close(): Promise<void>;
 }
+
+export interface NewDelivery {
+  triggerId: string;
+  spaceId: string;
+  appId: string;
+  event: CloudEvent;
+  /** DEAD records a dead letter straight away (a broker's message that ran out of attempts). */
+  state?: 'PENDING' | 'DEAD';
+  attempts?: number;
+  lastError?: string | null;
+  /** When it is due (default: now). */
+  at?: number;
+}
+
+export type DeliveryOutcome =
+  | { state: 'DELIVERED' }
+  | { state: 'PENDING'; retryAt: number; error: string; countAttempt?: boolean }
+  | { state: 'DEAD'; error: string };
 
 export interface DeployInput {
   spaceId: string;

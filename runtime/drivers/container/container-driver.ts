@@ -229,6 +229,7 @@ export class ContainerDriver implements WorkloadDriver {
         memoryMb: spec.limits.memoryMb,
         pids: spec.limits.pids,
         hostname: containerId.slice(0, 63),
+        events: spec.events,
         nofile: NOFILE,
       });
       step = 'preparing the root filesystem';

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { imageOf } from '../../rep/workload-driver.js';
 import { normalisedImage } from '../../../scheduler/api/app-routes.js';
 import { chainIds } from './image-pull.js';
-import { DEFAULT_CAPABILITIES, MASKED_PATHS, buildSpec, mergeEnv, nofileLimit, numericUser, processArgs, resolveUser } from './oci-spec.js';
+import { DEFAULT_CAPABILITIES, MASKED_PATHS, buildSpec, eventsEnv, mergeEnv, nofileLimit, numericUser, processArgs, resolveUser } from './oci-spec.js';
 import { PortPool } from './ports.js';
 import { containerIdFor } from './container-driver.js';
 import { createServer } from 'node:net';
@@ -39,6 +39,28 @@ describe('the OCI runtime spec', () => {
     expect(spec.linux.readonlyPaths).toContain('/proc/sys');
     expect(spec.mounts.find((m) => m.destination === '/etc/resolv.conf')?.options).toContain('ro');
     expect(spec.mounts.find((m) => m.destination === '/sys')?.options).toContain('ro');
+  });
+
+  it('gives the container GROVE_EVENTS_URL and GROVE_EVENTS_TOKEN when it may publish events, over same-named variables', () => {
+    const events = { url: 'http://127.0.0.1:7070/v1/events', token: 'tok_app_secret' };
+    const spec = buildSpec({
+      ...base,
+      env: { ...base.env, GROVE_EVENTS_URL: 'http://user.example/', MODE: 'app' },
+      events,
+      image: { Cmd: ['sh'], Env: ['PATH=/bin', 'GROVE_EVENTS_TOKEN=from-image'] },
+    }) as { process: { env: string[] } };
+    expect(spec.process.env).toEqual([
+      'PATH=/bin',
+      'GROVE_EVENTS_TOKEN=tok_app_secret',
+      'PORT=61000',
+      'GROVE_EVENTS_URL=http://127.0.0.1:7070/v1/events',
+      'MODE=app',
+    ]);
+    // Without a target neither variable is set, and a user's own of that name is left alone.
+    const without = buildSpec({ ...base, env: { ...base.env, GROVE_EVENTS_URL: 'mine' }, events: null, image: { Cmd: ['sh'] } }) as { process: { env: string[] } };
+    expect(without.process.env.filter((e) => e.startsWith('GROVE_EVENTS_'))).toEqual(['GROVE_EVENTS_URL=mine']);
+    expect(eventsEnv(undefined)).toEqual({});
+    expect(eventsEnv(events)).toEqual({ GROVE_EVENTS_URL: events.url, GROVE_EVENTS_TOKEN: events.token });
   });
 
   it('a task command replaces Entrypoint and Cmd; an image with nothing to run is refused', () => {

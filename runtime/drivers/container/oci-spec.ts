@@ -25,6 +25,11 @@ export interface SpecInput {
   command?: string[];
   /** Added after the image's env, so the app's values and PORT win. */
   env: Record<string, string>;
+  /**
+   * Where the container publishes CloudEvents, and its app's token (InstanceSpec.events): given to
+   * it as GROVE_EVENTS_URL and GROVE_EVENTS_TOKEN, over any variable of those names in `env`.
+   */
+  events?: { url: string; token: string } | null;
   user: ProcessUser;
   memoryMb: number;
   pids: number;
@@ -77,6 +82,14 @@ export function processArgs(image: ImageConfig, command?: string[]): string[] {
     throw new GroveError('VALIDATION_FAILED', 'the image has no Entrypoint or Cmd, so there is nothing to run: build it with one');
   }
   return args;
+}
+
+/**
+ * The variables that tell a container where to publish events: platform variables, so they are
+ * merged last and win over the image's and the app's own of the same name (as PORT and GROVE_APP do).
+ */
+export function eventsEnv(events: { url: string; token: string } | null | undefined): Record<string, string> {
+  return events ? { GROVE_EVENTS_URL: events.url, GROVE_EVENTS_TOKEN: events.token } : {};
 }
 
 /** Image env first, then ours; a later `KEY=` replaces an earlier one in place. */
@@ -149,7 +162,7 @@ export function buildSpec(input: SpecInput): Record<string, unknown> {
       terminal: false,
       user: input.user,
       args: processArgs(input.image, input.command),
-      env: mergeEnv(input.image.Env, input.env),
+      env: mergeEnv(input.image.Env, { ...input.env, ...eventsEnv(input.events) }),
       cwd: input.image.WorkingDir || '/',
       capabilities: {
         bounding: DEFAULT_CAPABILITIES,

@@ -6,6 +6,7 @@ import { DEFAULT_LIMITS, GroveError } from '../../../scheduler/model/index.js';
 import type { InstanceSpec, WireRequest, WireResponse, WorkerEvent, WorkerEventOutcome, WorkloadDriver } from '../../rep/workload-driver.js';
 import { ChunkQueue, letGo } from '../../rep/chunk-queue.js';
 import { Egress, type EgressOptions, type EgressRequest } from './egress.js';
+import { publishEvents } from './events-binding.js';
 import { hostUrlOperation } from './host-url.js';
 import { SubtleHost } from './subtle-host.js';
 
@@ -136,7 +137,10 @@ export class IsolateDriver implements WorkloadDriver {
         throw new Error(`import of "${specifier}" is not available: bundle the module's dependencies into it (grove deploy does)`);
       });
       await module.evaluate({ timeout: this.startupTimeoutMs });
-      await boot.apply(undefined, [module.namespace.derefInto(), new ivm.ExternalCopy(spec.env).copyInto()], {
+      // With an events target the prelude adds env.EVENTS; only the default source goes in, the
+      // URL and token stay with the host callback (see __grove_events).
+      const eventsSource = spec.events ? `/apps/${spec.appName}` : null;
+      await boot.apply(undefined, [module.namespace.derefInto(), new ivm.ExternalCopy(spec.env).copyInto(), eventsSource], {
         timeout: this.startupTimeoutMs,
       });
       boot.release();
@@ -338,6 +342,21 @@ export class IsolateDriver implements WorkloadDriver {
           ?.apply(undefined, [id, error, response === null ? null : new ivm.ExternalCopy(response).copyInto()], { timeout: Math.max(bound.spec.limits.cpuMs, 1) })
           .catch((err: unknown) => this.entryFailed(bound.spec, isolate, err, 'code after a fetch'));
       };
+      const overBudget = () =>
+        budget.used >= budget.allowance
+          ? `too many subrequests: an invocation may make ${bound.spec.limits.subrequests ?? DEFAULT_LIMITS.subrequests} (the app's subrequests limit)`
+          : null;
+      // Fetches and event publishes share the instance's connection slots.
+      const withSlot = async (work: () => Promise<void>) => {
+        if (open >= MAX_CONCURRENT_FETCHES) await new Promise<void>((r) => waiting.push(r));
+        open++;
+        try {
+          await work();
+        } finally {
+          open--;
+          waiting.shift()?.();
+        }
+      };
       await global.set(
         '__grove_egress',
         new ivm.Callback(
@@ -345,23 +364,48 @@ export class IsolateDriver implements WorkloadDriver {
             // The cap is counted on the host, where the worker cannot reset it: each invocation adds
             // its allowance, pooled while several run at once in this isolate (fetches carry no
             // record of which invocation made them).
-            if (budget.used >= budget.allowance) {
-              deliver(id as number, `too many subrequests: an invocation may make ${bound.spec.limits.subrequests ?? DEFAULT_LIMITS.subrequests} (the app's subrequests limit)`, null);
-              return;
-            }
+            const refusal = overBudget();
+            if (refusal) return deliver(id as number, refusal, null);
             budget.used++;
-            void (async () => {
-              if (open >= MAX_CONCURRENT_FETCHES) await new Promise<void>((r) => waiting.push(r));
-              open++;
+            void withSlot(async () => {
               try {
                 deliver(id as number, null, await this.egress.fetch(req as EgressRequest, bound.spec.limits.fetchAllow ?? []));
               } catch (err) {
                 deliver(id as number, (err as Error).message, null);
-              } finally {
-                open--;
-                waiting.shift()?.();
               }
-            })();
+            });
+          },
+          { ignored: true },
+        ),
+      );
+      // env.EVENTS.send: the prelude hands over a batch it built and checked; the host posts it to
+      // the instance's events URL with the app's token, which never enters the isolate. It is a
+      // subrequest like a fetch, and its answer, like a fetch's, is dropped once the isolate is gone.
+      let eventsDone: ivm.Reference<(id: number, error: string | null, result: unknown) => void> | undefined;
+      const deliverEvents = (id: number, error: string | null, result: unknown) => {
+        if (isolate.isDisposed) return;
+        eventsDone
+          ?.apply(undefined, [id, error, result === null ? null : new ivm.ExternalCopy(result).copyInto()], { timeout: Math.max(bound.spec.limits.cpuMs, 1) })
+          .catch((err: unknown) => this.entryFailed(bound.spec, isolate, err, 'code after EVENTS.send'));
+      };
+      await global.set(
+        '__grove_events',
+        new ivm.Callback(
+          (id: unknown, batch: unknown) => {
+            // Read when called, not when the shell was made: a spare serves whichever instance takes it.
+            const target = bound.spec.events;
+            if (!target) return deliverEvents(id as number, 'EVENTS.send failed: this instance has no events binding', null);
+            if (typeof batch !== 'string') return deliverEvents(id as number, 'EVENTS.send failed: the batch is not JSON text', null);
+            const refusal = overBudget();
+            if (refusal) return deliverEvents(id as number, `EVENTS.send failed: ${refusal}`, null);
+            budget.used++;
+            void withSlot(async () => {
+              try {
+                deliverEvents(id as number, null, await publishEvents(target, batch));
+              } catch (err) {
+                deliverEvents(id as number, describe(err), null);
+              }
+            });
           },
           { ignored: true },
         ),
@@ -430,8 +474,10 @@ export class IsolateDriver implements WorkloadDriver {
       await prelude.run(context);
       fire = await global.get('__grove_fire', { reference: true });
       egressDone = await global.get('__grove_egress_done', { reference: true });
+      eventsDone = await global.get('__grove_events_done', { reference: true });
       await global.delete('__grove_fire');
       await global.delete('__grove_egress_done');
+      await global.delete('__grove_events_done');
       const subtleDone = await global.get('__grove_subtle_done', { reference: true });
       await global.delete('__grove_subtle_done');
 
@@ -702,7 +748,7 @@ interface Shell {
   bound: { spec: InstanceSpec };
   isolate: ivm.Isolate;
   context: ivm.Context;
-  boot: ivm.Reference<(namespace: unknown, env: unknown) => void>;
+  boot: ivm.Reference<(namespace: unknown, env: unknown, eventsSource: string | null) => void>;
   dispatch: Running['dispatch'];
   taskEntry: Running['taskEntry'];
   eventEntry: Running['eventEntry'];

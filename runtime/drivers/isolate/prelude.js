@@ -27,6 +27,10 @@
   // through __grove_upload.
   const hostPull = g.__grove_pull;
   delete g.__grove_pull;
+  // env.EVENTS: the isolate hands the host a batch, (id, json), and the host publishes it with the
+  // app's token, which never enters the isolate; the outcome comes back through __grove_events_done.
+  const hostEvents = g.__grove_events;
+  delete g.__grove_events;
   delete g.__grove_timer;
   delete g.__grove_random;
   delete g.__grove_egress;
@@ -1418,6 +1422,127 @@
   }
   const crypto = Object.freeze({ getRandomValues, randomUUID });
 
+  // ── env.EVENTS (publishes CloudEvents through the platform, with a token the host keeps) ──────
+
+  const pendingEvents = new Map(); // id → { resolve, reject }
+  let nextEventsId = 1;
+  define('__grove_events_done', (id, error, result) => {
+    const pending = pendingEvents.get(id);
+    if (!pending) return;
+    pendingEvents.delete(id);
+    if (error !== null) pending.reject(new Error(error));
+    else pending.resolve(result);
+  });
+
+  const MAX_EVENTS_PER_SEND = 100;
+  // CloudEvents 1.0: extension attribute names are lower-case letters and digits, at most 20 of them.
+  const EXTENSION_NAME = /^[a-z0-9]{1,20}$/;
+  // Context attributes the binding handles itself; every other key of an event is an extension.
+  const EVENT_ATTRIBUTES = new Set(['specversion', 'id', 'source', 'type', 'subject', 'time', 'datacontenttype', 'dataschema', 'data']);
+
+  function optionalString(value, name, where) {
+    if (value === undefined || value === null) return undefined;
+    if (typeof value !== 'string' || value === '') throw new TypeError(`${where}: ${name} must be a non-empty string`);
+    return value;
+  }
+
+  function base64Of(bytes) {
+    let binary = '';
+    for (let i = 0; i < bytes.length; i += 8192) binary += String.fromCharCode.apply(null, bytes.subarray(i, i + 8192));
+    return btoa(binary);
+  }
+
+  // One event as CloudEvents JSON (structured mode). Each property of the caller's object is read
+  // once, and the data is serialised once, straight into the text sent to the host.
+  function cloudEventJson(input, where, defaultSource) {
+    if (input === null || typeof input !== 'object' || Array.isArray(input)) {
+      throw new TypeError(`${where} must be an object with at least a type, like { type: 'order.created', data: { … } }`);
+    }
+    const fields = {};
+    for (const key of Object.keys(input)) fields[key] = input[key];
+    if (typeof fields.type !== 'string' || fields.type === '') throw new TypeError(`${where}: type must be a non-empty string`);
+    if (fields.specversion !== undefined && fields.specversion !== '1.0') {
+      throw new TypeError(`${where}: specversion must be "1.0" (or left out), not ${inspect(fields.specversion, 1, [])}`);
+    }
+    let time = fields.time;
+    if (time instanceof Date) {
+      if (Number.isNaN(time.getTime())) throw new TypeError(`${where}: time is an invalid Date`);
+      time = time.toISOString();
+    }
+    const attrs = {
+      specversion: '1.0',
+      id: optionalString(fields.id, 'id', where) ?? randomUUID(),
+      source: optionalString(fields.source, 'source', where) ?? defaultSource,
+      type: fields.type,
+    };
+    const subject = optionalString(fields.subject, 'subject', where);
+    if (subject !== undefined) attrs.subject = subject;
+    attrs.time = optionalString(time, 'time', where) ?? new Date().toISOString();
+    let contentType = optionalString(fields.datacontenttype, 'datacontenttype', where);
+    const dataschema = optionalString(fields.dataschema, 'dataschema', where);
+    if (dataschema !== undefined) attrs.dataschema = dataschema;
+    const extensions = [];
+    for (const key of Object.keys(fields)) {
+      if (EVENT_ATTRIBUTES.has(key)) continue;
+      if (!EXTENSION_NAME.test(key)) {
+        throw new TypeError(`${where}: "${key}" is not a valid extension attribute name (CloudEvents: 1-20 lower-case letters or digits)`);
+      }
+      const value = fields[key];
+      if (value === undefined || value === null) continue;
+      const ok = typeof value === 'string' || typeof value === 'boolean' || (typeof value === 'number' && Number.isSafeInteger(value));
+      if (!ok) throw new TypeError(`${where}: extension "${key}" must be a string, a boolean or an integer`);
+      extensions.push([key, value]);
+    }
+    // Data: a string as text, bytes as data_base64, anything else as JSON.
+    const data = fields.data;
+    let dataKey = null;
+    let dataJson;
+    if (data !== undefined) {
+      if (typeof data === 'string') {
+        contentType ??= 'text/plain';
+        dataKey = 'data';
+        dataJson = JSON.stringify(data);
+      } else if (data instanceof ArrayBuffer || ArrayBuffer.isView(data)) {
+        contentType ??= 'application/octet-stream';
+        dataKey = 'data_base64';
+        dataJson = JSON.stringify(base64Of(toBytes(data, where)));
+      } else {
+        try {
+          dataJson = JSON.stringify(data);
+        } catch (err) {
+          throw new TypeError(`${where}: data is not JSON-serialisable: ${err instanceof Error ? err.message : String(err)}`);
+        }
+        if (dataJson === undefined) throw new TypeError(`${where}: data is not JSON-serialisable (${typeof data})`);
+        dataKey = 'data';
+      }
+    }
+    if (contentType !== undefined) attrs.datacontenttype = contentType;
+    for (const [key, value] of extensions) attrs[key] = value;
+    const head = JSON.stringify(attrs);
+    return dataKey === null ? head : `${head.slice(0, -1)},"${dataKey}":${dataJson}}`;
+  }
+
+  // The binding a worker finds at env.EVENTS. It holds the default source and nothing else: where the
+  // events go and the token they go with stay on the host.
+  function eventsBinding(defaultSource) {
+    const send = async (events) => {
+      const many = Array.isArray(events);
+      const list = many ? Array.prototype.slice.call(events) : [events];
+      if (list.length === 0) throw new TypeError('EVENTS.send: the array holds no events');
+      if (list.length > MAX_EVENTS_PER_SEND) {
+        throw new TypeError(`EVENTS.send: at most ${MAX_EVENTS_PER_SEND} events per call, got ${list.length}`);
+      }
+      const parts = list.map((event, i) => cloudEventJson(event, many ? `EVENTS.send: event ${i}` : 'EVENTS.send: the event', defaultSource));
+      const result = await new Promise((resolve, reject) => {
+        const id = nextEventsId++;
+        pendingEvents.set(id, { resolve, reject });
+        hostEvents(id, `[${parts.join(',')}]`);
+      });
+      return { accepted: result.accepted, deliveries: result.deliveries, duplicates: result.duplicates };
+    };
+    return Object.freeze({ send });
+  }
+
   // ── structuredClone (the HTML spec's serializable types, cycles preserved) ──────────────────────
 
   const ERROR_TYPES = { Error, EvalError, RangeError, ReferenceError, SyntaxError, TypeError, URIError };
@@ -1518,8 +1643,10 @@
   let env = null;
   const HANDLERS = ['fetch', 'scheduled', 'queue', 'task'];
 
-  // Called once by the host with the module namespace and the revision's env; then removed.
-  define('__grove_boot', (namespace, environment) => {
+  // Called once by the host with the module namespace, the revision's env and, when the instance may
+  // publish events, their default source (env.EVENTS is then added, over any variable of that name);
+  // then removed.
+  define('__grove_boot', (namespace, environment, eventsSource) => {
     delete g.__grove_boot;
     const exported = namespace.default;
     // Like Workers: a module may handle requests, schedules, queue batches or tasks — any of them.
@@ -1527,6 +1654,7 @@
       throw new TypeError('the module must `export default { fetch(request, env, ctx) { … } }` (or a scheduled, queue or task handler)');
     }
     handlers = exported;
+    if (typeof eventsSource === 'string') environment.EVENTS = eventsBinding(eventsSource);
     env = Object.freeze(environment);
   });
 
