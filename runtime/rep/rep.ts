@@ -249,8 +249,10 @@ export class Rep implements RepClient {
         await driver.stop(lrp.instanceId);
         return true;
       }
-      local.actual = await uplink.transition(lrp.instanceId, 'RUNNING', { cellId: this.cellId });
+      // Ready here before the Store says RUNNING: the router (and event delivery) learn of the
+      // instance from that very report, and their first call must find it.
       this.markReady(local);
+      local.actual = await uplink.transition(lrp.instanceId, 'RUNNING', { cellId: this.cellId });
     } catch (err) {
       this.forget(lrp.instanceId);
       // It may have started before the failure (e.g. the RUNNING report failed): never leak it.

@@ -103,6 +103,11 @@ export class JetStreamSource implements DeliverySource {
   private readonly buffer: JsMsg[] = [];
   private waiter: (() => void) | null = null;
   private closed = false;
+  /**
+   * Redeliveries that never reached the app (no instance yet), by stream sequence: JetStream counts
+   * them, Grove does not. Kept in memory: after a restart such a message may count one attempt more.
+   */
+  private readonly uncounted = new Map<number, number>();
 
   constructor(
     readonly name: string,
@@ -160,6 +165,7 @@ export class JetStreamSource implements DeliverySource {
         msg.ack();
         continue;
       }
+      const attempts = Math.max(1, msg.info.deliveryCount - (this.uncounted.get(msg.seq) ?? 0));
       let settled = false;
       const once = (fn: () => void | Promise<void>) => async () => {
         if (settled) return;
@@ -169,13 +175,21 @@ export class JetStreamSource implements DeliverySource {
       claims.push({
         key: `${this.stream}:${msg.seq}`,
         ...item,
-        attempts: msg.info.deliveryCount,
-        ack: once(() => msg.ack()),
-        retry: (delayMs: number) => once(() => msg.nak(Math.max(0, Math.round(delayMs))))(),
+        attempts,
+        ack: once(() => {
+          this.uncounted.delete(msg.seq);
+          msg.ack();
+        }),
+        retry: (delayMs: number, _error: string, counted = true) =>
+          once(() => {
+            if (!counted) this.uncounted.set(msg.seq, (this.uncounted.get(msg.seq) ?? 0) + 1);
+            msg.nak(Math.max(0, Math.round(delayMs)));
+          })(),
         dead: (error: string) =>
           once(async () => {
             // The dead letter is written first: a crash in between redelivers rather than loses it.
-            await this.store.enqueueDeliveries([{ ...item, state: 'DEAD', attempts: msg.info.deliveryCount, lastError: error }]);
+            await this.store.enqueueDeliveries([{ ...item, state: 'DEAD', attempts, lastError: error }]);
+            this.uncounted.delete(msg.seq);
             msg.term(error.slice(0, 200));
           })(),
         extend: () => msg.working(),
