@@ -71,8 +71,10 @@ export function buildProgram(): Command {
     .description('Grove: Workers-format functions in V8 isolates and OCI containers on one self-hosted fleet.')
     .version('0.1.0')
     .showHelpAfterError('(run with --help for usage)')
-    // Before any subcommand is added: subcommands copy this setting when they are created.
-    .exitOverride();
+    // Before any subcommand is added: subcommands copy these settings when they are created.
+    .exitOverride()
+    // An option after a subcommand is that subcommand's: `grove events dead NAME --json` is dead's.
+    .enablePositionalOptions();
 
   program
     .command('up')

@@ -140,7 +140,7 @@ export class DeliveryWorker {
       await target.scaleFromZero(trigger.appId);
       const ready = await this.waitForInstance(trigger.appId, claims);
       if (!ready) {
-        await this.failAll(trigger, claims, `no instance of ${app.name} became ready within ${Math.round(this.readyTimeoutMs / 1000)} s`);
+        await this.failAll(trigger, claims, `no instance of ${app.name} became ready within ${this.readyTimeoutMs} ms`);
         return;
       }
     }
@@ -285,10 +285,12 @@ function batches(claims: DeliveryClaim[], max: number): DeliveryClaim[][] {
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal.addEventListener('abort', () => {
-      clearTimeout(t);
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
       resolve();
-    }, { once: true });
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done);
   });
 }

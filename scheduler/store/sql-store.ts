@@ -947,7 +947,7 @@ export class SqlStore implements Store {
         if (changed === 1) {
           created.push(delivery);
           if (delivery.state === 'DEAD') await this.emitDead(q, delivery);
-        } else duplicates++;
+        } else if (await q.one('SELECT 1 AS x FROM triggers WHERE id = ?', delivery.triggerId)) duplicates++;
       }
       return { created, duplicates };
     });
@@ -971,7 +971,7 @@ export class SqlStore implements Store {
     return this.tx(async (q) => {
       const now = this.now();
       const due = await q.all(
-        `SELECT * FROM deliveries WHERE state IN ('PENDING', 'DELIVERING') AND next_attempt_at <= ? ORDER BY next_attempt_at, created_at LIMIT ?`,
+        `SELECT * FROM deliveries WHERE state IN ('PENDING', 'DELIVERING') AND next_attempt_at <= ? ORDER BY next_attempt_at, created_at, id LIMIT ?`,
         now,
         input.limit,
       );

@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { DEFAULT_LIMITS, GroveError, type PlatformEvent } from '../../scheduler/model/index.js';
-import type { DeployInput, Store } from '../../scheduler/store/index.js';
+import { type CloudEvent, DEFAULT_LIMITS, type Delivery, GroveError, type PlatformEvent } from '../../scheduler/model/index.js';
+import type { DeployInput, NewDelivery, Store } from '../../scheduler/store/index.js';
 
 export interface StoreHarness {
   store: Store;
@@ -21,6 +21,22 @@ async function rejectsWith(promise: Promise<unknown>, code: string): Promise<Gro
   expect((err as GroveError).code).toBe(code);
   return err as GroveError;
 }
+
+/** A CloudEvent as producers send them; `source` varies only where deduplication by source is checked. */
+const cloudEvent = (id: string, source = 'urn:test:orders'): CloudEvent => ({
+  specversion: '1.0',
+  id,
+  source,
+  type: 'com.example.order.created',
+  datacontenttype: 'application/json',
+  data: { order: id },
+});
+
+// The contract runs on wall-clock time (the harnesses inject no clock), so leases are kept short and
+// waited out for real; this pause keeps consecutive writes' timestamps apart where order is checked.
+const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const ids = (ds: Delivery[]) => ds.map((d) => d.eventId);
 
 /**
  * The Store contract: every adapter (SQLite now, PostgreSQL later) must pass this suite unchanged.
@@ -332,6 +348,288 @@ export function storeContract(adapter: string, makeHarness: () => Promise<StoreH
       expect((await store.getDesired(app.id))!.instances).toBe(3);
       expect(await store.listRoutes()).toHaveLength(1);
       expect((await store.eventsSince(0)).length).toBeGreaterThan(3);
+    });
+
+    // ── Deliveries (map-event's embedded broker), settings, trigger attempt limits ──────────────────
+
+    /** A space with an app and a cloudevents trigger: what every delivery hangs off. */
+    const mapped = async (spaceName = 'dev', appName = 'web') => {
+      const space = (await store.getSpaceByName(spaceName)) ?? (await store.createSpace({ name: spaceName }));
+      const app = await store.createApp({ spaceId: space.id, name: appName, kind: 'isolate' });
+      const trigger = await store.createTrigger({
+        spaceId: space.id,
+        appId: app.id,
+        config: { kind: 'cloudevents', type: 'com.example.order.created' },
+        handler: 'fetch',
+      });
+      const item = (id: string, extra: Partial<NewDelivery> = {}): NewDelivery => ({
+        triggerId: trigger.id,
+        spaceId: space.id,
+        appId: app.id,
+        event: cloudEvent(id),
+        ...extra,
+      });
+      return { space, app, trigger, item };
+    };
+
+    it('enqueues deliveries once per (trigger, source, id): repeats are counted, never overwrite', async () => {
+      const { space, app, trigger, item } = await mapped();
+      const first = await store.enqueueDeliveries([item('e1'), item('e2')]);
+      expect(first.duplicates).toBe(0);
+      expect(first.created).toHaveLength(2);
+      expect(first.created[0]).toMatchObject({
+        triggerId: trigger.id,
+        spaceId: space.id,
+        appId: app.id,
+        eventId: 'e1',
+        eventSource: 'urn:test:orders',
+        state: 'PENDING',
+        attempts: 0,
+        lastError: null,
+        event: cloudEvent('e1'),
+      });
+
+      // e1 again with other data is a repeat; e2 from another source and e3 are new; a repeat within
+      // one batch counts too.
+      const second = await store.enqueueDeliveries([
+        item('e1', { event: { ...cloudEvent('e1'), data: { order: 'changed' } } }),
+        item('e2', { event: cloudEvent('e2', 'urn:test:elsewhere') }),
+        item('e3'),
+        item('e3'),
+      ]);
+      expect(second.duplicates).toBe(2);
+      expect(second.created.map((d) => [d.eventId, d.eventSource])).toEqual([
+        ['e2', 'urn:test:elsewhere'],
+        ['e3', 'urn:test:orders'],
+      ]);
+
+      // The same event for a second trigger is that trigger's own delivery.
+      const other = await mapped('dev', 'api');
+      expect((await store.enqueueDeliveries([other.item('e1')])).created).toHaveLength(1);
+
+      const stored = await store.listDeliveries({ spaceId: space.id, appId: app.id });
+      expect(stored).toHaveLength(4);
+      expect(stored.find((d) => d.eventId === 'e1')!.event.data).toEqual({ order: 'e1' });
+      expect(await store.enqueueDeliveries([])).toEqual({ created: [], duplicates: 0 });
+    });
+
+    it('writes nothing for a trigger that was deleted (or never existed), and drops its deliveries with it', async () => {
+      const { space, app, trigger, item } = await mapped();
+      await store.enqueueDeliveries([item('before')]);
+      await store.deleteTrigger(space.id, trigger.id);
+      // Deleting the trigger takes its deliveries along.
+      expect(await store.listDeliveries({ spaceId: space.id })).toEqual([]);
+      const late = await store.enqueueDeliveries([item('after'), item('ghost', { triggerId: 'trg_missing' })]);
+      expect(late.created).toEqual([]);
+      expect(await store.listDeliveries({ spaceId: space.id, appId: app.id })).toEqual([]);
+      expect(await store.claimDeliveries({ limit: 10, leaseMs: 60_000 })).toEqual([]);
+    });
+
+    it('claims due deliveries oldest first, counts the attempt, and leases them until the lease runs out', async () => {
+      const { item } = await mapped();
+      const now = Date.now();
+      await store.enqueueDeliveries([
+        item('newer', { at: now - 1_000 }),
+        item('older', { at: now - 2_000 }),
+        item('later', { at: now + 60_000 }),
+      ]);
+
+      const first = await store.claimDeliveries({ limit: 1, leaseMs: 300 });
+      expect(ids(first)).toEqual(['older']);
+      expect(first[0]).toMatchObject({ state: 'DELIVERING', attempts: 1 });
+      expect(first[0]!.nextAttemptAt).toBeGreaterThanOrEqual(now + 300);
+
+      const second = await store.claimDeliveries({ limit: 10, leaseMs: 300 });
+      expect(ids(second)).toEqual(['newer']);
+      // Both are leased now and 'later' is not due: nothing more to claim.
+      expect(await store.claimDeliveries({ limit: 10, leaseMs: 300 })).toEqual([]);
+      const listed = await store.listDeliveries({ spaceId: first[0]!.spaceId, state: 'DELIVERING' });
+      expect(ids(listed).sort()).toEqual(['newer', 'older']);
+
+      // A worker that died holding them: once the lease passes they are due again, one attempt more.
+      await pause(450);
+      const again = await store.claimDeliveries({ limit: 10, leaseMs: 60_000 });
+      expect(ids(again).sort()).toEqual(['newer', 'older']);
+      expect(again.map((d) => d.attempts)).toEqual([2, 2]);
+      expect(await store.claimDeliveries({ limit: 10, leaseMs: 60_000 })).toEqual([]);
+    });
+
+    it('releaseDeliveries makes everything in hand due again at once', async () => {
+      const { item } = await mapped();
+      expect(await store.releaseDeliveries()).toBe(0);
+      await store.enqueueDeliveries([item('a'), item('b')]);
+      expect(await store.claimDeliveries({ limit: 10, leaseMs: 60_000 })).toHaveLength(2);
+      expect(await store.claimDeliveries({ limit: 10, leaseMs: 60_000 })).toEqual([]);
+      expect(await store.releaseDeliveries()).toBe(2);
+      const retaken = await store.claimDeliveries({ limit: 10, leaseMs: 60_000 });
+      expect(ids(retaken).sort()).toEqual(['a', 'b']);
+      expect(retaken.map((d) => d.attempts)).toEqual([2, 2]);
+    });
+
+    it('settles attempts: DELIVERED, PENDING with a due time (counted or not), DEAD with a delivery.dead event', async () => {
+      const { space, app, trigger, item } = await mapped();
+      await store.enqueueDeliveries([item('ok'), item('later'), item('uncounted'), item('dead')]);
+      const claimed = await store.claimDeliveries({ limit: 10, leaseMs: 60_000 });
+      const byId = new Map(claimed.map((d) => [d.eventId, d]));
+      expect(claimed.map((d) => d.attempts)).toEqual([1, 1, 1, 1]);
+
+      await store.settleDelivery(byId.get('ok')!.id, { state: 'DELIVERED' });
+      const retryAt = Date.now() + 60_000;
+      await store.settleDelivery(byId.get('later')!.id, { state: 'PENDING', retryAt, error: 'the app answered 500' });
+      // The app never saw it (no instance yet): due now, and the attempt is given back.
+      await store.settleDelivery(byId.get('uncounted')!.id, { state: 'PENDING', retryAt: Date.now() - 1, error: 'no instance', countAttempt: false });
+
+      const seen: PlatformEvent[] = [];
+      const stop = store.watch((e) => seen.push(e));
+      await store.settleDelivery(byId.get('dead')!.id, { state: 'DEAD', error: 'gave up' });
+      stop();
+
+      const all = new Map((await store.listDeliveries({ spaceId: space.id })).map((d) => [d.eventId, d]));
+      expect(all.get('ok')).toMatchObject({ state: 'DELIVERED', lastError: null, attempts: 1 });
+      expect(all.get('later')).toMatchObject({ state: 'PENDING', attempts: 1, nextAttemptAt: retryAt, lastError: 'the app answered 500' });
+      expect(all.get('uncounted')).toMatchObject({ state: 'PENDING', attempts: 0, lastError: 'no instance' });
+      expect(all.get('dead')).toMatchObject({ state: 'DEAD', attempts: 1, lastError: 'gave up' });
+
+      expect(seen.map((e) => e.type)).toEqual(['delivery.dead']);
+      expect(seen[0]!.spaceId).toBe(space.id);
+      expect(seen[0]!.data).toMatchObject({ app: 'web', appId: app.id, triggerId: trigger.id, deliveryId: byId.get('dead')!.id, reason: 'gave up' });
+      expect((await store.eventsSince(0, { spaceId: space.id })).filter((e) => e.type === 'delivery.dead')).toHaveLength(1);
+
+      // Only 'uncounted' is due: delivered, dead and not-yet-due ones stay put.
+      const next = await store.claimDeliveries({ limit: 10, leaseMs: 60_000 });
+      expect(ids(next)).toEqual(['uncounted']);
+      expect(next[0]!.attempts).toBe(1);
+
+      // A delivery whose trigger went away meanwhile settles quietly.
+      await store.settleDelivery('dlv_missing', { state: 'DELIVERED' });
+    });
+
+    it('lists deliveries by app and state, most recently changed first', async () => {
+      const a = await mapped('dev', 'web');
+      const b = await mapped('dev', 'api');
+      const other = await mapped('other', 'web');
+      await store.enqueueDeliveries([a.item('a1')]);
+      await pause(5);
+      await store.enqueueDeliveries([a.item('a2')]);
+      await pause(5);
+      await store.enqueueDeliveries([b.item('b1')]);
+      await store.enqueueDeliveries([other.item('o1')]);
+
+      expect(ids(await store.listDeliveries({ spaceId: a.space.id }))).toEqual(['b1', 'a2', 'a1']);
+      expect(ids(await store.listDeliveries({ spaceId: a.space.id, appId: a.app.id }))).toEqual(['a2', 'a1']);
+      expect(ids(await store.listDeliveries({ spaceId: other.space.id }))).toEqual(['o1']);
+      // An app id from another space shows nothing.
+      expect(await store.listDeliveries({ spaceId: a.space.id, appId: other.app.id })).toEqual([]);
+
+      const claimed = await store.claimDeliveries({ limit: 10, leaseMs: 60_000 });
+      await pause(5);
+      await store.settleDelivery(claimed.find((d) => d.eventId === 'a1')!.id, { state: 'DEAD', error: 'x' });
+      expect(ids(await store.listDeliveries({ spaceId: a.space.id, state: 'DEAD' }))).toEqual(['a1']);
+      expect(ids(await store.listDeliveries({ spaceId: a.space.id, state: 'DELIVERING' })).sort()).toEqual(['a2', 'b1']);
+      expect(ids(await store.listDeliveries({ spaceId: a.space.id, appId: b.app.id, state: 'DELIVERING' }))).toEqual(['b1']);
+      expect(await store.listDeliveries({ spaceId: a.space.id, state: 'PENDING' })).toEqual([]);
+      // Settling a1 made it the most recently changed.
+      expect(ids(await store.listDeliveries({ spaceId: a.space.id, limit: 1 }))).toEqual(['a1']);
+    });
+
+    it('records a dead letter directly on enqueue, once, with its delivery.dead event', async () => {
+      const { space, app, trigger, item } = await mapped();
+      const seen: PlatformEvent[] = [];
+      const stop = store.watch((e) => seen.push(e));
+      const dead = item('poison', { state: 'DEAD', attempts: 3, lastError: 'the app answered 500' });
+      const { created } = await store.enqueueDeliveries([dead]);
+      // A broker that crashed before it acknowledged writes the dead letter again: still one.
+      expect(await store.enqueueDeliveries([dead])).toEqual({ created: [], duplicates: 1 });
+      stop();
+      expect(created[0]).toMatchObject({ state: 'DEAD', attempts: 3, lastError: 'the app answered 500' });
+      expect(seen.map((e) => e.type)).toEqual(['delivery.dead']);
+      expect(seen[0]!.data).toMatchObject({ app: 'web', appId: app.id, triggerId: trigger.id, deliveryId: created[0]!.id });
+      expect(ids(await store.listDeliveries({ spaceId: space.id, state: 'DEAD' }))).toEqual(['poison']);
+      expect(await store.claimDeliveries({ limit: 10, leaseMs: 60_000 })).toEqual([]);
+    });
+
+    it('replays dead deliveries as fresh ones: all of an app, or by id, only within its space', async () => {
+      const a = await mapped('dev', 'web');
+      const b = await mapped('dev', 'api');
+      const other = await mapped('other', 'web');
+      const dead = (m: typeof a, id: string) => m.item(id, { state: 'DEAD', attempts: 5, lastError: 'boom' });
+      const { created } = await store.enqueueDeliveries([dead(a, 'a1'), dead(a, 'a2'), dead(b, 'b1'), dead(other, 'o1'), a.item('live')]);
+      const idOf = (eventId: string) => created.find((d) => d.eventId === eventId)!.id;
+
+      // Another space cannot replay these, with or without ids.
+      expect(await store.replayDeliveries({ spaceId: other.space.id, appId: a.app.id })).toBe(0);
+      expect(await store.replayDeliveries({ spaceId: other.space.id, appId: a.app.id, ids: [idOf('a1')] })).toBe(0);
+      // Ids of another app, or of a delivery that is not dead, replay nothing.
+      expect(await store.replayDeliveries({ spaceId: a.space.id, appId: a.app.id, ids: [idOf('b1'), idOf('live')] })).toBe(0);
+
+      expect(await store.replayDeliveries({ spaceId: a.space.id, appId: a.app.id, ids: [idOf('a1')] })).toBe(1);
+      const afterOne = new Map((await store.listDeliveries({ spaceId: a.space.id })).map((d) => [d.eventId, d]));
+      expect(afterOne.get('a1')).toMatchObject({ state: 'PENDING', attempts: 0 });
+      expect(afterOne.get('a2')!.state).toBe('DEAD');
+
+      expect(await store.replayDeliveries({ spaceId: a.space.id, appId: a.app.id })).toBe(1);
+      expect(await store.replayDeliveries({ spaceId: a.space.id, appId: a.app.id })).toBe(0);
+      expect(ids(await store.listDeliveries({ spaceId: a.space.id, state: 'DEAD' }))).toEqual(['b1']);
+      expect(ids(await store.listDeliveries({ spaceId: other.space.id, state: 'DEAD' }))).toEqual(['o1']);
+
+      const claimed = await store.claimDeliveries({ limit: 10, leaseMs: 60_000 });
+      expect(ids(claimed).sort()).toEqual(['a1', 'a2', 'live']);
+      expect(claimed.map((d) => d.attempts)).toEqual([1, 1, 1]);
+    });
+
+    it('prunes only delivered deliveries older than the cut-off, which ends their deduplication', async () => {
+      const { space, item } = await mapped();
+      await store.enqueueDeliveries([item('done'), item('dead'), item('waiting'), item('in-hand')]);
+      const claimed = new Map((await store.claimDeliveries({ limit: 10, leaseMs: 60_000 })).map((d) => [d.eventId, d]));
+      await store.settleDelivery(claimed.get('done')!.id, { state: 'DELIVERED' });
+      await store.settleDelivery(claimed.get('dead')!.id, { state: 'DEAD', error: 'x' });
+      await store.settleDelivery(claimed.get('waiting')!.id, { state: 'PENDING', retryAt: Date.now() + 60_000, error: 'x' });
+
+      expect(await store.pruneDeliveries(Date.now() - 60_000)).toBe(0);
+      await pause(5);
+      expect(await store.pruneDeliveries(Date.now())).toBe(1);
+      expect(ids(await store.listDeliveries({ spaceId: space.id })).sort()).toEqual(['dead', 'in-hand', 'waiting']);
+      // The same event is new again once its delivered row is gone.
+      expect((await store.enqueueDeliveries([item('done')])).created).toHaveLength(1);
+    });
+
+    it('keeps settings: get, set (last writer wins) and ensure (first writer wins), across a reopen', async () => {
+      expect(await store.getSetting('events.key')).toBeUndefined();
+      await store.setSetting('cursor', '1');
+      await store.setSetting('cursor', '2');
+      expect(await store.getSetting('cursor')).toBe('2');
+      expect(await store.ensureSetting('cursor', '9')).toBe('2');
+
+      const raced = await Promise.all([store.ensureSetting('events.key', 'first'), store.ensureSetting('events.key', 'second')]);
+      expect(raced[0]).toBe(raced[1]);
+      expect(await store.ensureSetting('events.key', 'third')).toBe(raced[0]);
+
+      store = await h.reopen();
+      expect(await store.getSetting('cursor')).toBe('2');
+      expect(await store.getSetting('events.key')).toBe(raced[0]);
+    });
+
+    it('gives triggers a default of 5 attempts or their own, and lists them by kind across spaces', async () => {
+      const a = await store.createSpace({ name: 'a' });
+      const b = await store.createSpace({ name: 'b' });
+      const appA = await store.createApp({ spaceId: a.id, name: 'web', kind: 'isolate' });
+      const appB = await store.createApp({ spaceId: b.id, name: 'web', kind: 'container' });
+      const cronA = await store.createTrigger({ spaceId: a.id, appId: appA.id, config: { kind: 'cron', schedule: '*/5 * * * *' }, handler: 'scheduled' });
+      const natsA = await store.createTrigger({ spaceId: a.id, appId: appA.id, config: { kind: 'nats', subject: 'orders' }, handler: 'queue', maxAttempts: 12 });
+      const cronB = await store.createTrigger({ spaceId: b.id, appId: appB.id, config: { kind: 'cron', schedule: '0 * * * *' }, handler: 'fetch', maxAttempts: 1 });
+      expect([cronA.maxAttempts, natsA.maxAttempts, cronB.maxAttempts]).toEqual([5, 12, 1]);
+
+      expect(await store.getTrigger(natsA.id)).toEqual(natsA);
+      expect(await store.getTrigger('trg_missing')).toBeUndefined();
+      expect((await store.listTriggers({ kind: 'cron' })).map((t) => t.id)).toEqual([cronA.id, cronB.id]);
+      expect((await store.listTriggers({ spaceId: b.id, kind: 'cron' })).map((t) => t.id)).toEqual([cronB.id]);
+      expect(await store.listTriggers({ kind: 'platform' })).toEqual([]);
+      expect((await store.listTriggers({})).map((t) => t.id)).toEqual([cronA.id, natsA.id, cronB.id]);
+      // An app is mapped only within its own space.
+      await rejectsWith(
+        store.createTrigger({ spaceId: b.id, appId: appA.id, config: { kind: 'cron', schedule: '*/5 * * * *' }, handler: 'scheduled' }),
+        'APP_NOT_FOUND',
+      );
     });
   });
 }

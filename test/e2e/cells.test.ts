@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GROVE_BIN, type GroveUp, apiCaller, grove, scratch, startGroveUp, viaRouter, waitFor } from '../helpers/grove.js';
@@ -103,6 +104,33 @@ describe('three cell processes in two zones under one control plane', () => {
     const tasks = JSON.parse((await grove(['tasks', 'jobs', '--json'], env)).stdout);
     expect(cells.map((c) => c.cellId)).toContain(tasks[0].cellId);
     await grove(['delete', 'jobs'], env);
+  });
+
+  it('delivers a queue batch to a function on a cell, which publishes onwards with env.EVENTS.send', async () => {
+    const relay = join(tmp.dir, 'relay.js');
+    writeFileSync(
+      relay,
+      `export default { async queue(batch, env) {
+        for (const m of batch.messages) await env.EVENTS.send({ type: 'com.test.relayed', id: 'r-' + m.id, data: m.body });
+      } }`,
+    );
+    const sink = join(tmp.dir, 'sink.js');
+    writeFileSync(sink, 'export default { fetch() { return new Response("taken") } }');
+    expect((await grove(['deploy', 'relay', relay], env)).code).toBe(0);
+    expect((await grove(['deploy', 'sink', sink], env)).code).toBe(0);
+    expect((await grove(['map-event', 'relay', '--cloudevents', 'com.test.q', '--handler', 'queue'], env)).code).toBe(0);
+    expect((await grove(['map-event', 'sink', '--cloudevents', 'com.test.relayed'], env)).code).toBe(0);
+    expect((await grove(['send-event', '--type', 'com.test.q', '--id', 'q1', '--data', '{"x":1}'], env)).code).toBe(0);
+    const delivered = await waitFor('the relayed event', async () => {
+      const { deliveries } = (await api('GET', '/v1/apps/sink/deliveries?state=DELIVERED')).json;
+      return deliveries.find((d: { eventId: string }) => d.eventId === 'r-q1');
+    }, 30_000);
+    expect(delivered.event).toMatchObject({ source: '/apps/relay', type: 'com.test.relayed', data: { x: 1 } });
+    // Both ran on cells of this control plane, not in it (it has none).
+    const where = (await api('GET', '/v1/apps/relay')).json.app.instances[0].cellId;
+    expect(cells.map((c) => c.cellId)).toContain(where);
+    await grove(['delete', 'relay'], env);
+    await grove(['delete', 'sink'], env);
   });
 
   it('shows an unplaceable instance\'s reason', async () => {

@@ -1,5 +1,5 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -10,12 +10,28 @@ import { type DockerRegistry, type TestImage, WEB_SCRIPT, buildTestImage, pushIm
 
 const exec = promisify(execFile);
 
+/**
+ * A container app's event handler (busybox httpd runs /cgi-bin/index.cgi for "/"): it answers the
+ * CloudEvent POSTed to it and publishes one of its own to GROVE_EVENTS_URL with GROVE_EVENTS_TOKEN,
+ * carrying what it received.
+ */
+const RELAY_CGI = `#!/bin/sh
+body=$(head -c "\${CONTENT_LENGTH:-0}")
+event="{\\"specversion\\":\\"1.0\\",\\"id\\":\\"pong-$HTTP_CE_ID\\",\\"source\\":\\"/relay\\",\\"type\\":\\"com.test.pong\\",\\"data\\":{\\"ping\\":\\"$HTTP_CE_ID\\",\\"type\\":\\"$HTTP_CE_TYPE\\",\\"method\\":\\"$REQUEST_METHOD\\",\\"body\\":$body}}"
+if wget -q -O /dev/null --header "Authorization: Bearer $GROVE_EVENTS_TOKEN" --header "Content-Type: application/cloudevents+json" --post-data "$event" "$GROVE_EVENTS_URL"; then
+  printf 'Content-Type: text/plain\\r\\n\\r\\nrelayed\\n'
+else
+  printf 'Status: 502\\r\\nContent-Type: text/plain\\r\\n\\r\\ncould not publish\\n'
+fi
+`;
+
 describe('container apps end to end: grove push, routes, scale, crashes, tasks, cell restarts', () => {
   const tmp = scratch('grove-containers-e2e-');
   const dataDir = join(tmp.dir, 'data');
   let upstream: DockerRegistry;
   let web: TestImage;
   let late: TestImage;
+  let relay: TestImage;
   let up: GroveUp;
   let env: NodeJS.ProcessEnv;
   const socket = socketPathFor(join(dataDir, 'containerd'));
@@ -28,13 +44,15 @@ describe('container apps end to end: grove push, routes, scale, crashes, tasks, 
     }, 60_000);
 
   beforeAll(async () => {
-    [upstream, web, late] = await Promise.all([
+    [upstream, web, late, relay] = await Promise.all([
       startDockerRegistry(),
       buildTestImage({ dir: join(tmp.dir, 'img'), tag: '1.0', files: { 'www/index.html': 'hello from a container\n' }, cmd: ['/bin/sh', '-c', WEB_SCRIPT] }),
       buildTestImage({ dir: join(tmp.dir, 'img2'), tag: '2.0', marker: 'late', files: { 'www/index.html': 'staged before the upstream went away\n' }, cmd: ['/bin/sh', '-c', WEB_SCRIPT] }),
+      buildTestImage({ dir: join(tmp.dir, 'img3'), tag: '1.0', marker: 'relay', files: { 'www/cgi-bin/index.cgi': RELAY_CGI }, cmd: ['/bin/sh', '-c', WEB_SCRIPT] }),
     ]);
     await pushImage(web, upstream.hostPort, 'library/web');
     await pushImage(late, upstream.hostPort, 'library/late');
+    await pushImage(relay, upstream.hostPort, 'library/relay');
     up = await startGroveUp(dataDir, { containers: true, extraArgs: ['--registry-upstream', `up=${upstream.url}`] });
     env = { HOME: join(tmp.dir, 'home'), XDG_CONFIG_HOME: '', GROVE_API: up.apiUrl, GROVE_TOKEN: up.adminToken, GROVE_HOME: dataDir };
   }, 180_000);
@@ -60,6 +78,7 @@ describe('container apps end to end: grove push, routes, scale, crashes, tasks, 
     await upstream?.stop();
     web?.cleanup();
     late?.cleanup();
+    relay?.cleanup();
     tmp.cleanup();
   }, 60_000);
 
@@ -125,6 +144,28 @@ describe('container apps end to end: grove push, routes, scale, crashes, tasks, 
     expect(tasks).toContainEqual(expect.objectContaining({ failed: true, failureReason: 'exited with status 3', result: 'half-way\n' }));
     expect(tasks).toContainEqual(expect.objectContaining({ failed: false, result: 'migrated web\n' }));
   }, 60_000);
+
+  it('takes events as CloudEvents binary-mode POSTs on its PORT, and publishes its own with the token in its environment', async () => {
+    expect((await grove(['push', 'relay', '--image', 'up/library/relay:1.0', '-m', '64M'], env)).code).toBe(0);
+    expect((await grove(['map-event', 'relay', '--cloudevents', 'com.test.ping'], env)).code).toBe(0);
+    // What the relay publishes goes to a function of the same space.
+    const fn = join(tmp.dir, 'pongs.js');
+    writeFileSync(fn, 'export default { fetch() { return new Response("pong taken") } }');
+    expect((await grove(['deploy', 'pongs', fn], env)).code).toBe(0);
+    expect((await grove(['map-event', 'pongs', '--cloudevents', 'com.test.pong'], env)).code).toBe(0);
+    const sent = await grove(['send-event', '--type', 'com.test.ping', '--source', '/e2e', '--id', 'ping-1', '--data', '{"n":1}', '--json'], env);
+    expect(JSON.parse(sent.stdout)).toMatchObject({ id: 'ping-1', accepted: 1, deliveries: 1 });
+    const pong = await waitFor('the pong the container published', async () => {
+      const res = await fetch(`${up.apiUrl}/v1/apps/pongs/deliveries?state=DELIVERED`, { headers: { authorization: `Bearer ${up.adminToken}` } });
+      const { deliveries } = (await res.json()) as { deliveries: { eventId: string; event: { source: string; data: unknown } }[] };
+      return deliveries.find((d) => d.eventId === 'pong-ping-1');
+    }, 30_000);
+    // The container saw the event's attributes as ce-* headers and its data as the JSON body.
+    expect(pong.event.source).toBe('/relay');
+    expect(pong.event.data).toEqual({ ping: 'ping-1', type: 'com.test.ping', method: 'POST', body: { n: 1 } });
+    expect(JSON.parse((await grove(['events', 'dead', 'relay', '--json'], env)).stdout)).toEqual([]);
+    expect((await grove(['scale', 'relay', '-i', '0'], env)).code).toBe(0);
+  }, 120_000);
 
   it('scales up from the registry cache after the upstream is gone', async () => {
     const push = await grove(['push', 'late', '--image', 'up/library/late:2.0', '-i', '0', '--no-wait'], env);

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry } from '../../registry/index.js';
-import { createApi, hashTokenSecret, newTokenSecret } from '../../scheduler/api/index.js';
+import { type ApiDeps, createApi, hashTokenSecret, newTokenSecret } from '../../scheduler/api/index.js';
 import { SqliteStore } from '../../scheduler/store/index.js';
 
 export interface Caller {
@@ -11,13 +11,22 @@ export interface Caller {
 }
 
 /** The control API over a real SQLite store and blob store in a temporary directory. */
-export async function apiHarness(options: { bundleBytes?: number; jsonBytes?: number } = {}) {
+export async function apiHarness(
+  options: {
+    bundleBytes?: number;
+    jsonBytes?: number;
+    /** Map-event's ports, built over the harness's own store; left out, the API runs without them as before. */
+    events?: (store: SqliteStore) => Promise<Pick<ApiDeps, 'events' | 'eventTokens'>>;
+  } = {},
+) {
   const dir = mkdtempSync(join(tmpdir(), 'grove-api-'));
   const store = new SqliteStore(join(dir, 'grove.db'));
   const blobs = await Registry.open({ dataDir: join(dir, 'registry') });
   const lines: { appId: string; message: string }[] = [];
+  const eventDeps = options.events ? await options.events(store) : {};
   const app = createApi(
     {
+      ...eventDeps,
       store,
       bundles: blobs,
       images: blobs,

@@ -527,7 +527,7 @@ export const WEB_SCRIPT = [
   'esac',
 ].join('\n');
 
-const APPLETS = ['sh', 'ls', 'cat', 'echo', 'httpd', 'mkdir', 'sleep', 'id', 'env', 'head'];
+const APPLETS = ['sh', 'ls', 'cat', 'echo', 'httpd', 'mkdir', 'sleep', 'id', 'env', 'head', 'wget'];
 
 export async function buildTestImage(opts: BuildTestImageOptions = {}): Promise<TestImage> {
   const umoci = requireBinary('umoci', 'umoci');
@@ -555,7 +555,8 @@ export async function buildTestImage(opts: BuildTestImageOptions = {}): Promise<
     writeFileSync(join(rootfs, 'etc', 'grove-marker'), marker);
     for (const [path, content] of Object.entries(opts.files ?? {})) {
       mkdirSync(dirname(join(rootfs, path)), { recursive: true });
-      writeFileSync(join(rootfs, path), content);
+      // httpd runs CGI scripts only when they are executable.
+      writeFileSync(join(rootfs, path), content, { mode: path.includes('cgi-bin/') ? 0o755 : 0o644 });
     }
     await runOk(umoci, ['insert', '--image', ref, rootfs, '/']);
     rmSync(rootfs, { recursive: true, force: true });
