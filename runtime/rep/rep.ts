@@ -296,7 +296,21 @@ export class Rep implements RepClient {
   }
 
   /** Serves a request on a ready local instance of the app, round robin. */
-  async fetch(appId: string, request: WireRequest): Promise<WireResponse> {
+  fetch(appId: string, request: WireRequest): Promise<WireResponse> {
+    return this.onReadyInstance(appId, (chosen) => this.byKind.get(chosen.kind)!.fetch(chosen.actual.instanceId, request));
+  }
+
+  /** Delivers a scheduled or queue event to a ready local instance of the app, round robin. */
+  dispatchEvent(appId: string, event: WorkerEvent): Promise<WorkerEventOutcome> {
+    return this.onReadyInstance(appId, (chosen) => {
+      const driver = this.byKind.get(chosen.kind)!;
+      if (!driver.dispatchEvent) throw new GroveError('KIND_MISMATCH', `${chosen.kind} apps take events as HTTP requests, not ${event.kind} events`);
+      return driver.dispatchEvent(chosen.actual.instanceId, event);
+    });
+  }
+
+  /** Picks the next ready instance of the app and counts the call in flight on it (a stop waits for it). */
+  private async onReadyInstance<T>(appId: string, call: (chosen: LocalInstance) => Promise<T>): Promise<T> {
     const ready = this.readyByApp.get(appId) ?? [];
     if (ready.length === 0) throw new GroveError('NO_INSTANCE', 'the app has no running instance right now');
     const n = (this.cursor.get(appId) ?? 0) % ready.length;
@@ -304,7 +318,7 @@ export class Rep implements RepClient {
     const chosen = ready[n]!;
     chosen.inflight++;
     try {
-      return await this.byKind.get(chosen.kind)!.fetch(chosen.actual.instanceId, request);
+      return await call(chosen);
     } finally {
       if (--chosen.inflight === 0) chosen.drained?.();
     }
@@ -313,23 +327,6 @@ export class Rep implements RepClient {
   private eventsFor(token: string | null | undefined): { url: string; token: string } | null {
     const url = this.options.eventsUrl?.();
     return url && token ? { url, token } : null;
-  }
-
-  /** Delivers a scheduled or queue event to a ready local instance of the app, round robin. */
-  async dispatchEvent(appId: string, event: WorkerEvent): Promise<WorkerEventOutcome> {
-    const ready = this.readyByApp.get(appId) ?? [];
-    if (ready.length === 0) throw new GroveError('NO_INSTANCE', 'the app has no running instance right now');
-    const n = (this.cursor.get(appId) ?? 0) % ready.length;
-    this.cursor.set(appId, n + 1);
-    const chosen = ready[n]!;
-    const driver = this.byKind.get(chosen.kind)!;
-    if (!driver.dispatchEvent) throw new GroveError('KIND_MISMATCH', `${chosen.kind} apps take events as HTTP requests, not ${event.kind} events`);
-    chosen.inflight++;
-    try {
-      return await driver.dispatchEvent(chosen.actual.instanceId, event);
-    } finally {
-      if (--chosen.inflight === 0) chosen.drained?.();
-    }
   }
 
   /**

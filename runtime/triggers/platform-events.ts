@@ -73,13 +73,10 @@ export class PlatformEventSource {
 }
 
 function deliveriesFor(e: PlatformEvent, triggers: Trigger[]): NewDelivery[] {
-  if (!e.spaceId || e.type === 'delivery.dead') {
-    // A dead delivery's event is not delivered to platform triggers: a failing handler of
-    // delivery.dead would otherwise feed itself.
-    if (e.type === 'delivery.dead' && e.spaceId) return match(e, triggers.filter((t) => !(t.config.kind === 'platform' && t.appId === e.data.appId)));
-    return [];
-  }
-  return match(e, triggers);
+  if (!e.spaceId) return []; // cell events belong to no space
+  // A delivery.dead event never goes to the app whose delivery died: a failing handler of
+  // delivery.dead would otherwise feed itself for ever.
+  return match(e, e.type === 'delivery.dead' ? triggers.filter((t) => t.appId !== e.data.appId) : triggers);
 }
 
 function match(e: PlatformEvent, triggers: Trigger[]): NewDelivery[] {
