@@ -116,6 +116,7 @@ export class JetStreamSource implements DeliverySource {
     private readonly durable: string,
     private readonly map: MessageMapper,
     private readonly store: Store,
+    private readonly lingerMs = 20,
   ) {}
 
   private async open(): Promise<void> {
@@ -142,20 +143,31 @@ export class JetStreamSource implements DeliverySource {
     w?.();
   }
 
+  /** Waits for the next message (or `ms`, or the signal). */
+  private nextMessage(ms: number, signal: AbortSignal): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.waiter = done;
+      signal.addEventListener('abort', done);
+    });
+  }
+
   async claim(max: number, signal: AbortSignal): Promise<DeliveryClaim[]> {
     while (!signal.aborted && !this.closed) {
       await this.open();
       if (this.buffer.length > 0) break;
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          clearTimeout(timer);
-          signal.removeEventListener('abort', done);
-          resolve();
-        };
-        const timer = setTimeout(done, 1_000);
-        this.waiter = done;
-        signal.addEventListener('abort', done);
-      });
+      await this.nextMessage(1_000, signal);
+    }
+    // Like a queue's batch timeout: a moment more for the batch to fill, so a steady stream goes to
+    // the handler in batches rather than one message per invocation.
+    const lingerUntil = Date.now() + this.lingerMs;
+    while (this.buffer.length < max && !signal.aborted && !this.closed && Date.now() < lingerUntil) {
+      await this.nextMessage(lingerUntil - Date.now(), signal);
     }
     const taken = this.buffer.splice(0, max);
     const claims: DeliveryClaim[] = [];

@@ -1001,26 +1001,33 @@ export class SqlStore implements Store {
   }
 
   settleDelivery(id: string, outcome: DeliveryOutcome): Promise<void> {
+    return this.settleDeliveries([{ id, outcome }]);
+  }
+
+  settleDeliveries(items: { id: string; outcome: DeliveryOutcome }[]): Promise<void> {
+    if (items.length === 0) return Promise.resolve();
     return this.tx(async (q) => {
-      const row = await q.one('SELECT * FROM deliveries WHERE id = ?', id);
-      if (!row) return; // its trigger (or app) was deleted meanwhile
       const now = this.now();
-      const d = toDelivery(row);
-      if (outcome.state === 'DELIVERED') {
-        await q.run(`UPDATE deliveries SET state = 'DELIVERED', last_error = NULL, updated_at = ? WHERE id = ?`, now, id);
-      } else if (outcome.state === 'PENDING') {
-        const attempts = outcome.countAttempt === false ? Math.max(0, d.attempts - 1) : d.attempts;
-        await q.run(
-          `UPDATE deliveries SET state = 'PENDING', attempts = ?, next_attempt_at = ?, last_error = ?, updated_at = ? WHERE id = ?`,
-          attempts,
-          outcome.retryAt,
-          outcome.error,
-          now,
-          id,
-        );
-      } else {
-        await q.run(`UPDATE deliveries SET state = 'DEAD', last_error = ?, updated_at = ? WHERE id = ?`, outcome.error, now, id);
-        await this.emitDead(q, { ...d, state: 'DEAD', lastError: outcome.error });
+      for (const { id, outcome } of items) {
+        const row = await q.one('SELECT * FROM deliveries WHERE id = ?', id);
+        if (!row) continue; // its trigger (or app) was deleted meanwhile
+        const d = toDelivery(row);
+        if (outcome.state === 'DELIVERED') {
+          await q.run(`UPDATE deliveries SET state = 'DELIVERED', last_error = NULL, updated_at = ? WHERE id = ?`, now, id);
+        } else if (outcome.state === 'PENDING') {
+          const attempts = outcome.countAttempt === false ? Math.max(0, d.attempts - 1) : d.attempts;
+          await q.run(
+            `UPDATE deliveries SET state = 'PENDING', attempts = ?, next_attempt_at = ?, last_error = ?, updated_at = ? WHERE id = ?`,
+            attempts,
+            outcome.retryAt,
+            outcome.error,
+            now,
+            id,
+          );
+        } else {
+          await q.run(`UPDATE deliveries SET state = 'DEAD', last_error = ?, updated_at = ? WHERE id = ?`, outcome.error, now, id);
+          await this.emitDead(q, { ...d, state: 'DEAD', lastError: outcome.error });
+        }
       }
     });
   }

@@ -123,6 +123,8 @@ export interface Store {
   releaseDeliveries(): Promise<number>;
   /** The outcome of an attempt. DEAD emits delivery.dead. */
   settleDelivery(id: string, outcome: DeliveryOutcome): Promise<void>;
+  /** Several outcomes in one transaction (one commit for a whole batch). */
+  settleDeliveries(items: { id: string; outcome: DeliveryOutcome }[]): Promise<void>;
   /** Newest first. */
   listDeliveries(filter: { spaceId: string; appId?: string; state?: DeliveryState; limit?: number }): Promise<Delivery[]>;
   /** DEAD → PENDING with a fresh attempt count; all of the app's dead deliveries when `ids` is absent. */

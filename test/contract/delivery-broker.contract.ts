@@ -101,6 +101,17 @@ export function deliveryBrokerContract(adapter: string, makeHarness: () => Promi
       expect(await claimedWithin(h.source, 1_000)).toEqual([]);
     });
 
+    it('tells producers that publish at the same moment each their own share, one of them the duplicate', async () => {
+      // The Store's queue writes concurrent producers in one transaction (group commit).
+      const answers = await Promise.all([h.broker.enqueue([item('c1'), item('c2')]), h.broker.enqueue([item('c2')]), h.broker.enqueue([item('c3')])]);
+      expect(answers.reduce((n, a) => n + a.deliveries, 0)).toBe(3);
+      expect(answers.reduce((n, a) => n + a.duplicates, 0)).toBe(1);
+      expect(answers[2]).toEqual({ deliveries: 1, duplicates: 0 });
+      const claims = await claimUntil(h.source, 3);
+      expect(claims.map((c) => c.event.id).sort()).toEqual(['c1', 'c2', 'c3']);
+      await Promise.all(claims.map((c) => c.ack()));
+    });
+
     it('ack and dead settle for good: neither comes back, and the dead letter is in the Store', async () => {
       await h.broker.enqueue([item('acked'), item('poison')]);
       const claims = await claimUntil(h.source, 2);
