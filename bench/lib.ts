@@ -292,3 +292,14 @@ export async function measure<T>(label: string, fn: () => Promise<T>): Promise<T
     return undefined;
   }
 }
+
+/** Runs cleanups last-registered first; one that fails is reported and the rest still run. */
+export async function runCleanups(stops: (() => Promise<void> | void)[]): Promise<void> {
+  for (const stop of stops.reverse()) {
+    try {
+      await stop();
+    } catch (err) {
+      console.error(`cleanup: ${(err as Error).message}`);
+    }
+  }
+}

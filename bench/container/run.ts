@@ -39,7 +39,7 @@ import {
   startContainerd,
   startDockerRegistry,
 } from '../../test/helpers/registry.js';
-import { failures, measure, need, numberFlag, scratchDir, sleep } from '../lib.js';
+import { failures, measure, need, numberFlag, scratchDir, sleep, runCleanups } from '../lib.js';
 
 const ITERATIONS = numberFlag(process.argv.slice(2), 'iterations', 15);
 const APP = 'web';
@@ -334,13 +334,7 @@ async function main(): Promise<void> {
       if (t !== undefined) ctrTrueMs.push(t);
     }
   } finally {
-    for (const stop of stops.reverse()) {
-      try {
-        await stop();
-      } catch (err) {
-        console.error(`cleanup: ${(err as Error).message}`);
-      }
-    }
+    await runCleanups(stops);
   }
   report(grovePart, ctrServeMs, ctrTrueMs, groveEvents(groveOut), containerdEvents(events));
   const left = leftovers(ours);

@@ -40,7 +40,7 @@ import { Worker } from 'node:worker_threads';
 import { AckPolicy, DeliverPolicy, type JetStreamClient, type JetStreamManager, connect, nanos } from 'nats';
 import { Pool, request } from 'undici';
 import { type GroveUp, grove, startGroveUp } from '../../test/helpers/grove.js';
-import { failures, freePort, measure, numberFlag, scratchDir, sleep, stopChild, track } from '../lib.js';
+import { failures, freePort, measure, numberFlag, scratchDir, sleep, stopChild, track, runCleanups } from '../lib.js';
 
 const args = process.argv.slice(2);
 const N = numberFlag(args, 'latency', 500);
@@ -557,13 +557,7 @@ async function main(): Promise<void> {
     logNotes = await appLogNotes(up, ['ev', 'q']);
     malformed = sink.malformed;
   } finally {
-    for (const stop of stops.reverse()) {
-      try {
-        await stop();
-      } catch (err) {
-        console.error(`cleanup: ${(err as Error).message}`);
-      }
-    }
+    await runCleanups(stops);
   }
   report({ lat, evBinary, evBatch, reqBlast, grovNats, rawNats, logNotes, repeats, malformed });
 }
