@@ -41,7 +41,7 @@ describe('two control planes on one PostgreSQL', () => {
 
     await first.kill9();
     await waitFor('the standby to lead', async () => ((await leader(second)) ? true : undefined), 15_000);
-    expect(second.output()).toContain('leader: this control plane now runs the auctioneer and converger');
+    expect(second.output()).toContain('leader: this control plane now runs the auctioneer, the converger and event delivery');
     expect((await viaSecond('GET', '/v1/spaces')).json.spaces.map((s: { name: string }) => s.name)).toContain('shared');
   });
 });
