@@ -222,30 +222,6 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
     });
     cleanups.push(() => triggers.close());
 
-    // The auctioneer and converger run on one control plane per Store: the lease holder.
-    const lease: LeaderLease = postgres ? new PostgresLeaderLease(options.storeUrl!) : new SoleLeader();
-    let converger: Converger | null = null;
-    lease.start(
-      () => {
-        converger = new Converger({ store, reps, intervalMs: options.convergeIntervalMs, warn });
-        void converger.start();
-        void triggers.startDelivering().catch((err: unknown) => warn(`events: could not start delivering: ${(err as Error).message}`));
-        options.onEvent?.('leader: this control plane now runs the auctioneer, the converger and event delivery');
-      },
-      () => {
-        const stepping = converger;
-        converger = null;
-        void stepping?.stop();
-        void triggers.stopDelivering();
-        options.onEvent?.('leader: lost the lease; standing by');
-      },
-    );
-    cleanups.push(async () => {
-      await lease.stop();
-      await (converger as Converger | null)?.stop();
-      await triggers.close();
-    });
-
     const router = createRouter({ table, invoke: (appId, req) => dispatcher.invoke(appId, req), logs });
     const routerPort = await listen(router, options.routerPort, host, '--router-port');
     cleanups.push(() => close(router));
@@ -268,7 +244,31 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
 
     const shown = host.includes(':') ? `[${host}]` : host;
     // Instances publish over loopback when the API listens on every address.
-    eventsUrl = `http://${host === "0.0.0.0" || host === "::" ? "127.0.0.1" : shown}:${apiPort}/v1/events`;
+    eventsUrl = `http://${host === '0.0.0.0' || host === '::' ? '127.0.0.1' : shown}:${apiPort}/v1/events`;
+    // The auctioneer and converger run on one control plane per Store: the lease holder. Only once the
+    // API listens, so the first instances started already know where to publish their events.
+    const lease: LeaderLease = postgres ? new PostgresLeaderLease(options.storeUrl!) : new SoleLeader();
+    let converger: Converger | null = null;
+    lease.start(
+      () => {
+        converger = new Converger({ store, reps, intervalMs: options.convergeIntervalMs, warn });
+        void converger.start();
+        void triggers.startDelivering().catch((err: unknown) => warn(`events: could not start delivering: ${(err as Error).message}`));
+        options.onEvent?.('leader: this control plane now runs the auctioneer, the converger and event delivery');
+      },
+      () => {
+        const stepping = converger;
+        converger = null;
+        void stepping?.stop();
+        void triggers.stopDelivering();
+        options.onEvent?.('leader: lost the lease; standing by');
+      },
+    );
+    cleanups.push(async () => {
+      await lease.stop();
+      await (converger as Converger | null)?.stop();
+    });
+
     return {
       apiUrl: `http://${shown}:${apiPort}`,
       routerUrl: `http://${shown}:${routerPort}`,
