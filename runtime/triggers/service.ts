@@ -152,8 +152,10 @@ export class TriggerService {
       );
       const stop = this.worker.add(source);
       this.natsSources.set(trigger.id, async () => {
-        await source.close();
+        // The loop first, then the consumer: a closed source answers at once, and a loop still
+        // running would spin on it.
         await stop();
+        await source.close();
       });
     } catch (err) {
       this.options.warn(`trigger ${trigger.id}: cannot follow NATS subject ${subject}: ${(err as Error).message}`);

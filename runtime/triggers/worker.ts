@@ -104,6 +104,11 @@ export class DeliveryWorker {
         await sleep(1_000, signal);
         continue;
       }
+      if (claims.length === 0) {
+        // A source that answers empty at once (closing, or between connections) must not spin.
+        await sleep(50, signal);
+        continue;
+      }
       inFlight += claims.length;
       for (const [triggerId, group] of groupBy(claims, (c) => c.triggerId)) {
         const p = this.deliver(triggerId, group)
