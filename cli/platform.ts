@@ -210,7 +210,13 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
         scaleFromZero: async (appId) => {
           const desired = await store.getDesired(appId);
           if (desired && desired.instances === 0) {
-            await store.scale(appId, 1, desired.version).catch(() => undefined); // a concurrent scale wins
+            try {
+              await store.scale(appId, 1, desired.version);
+            } catch (err) {
+              // Someone scaled it meanwhile (another event, or the user): their count stands.
+              if (!(err instanceof GroveError && err.code === 'VERSION_CONFLICT')) throw err;
+              return;
+            }
             logs.append({ appId, instanceId: null, source: 'platform', level: 'info', message: 'an event arrived for an app scaled to zero: starting one instance' });
           }
         },

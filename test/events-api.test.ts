@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { eventTokensFor } from '../runtime/triggers/event-token.js';
 import { TriggerService } from '../runtime/triggers/service.js';
-import type { EventTarget } from '../runtime/triggers/worker.js';
+import type { DeliveryTarget } from '../runtime/triggers/worker.js';
 import { apiHarness, type Caller } from './helpers/api-harness.js';
 
 type Harness = Awaited<ReturnType<typeof apiHarness>>;
@@ -12,7 +12,7 @@ const ORDER = 'com.example.order.created';
  * Nothing is ever delivered here (startDelivering is never called), so a target that refuses every
  * call turns an unexpected delivery into a loud failure instead of a silent pass.
  */
-const refusingTarget: EventTarget = {
+const refusingTarget: DeliveryTarget = {
   app: async () => {
     throw new Error('no delivery was expected in this test');
   },

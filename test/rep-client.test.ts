@@ -104,6 +104,50 @@ describe('rep server', () => {
   });
 });
 
+describe('events through a rep server', () => {
+  it('delivers a queue batch whose bodies are bytes, JSON, lookalikes or absent, each as it was sent', async () => {
+    const { rep, store, dir, unclaimed } = await makeRep();
+    const { server, address } = await serve(rep, 'the-right-secret-123');
+    try {
+      const client = new HttpRepClient(address, 'the-right-secret-123');
+      // Each message is acked only when its body arrived exactly as sent; otherwise retried.
+      const lrp = await unclaimed(`export default { fetch() { return new Response('') }, async queue(batch) {
+        for (const m of batch.messages) {
+          const b = m.body;
+          const ok =
+            (m.id === 'bytes' && b instanceof Uint8Array && b.length === 3 && b[0] === 1 && b[2] === 255) ||
+            (m.id === 'json' && b && b.n === 1) ||
+            (m.id === 'lookalike' && !(b instanceof Uint8Array) && b.$bytes === 'AQL/') ||
+            (m.id === 'none' && b === undefined);
+          ok ? m.ack() : m.retry();
+        }
+      } }`);
+      await client.perform({ start: [lrp], stop: [] });
+      const outcome = await client.dispatchEvent(lrp.appId, {
+        kind: 'queue',
+        queue: 'q',
+        messages: [
+          { id: 'bytes', timestamp: 1, body: new Uint8Array([1, 2, 255]), attempts: 1 },
+          { id: 'json', timestamp: 1, body: { n: 1 }, attempts: 1 },
+          { id: 'lookalike', timestamp: 1, body: { $bytes: 'AQL/' }, attempts: 1 },
+          // A CloudEvent without data.
+          { id: 'none', timestamp: 1, body: undefined, attempts: 1 },
+        ],
+      });
+      expect(outcome.ok).toBe(true);
+      expect(outcome.outcomes).toMatchObject({ bytes: { ack: true }, json: { ack: true }, lookalike: { ack: true }, none: { ack: true } });
+      const missing = await client.dispatchEvent('app_nope', { kind: 'scheduled', cron: '* * * * *', scheduledTime: 0 }).catch((e: unknown) => e);
+      expect((missing as { code: string }).code).toBe('NO_INSTANCE');
+    } finally {
+      server.close();
+      server.closeAllConnections();
+      await rep.shutdown();
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('the cell state the auction bids on', () => {
   it('lists the digests its drivers hold (images a container driver has unpacked), once each', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'grove-rep-'));

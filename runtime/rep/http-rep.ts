@@ -43,13 +43,13 @@ export function createRepServer(rep: Rep, secret: string, options: { maxBodyByte
   app.post('/rep/v1/event/:appId', bodyLimit({ maxSize: options.maxBodyBytes ?? 10 * 1024 * 1024 }), async (c) => {
     let raw: unknown;
     try {
-      raw = JSON.parse(await c.req.text(), reviveBytes);
+      raw = JSON.parse(await c.req.text());
     } catch {
       raw = undefined;
     }
     const event = WorkerEventBody.safeParse(raw);
     if (!event.success) throw new GroveError('BAD_REQUEST', 'an event must be {kind: "scheduled", cron, scheduledTime} or {kind: "queue", queue, messages}');
-    return c.json(await rep.dispatchEvent(c.req.param('appId'), event.data as WorkerEvent));
+    return c.json(await rep.dispatchEvent(c.req.param('appId'), fromWire(event.data)));
   });
   app.all('/rep/v1/invoke/:appId', bodyLimit({ maxSize: options.maxBodyBytes ?? 10 * 1024 * 1024 }), async (c) => {
     const meta = RequestMeta.safeParse(decodeMeta(c.req.header('x-grove-request')));
@@ -118,7 +118,7 @@ export class HttpRepClient implements RepClient {
     const res = await this.call(
       'POST',
       `/rep/v1/event/${encodeURIComponent(appId)}`,
-      { body: JSON.stringify(event, replaceBytes), headers: { 'content-type': 'application/json' } },
+      { body: JSON.stringify(toWire(event)), headers: { 'content-type': 'application/json' } },
       // A handler may run up to its wall-time limit (and wait for waitUntil work).
       Math.max(this.timeoutMs, 10 * 60_000),
     );
@@ -145,20 +145,26 @@ const WorkerEventBody = z.discriminatedUnion('kind', [
   z.object({
     kind: z.literal('queue'),
     queue: z.string(),
-    messages: z.array(z.object({ id: z.string(), timestamp: z.number(), body: z.unknown(), attempts: z.number().int() })),
+    messages: z.array(
+      z.object({ id: z.string(), timestamp: z.number(), body: z.unknown().optional(), bodyBase64: z.string().optional(), attempts: z.number().int() }),
+    ),
   }),
 ]);
+type WireEvent = z.infer<typeof WorkerEventBody>;
 
-/** A queue message's binary body crosses as base64 inside the JSON, and is bytes again on the cell. */
-function replaceBytes(_key: string, value: unknown): unknown {
-  return value instanceof Uint8Array ? { $bytes: Buffer.from(value).toString('base64') } : value;
+/** A queue message's binary body crosses as base64 in a field of its own, and is bytes again on the cell. */
+function toWire(event: WorkerEvent): WireEvent {
+  if (event.kind !== 'queue') return event;
+  return {
+    ...event,
+    messages: event.messages.map((m) => (m.body instanceof Uint8Array ? { ...m, body: undefined, bodyBase64: Buffer.from(m.body).toString('base64') } : m)),
+  };
 }
 
-function reviveBytes(_key: string, value: unknown): unknown {
-  if (value && typeof value === 'object' && !Array.isArray(value)) {
-    const keys = Object.keys(value);
-    const b = (value as { $bytes?: unknown }).$bytes;
-    if (keys.length === 1 && typeof b === 'string') return new Uint8Array(Buffer.from(b, 'base64'));
-  }
-  return value;
+function fromWire(event: WireEvent): WorkerEvent {
+  if (event.kind !== 'queue') return event;
+  return {
+    ...event,
+    messages: event.messages.map(({ bodyBase64, body, ...m }) => ({ ...m, body: bodyBase64 === undefined ? body : new Uint8Array(Buffer.from(bodyBase64, 'base64')) })),
+  };
 }

@@ -1,5 +1,5 @@
 export { TriggerService, type TriggerServiceOptions } from './service.js';
-export { DeliveryWorker, type EventTarget } from './worker.js';
+export { DeliveryWorker, type DeliveryTarget } from './worker.js';
 export { StoreDeliveryQueue } from './store-queue.js';
 export { JetStreamDeliveryBroker, JetStreamSource, Nats, natsMessageEvent } from './jetstream.js';
 export { EventTokens } from './event-token.js';

@@ -8,7 +8,7 @@ import { PlatformEventSource } from './platform-events.js';
 import type { RetryPolicy } from './retry-policy.js';
 import type { DeliveryBroker } from './source.js';
 import { StoreDeliveryQueue } from './store-queue.js';
-import { DeliveryWorker, type EventTarget } from './worker.js';
+import { DeliveryWorker, type DeliveryTarget } from './worker.js';
 
 export interface TriggerServiceOptions {
   store: Store;
@@ -16,7 +16,7 @@ export interface TriggerServiceOptions {
   natsUrl?: string;
   /** Where deliveries are kept: the Store (embedded default) or NATS JetStream. */
   broker?: 'store' | 'nats';
-  target: EventTarget;
+  target: DeliveryTarget;
   retry?: RetryPolicy;
   ackWaitMs?: number;
   /** How often the Store's queue is polled (other control planes' enqueues; due retries). */

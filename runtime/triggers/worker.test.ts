@@ -6,7 +6,7 @@ import { type AppKind, type CloudEvent, GroveError, type Trigger, type TriggerCo
 import { SqliteStore } from '../../scheduler/store/index.js';
 import type { WireRequest, WireResponse, WorkerEvent, WorkerEventOutcome } from '../rep/index.js';
 import type { DeliveryClaim, DeliverySource } from './source.js';
-import { DeliveryWorker, type EventTarget as GroveEventTarget } from './worker.js';
+import { DeliveryWorker, type DeliveryTarget } from './worker.js';
 
 /** How each claim was settled, in order, with the attempt it was on. */
 interface Settlement {
@@ -103,7 +103,7 @@ class FakeSource implements DeliverySource {
 }
 
 /** The router's side as the worker sees it, with every call recorded. */
-class FakeTarget implements GroveEventTarget {
+class FakeTarget implements DeliveryTarget {
   readonly apps = new Map<string, { kind: AppKind; name: string }>();
   readonly instances = new Set<string>();
   readonly scaleFromZero = vi.fn(async (_appId: string) => undefined);

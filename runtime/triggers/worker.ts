@@ -7,7 +7,7 @@ import { DEFAULT_RETRY, type RetryPolicy, afterFailure } from './retry-policy.js
 import type { DeliveryClaim, DeliverySource } from './source.js';
 
 /** How the worker reaches apps: the router's dispatcher, and the Store for scale-from-zero. */
-export interface EventTarget {
+export interface DeliveryTarget {
   /** Null when the app no longer exists. */
   app(appId: string): Promise<{ kind: AppKind; name: string } | null>;
   hasInstance(appId: string): boolean;
@@ -19,7 +19,7 @@ export interface EventTarget {
 
 export interface DeliveryWorkerOptions {
   store: Store;
-  target: EventTarget;
+  target: DeliveryTarget;
   retry?: RetryPolicy;
   /** Queue handlers get up to this many messages per batch. */
   maxBatch?: number;
@@ -47,8 +47,6 @@ export class DeliveryWorker {
   private readonly maxInFlight: number;
   private readonly readyTimeoutMs: number;
   private readonly unwatch: () => void;
-  /** Wakes claims waiting for an app's first instance. */
-  private readonly instanceWaiters = new Map<string, Set<() => void>>();
 
   constructor(private readonly options: DeliveryWorkerOptions) {
     this.retryPolicy = options.retry ?? DEFAULT_RETRY;
@@ -59,14 +57,10 @@ export class DeliveryWorker {
   }
 
   private observe(e: PlatformEvent): void {
-    const { triggerId, appId } = e.data as { triggerId?: string; appId?: string };
+    const { triggerId } = e.data as { triggerId?: string };
     if ((e.type === 'trigger.deleted' || e.type === 'trigger.created') && triggerId) this.triggers.delete(triggerId);
-    if (e.type === 'instance.started' && appId) {
-      const waiters = this.instanceWaiters.get(appId);
-      this.instanceWaiters.delete(appId);
-      for (const w of waiters ?? []) w();
-    }
   }
+
 
   /** Starts draining a source until stop(), or until the function it returns is called. */
   add(source: DeliverySource): () => Promise<void> {
@@ -82,7 +76,6 @@ export class DeliveryWorker {
   async stop(): Promise<void> {
     this.controller.abort();
     this.unwatch();
-    for (const waiters of this.instanceWaiters.values()) for (const w of waiters) w();
     await Promise.allSettled(this.loops);
   }
 
@@ -162,26 +155,24 @@ export class DeliveryWorker {
     }
   }
 
+  /**
+   * Polls the dispatcher (which follows the Store's instance events) until the app has an instance,
+   * the wait times out, or the worker stops; the claims are kept alive meanwhile.
+   */
   private waitForInstance(appId: string, claims: DeliveryClaim[]): Promise<boolean> {
     const { target } = this.options;
+    const started = Date.now();
     return new Promise<boolean>((resolve) => {
-      const started = Date.now();
-      let waiters = this.instanceWaiters.get(appId);
-      if (!waiters) this.instanceWaiters.set(appId, (waiters = new Set()));
-      const done = () => {
-        clearInterval(ticker);
-        waiters!.delete(done);
-        resolve(target.hasInstance(appId));
-      };
-      waiters.add(done);
-      // The dispatcher may learn of the instance a moment after the Store event; the ticker also keeps
-      // the claims alive and ends the wait.
       const ticker = setInterval(() => {
         for (const c of claims) c.extend();
-        if (target.hasInstance(appId) || Date.now() - started > this.readyTimeoutMs || this.controller.signal.aborted) done();
+        if (target.hasInstance(appId) || Date.now() - started > this.readyTimeoutMs || this.controller.signal.aborted) {
+          clearInterval(ticker);
+          resolve(target.hasInstance(appId));
+        }
       }, 50);
     });
   }
+
 
   private async post(trigger: Trigger, claim: DeliveryClaim): Promise<void> {
     let response: WireResponse;
