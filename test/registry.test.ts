@@ -383,12 +383,15 @@ describe('registry proxy against a real upstream (docker-registry)', () => {
       expect(await local.registry.has(fresh.manifestDigest)).toBe(true);
 
       await own.stop();
-      await containerd.ctr(['images', 'rm', ref]);
+      // --sync: the garbage collection the removal schedules is over before the next pull, which could
+      // otherwise find the old snapshot, skip the unpack, and lose it to that collection.
+      await containerd.ctr(['images', 'rm', '--sync', ref]);
       await containerd.ctr(['content', 'prune', 'references']).catch(() => undefined);
       const offline = await containerd.ctr(['images', 'pull', '--hosts-dir', hostsDir, '--plain-http', '--user', 'grove:tok-a', ref], { timeoutMs: 60_000 });
       expect(offline.code).toBe(0);
       const run = await containerd.ctr(['run', '--rm', ref, `mirror-${randomBytes(3).toString('hex')}`, 'cat', '/etc/grove-marker']);
-      expect(run.stdout.trim()).toBe('mirrored');
+      expect(run.stdout.trim(), run.stderr).toBe('mirrored');
+      expect(run.code).toBe(0);
     } finally {
       await local.stop();
       await own.stop();
