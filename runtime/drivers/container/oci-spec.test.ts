@@ -125,8 +125,16 @@ describe('image bookkeeping', () => {
 
 describe('the port pool', () => {
   it('hands out free ports, skips ones in use, and reuses released ones', async () => {
+    // Ports above the kernel's ephemeral range (and away from the pool's own 61000-61999): nothing
+    // else in a parallel test run is handed them, so busy + 1 stays free unless the pool takes it.
     const holder = createServer();
-    const busy = await new Promise<number>((r) => holder.listen(0, '127.0.0.1', () => r((holder.address() as { port: number }).port)));
+    let busy = 0;
+    for (let port = 62_000 + Math.floor(Math.random() * 3_000) * 2; !busy; port += 2) {
+      busy = await new Promise<number>((r) => {
+        holder.once('error', () => r(0));
+        holder.listen(port, '127.0.0.1', () => r(port));
+      });
+    }
     try {
       const pool = new PortPool(busy, busy + 1);
       const first = await pool.take();
