@@ -71,7 +71,10 @@ export class Converger {
   private wakeAtNextExpiry(expiries: number[], now: number): void {
     clearTimeout(this.expiryTimer);
     if (expiries.length === 0 || this.stopped) return;
-    this.expiryTimer = setTimeout(() => this.trigger(), Math.min(...expiries) - now + 50);
+    // Past the regular interval the tick covers it anyway; clamping also keeps a far-off expiry (a
+    // test's injected clock) from overflowing Node's 32-bit timer and firing at once.
+    const delay = Math.min(Math.max(0, Math.min(...expiries) - now + 50), this.options.intervalMs ?? 30_000);
+    this.expiryTimer = setTimeout(() => this.trigger(), delay);
     this.expiryTimer.unref();
   }
 

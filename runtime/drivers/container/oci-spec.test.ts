@@ -129,7 +129,8 @@ describe('the port pool', () => {
     // else in a parallel test run is handed them, so busy + 1 stays free unless the pool takes it.
     const holder = createServer();
     let busy = 0;
-    for (let port = 62_000 + Math.floor(Math.random() * 3_000) * 2; !busy; port += 2) {
+    // Start anywhere in 62000-64998 and wrap, so busy + 1 is always a port (65814 once was not).
+    for (let port = 62_000 + Math.floor(Math.random() * 1_500) * 2; !busy; port = port >= 64_998 ? 62_000 : port + 2) {
       busy = await new Promise<number>((r) => {
         holder.once('error', () => r(0));
         holder.listen(port, '127.0.0.1', () => r(port));
