@@ -8,7 +8,8 @@ import { request } from 'undici';
 import { BlobStore } from '../registry/index.js';
 import { IsolateHostPool } from '../runtime/drivers/isolate/host-pool.js';
 import { type ContainerDriver, HttpImageSource, startContainerRuntime } from '../runtime/drivers/container/index.js';
-import { CachingUplink, HttpUplink, Rep, type WorkloadDriver, createRepServer } from '../runtime/rep/index.js';
+import { createMetrics, observeCell } from '../runtime/metrics/index.js';
+import { CachingUplink, HttpUplink, Rep, type WorkloadDriver, attachUpgrades, createRepServer } from '../runtime/rep/index.js';
 import { readOrCreate } from './platform.js';
 
 export interface CellOptions {
@@ -57,6 +58,7 @@ export async function startCell(options: CellOptions): Promise<RunningCell> {
   const uplink = new CachingUplink(new HttpUplink(apiUrl, options.token, 10_000, registryUrl), cache);
   const log = options.log ?? ((line: string) => process.stdout.write(`${line}\n`));
   const ownPorts: number[] = [];
+  const metrics = createMetrics();
   const isolates = new IsolateHostPool({
     hosts: options.isolateHosts,
     log: (l) => log(`${new Date().toISOString()} ${l.appId}/${l.instanceId} ${l.level.toUpperCase()} ${l.message}`),
@@ -93,6 +95,7 @@ export async function startCell(options: CellOptions): Promise<RunningCell> {
       return repApp.fetch(req);
     },
   }) as Server;
+  attachUpgrades(server, () => rep, secret);
   let port: number;
   try {
     port = await new Promise<number>((resolvePort, reject) => {
@@ -124,7 +127,9 @@ export async function startCell(options: CellOptions): Promise<RunningCell> {
     eventsUrl: () => `${apiUrl}/v1/events`,
     warn: options.warn,
   });
-  const repApp = createRepServer(rep, secret);
+  // The cell's gauges are read from its drivers at each scrape (observeCell says why).
+  observeCell(metrics, { isolates: () => isolates.stats(), containers: () => containers?.running().length ?? 0 });
+  const repApp = createRepServer(rep, secret, { metrics });
   try {
     await isolates.ready();
     await rep.boot();

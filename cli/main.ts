@@ -95,6 +95,14 @@ export function buildProgram(): Command {
     .addOption(new Option('--broker <kind>', 'where event deliveries are kept: store (the Store, default) or nats (JetStream; needs --nats)').choices(['store', 'nats']))
     .option('--event-retry-base <duration>', 'first retry delay of a failed event delivery, doubling per attempt up to 5m (default 1s)', duration)
     .addOption(new Option('--nats-ack-wait <duration>', 'how long JetStream waits for an ack before redelivering (default 10s)').argParser(duration).hideHelp())
+    .option('--hold-timeout <duration>', 'how long the router holds a request for an app while its first instance starts (default 30s)', duration)
+    .option('--autoscale-window <duration>', "the autoscaler's averaging window for scaling down (default 60s)", duration)
+    .option('--max-header-size <size>', 'largest request head the router takes, e.g. 32K (default 32K)', (v: string) => {
+      const m = /^(\d+)([K])?$/i.exec(v.trim());
+      const n = m ? Number(m[1]) * (m[2] ? 1024 : 1) : Number.NaN;
+      if (!(n >= 1024 && n <= 1024 * 1024)) throw new InvalidArgumentError('expected a size from 1K to 1024K, e.g. 32K');
+      return n;
+    })
     .option('--quiet', 'do not print platform events')
     .action(async (o) => up(o));
   containerOptions(program.commands.find((c) => c.name() === 'up')!);
@@ -200,15 +208,25 @@ export function buildProgram(): Command {
     .option('--health-check-path <path>', 'path the http health check GETs (default /)')
     .option('--start-timeout <seconds>', 'how long pull, start and health check may take (default 60)', int(1, 600))
     .option('--placement-tags <a,b>', 'run only on cells carrying all these tags; "" clears them')
+    .option('--autoscale', 'autoscale the new app on concurrency (default: keep its declared count; see grove scale --auto)')
     .option('--no-wait', 'return without waiting for the instances to run')
     .option('--json', 'print the app as JSON')
     .action(async (name, o) => push(await client(), name, o));
 
   program
     .command('scale')
-    .description('set the number of instances')
+    .description('fix the number of instances (-i), or let the autoscaler set it (--auto; functions autoscale by default)')
     .argument('<name>')
-    .requiredOption('-i, --instances <n>', 'instances', int(0, 1000))
+    .option('-i, --instances <n>', 'a fixed number of instances (turns autoscaling off)', int(0, 1000))
+    .option('--auto', 'autoscale on concurrency, to zero when idle (Knative-style); the options below tune it')
+    .option('--min <n>', 'fewest instances when autoscaling (default 0: scale to zero)', int(0, 1000))
+    .option('--max <n>', 'most instances when autoscaling (default 10)', int(1, 1000))
+    .option('--target <n>', 'concurrent requests per instance the autoscaler aims for (default 100)', (v: string) => {
+      const n = Number(v);
+      if (!Number.isFinite(n) || n < 0.1 || n > 10_000) throw new InvalidArgumentError('expected a number from 0.1 to 10000');
+      return n;
+    })
+    .option('--idle <duration>', 'idle time before scaling to zero, e.g. 30s or 5m (default 5m)', duration)
     .option('--no-wait', 'return without waiting')
     .option('--json', 'print the app as JSON')
     .action(async (name, o) => scaleApp(await client(), name, o));

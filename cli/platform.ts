@@ -7,11 +7,13 @@ import { createAdaptorServer } from '@hono/node-server';
 import { RegistryImageSource, startContainerRuntime } from '../runtime/drivers/container/index.js';
 import { IsolateHostPool } from '../runtime/drivers/isolate/host-pool.js';
 import { LogBuffer } from '../runtime/logs/index.js';
+import { type GroveMetrics, createMetrics, observeCell } from '../runtime/metrics/index.js';
 import { HttpRepClient, Rep, StoreUplink, type WorkloadDriver } from '../runtime/rep/index.js';
-import { Dispatcher, RouteTable, createRouter } from '../runtime/router/index.js';
+import { Activator, Dispatcher, RouteTable, createRouter } from '../runtime/router/index.js';
 import type { RepClient } from '../scheduler/auctioneer/index.js';
 import { createApi, hashTokenSecret, liveDigests, newTokenSecret } from '../scheduler/api/index.js';
 import { startRegistryService, storeTokenVerifier } from './registry.js';
+import { Autoscaler } from '../scheduler/autoscaler/index.js';
 import { Converger } from '../scheduler/converger/index.js';
 import { TriggerService } from '../runtime/triggers/index.js';
 import { eventTokensFor } from '../runtime/triggers/event-token.js';
@@ -54,6 +56,12 @@ export interface PlatformOptions {
   eventRetryBaseMs?: number;
   /** How long JetStream waits for an ack before redelivering (the control plane keeps live claims alive). */
   natsAckWaitMs?: number;
+  /** How long the router holds a request for an app while its first instance starts (default 30 s). */
+  holdTimeoutMs?: number;
+  /** The autoscaler's averaging window for scaling down (default 60 s; Knative's stable window). */
+  autoscaleWindowMs?: number;
+  /** Largest request head the router takes (default 32 KiB). */
+  maxHeaderBytes?: number;
   warn?: (message: string) => void;
   /** Called for every platform event (grove up prints them). */
   onEvent?: (line: string) => void;
@@ -69,6 +77,8 @@ export interface Platform {
   store: Store;
   lease: LeaderLease;
   logs: LogBuffer;
+  /** This process's metrics (control plane, registry and cell alike), served at the API's /metrics. */
+  metrics: GroveMetrics;
   stop(): Promise<void>;
 }
 
@@ -80,6 +90,7 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
   const dataDir = resolve(options.dataDir);
   const host = options.host ?? '127.0.0.1';
   const warn = options.warn ?? ((m: string) => process.stderr.write(`${m}\n`));
+  const metrics = createMetrics();
   await fs.mkdir(dataDir, { recursive: true, mode: 0o700 });
 
   const postgres = options.storeUrl !== undefined && /^postgres(ql)?:\/\//.test(options.storeUrl);
@@ -102,6 +113,7 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
       verify: storeTokenVerifier(store),
       pins: () => liveDigests(store),
       warn,
+      metrics,
     });
     cleanups.push(() => registryService.stop());
     const blobs = registryService.registry;
@@ -138,6 +150,11 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
           warn(`cell ${cellId}: container apps are off: ${runtime.reason}`);
         }
       }
+      // The cell's gauges are read from its drivers at each scrape (observeCell says why).
+      observeCell(metrics, {
+        isolates: () => isolates.stats(),
+        containers: () => drivers.find((d) => d.kind === 'container')?.running().length ?? 0,
+      });
       rep = new Rep({
         cellId,
         zone: 'local',
@@ -189,7 +206,14 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
     const local = rep;
     const dispatcher = new Dispatcher({
       store,
-      local: local ? { cellId: local.cellId, fetch: (appId, req) => local.fetch(appId, req), dispatchEvent: (appId, event) => local.dispatchEvent(appId, event) } : undefined,
+      local: local
+        ? {
+            cellId: local.cellId,
+            fetch: (appId, req) => local.fetch(appId, req),
+            dispatchEvent: (appId, event) => local.dispatchEvent(appId, event),
+            upgrade: (appId, head) => local.upgrade(appId, head),
+          }
+        : undefined,
       remote: (cell) => remoteFor(cell),
     });
     await dispatcher.start();
@@ -225,10 +249,27 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
       },
       log: (l) => logs.append({ appId: l.appId, instanceId: null, source: 'platform', level: l.level, message: l.message }),
       warn,
+      metrics,
     });
     cleanups.push(() => triggers.close());
 
-    const router = createRouter({ table, invoke: (appId, req) => dispatcher.invoke(appId, req), logs });
+    // Knative's activator: requests for an app with no instance wait (bounded) while it starts.
+    const activator = new Activator({
+      dispatcher,
+      store,
+      holdTimeoutMs: options.holdTimeoutMs,
+      onActivate: (appId) =>
+        logs.append({ appId, instanceId: null, source: 'platform', level: 'info', message: 'a request arrived for an app scaled to zero: starting an instance' }),
+      onHeld: (appId, outcome) => metrics.heldRequests.inc({ app_id: appId, outcome }),
+    });
+    const router = createRouter({
+      table,
+      invoke: (appId, req, signal) => activator.invoke(appId, req, signal),
+      upgrade: (appId, head) => dispatcher.upgrade(appId, head),
+      logs,
+      metrics,
+      maxHeaderBytes: options.maxHeaderBytes,
+    });
     const routerPort = await listen(router, options.routerPort, host, '--router-port');
     cleanups.push(() => close(router));
 
@@ -242,6 +283,7 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
       isLeader: () => lease.isLeader(),
       events: triggers,
       eventTokens: eventTokensFor(store),
+      metrics,
     });
     const apiServer = createAdaptorServer({ fetch: api.fetch }) as Server;
     const apiPort = await listen(apiServer, options.apiPort, host, '--api-port');
@@ -255,10 +297,30 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
     // API listens, so the first instances started already know where to publish their events.
     const lease: LeaderLease = postgres ? new PostgresLeaderLease(options.storeUrl!) : new SoleLeader();
     let converger: Converger | null = null;
+    let autoscaler: Autoscaler | null = null;
     lease.start(
       () => {
-        converger = new Converger({ store, reps, intervalMs: options.convergeIntervalMs, warn });
+        converger = new Converger({ store, reps, intervalMs: options.convergeIntervalMs, warn, metrics });
         void converger.start();
+        autoscaler = new Autoscaler({
+          store,
+          reps,
+          stableWindowMs: options.autoscaleWindowMs,
+          panicWindowMs: options.autoscaleWindowMs === undefined ? undefined : Math.max(1000, Math.round(options.autoscaleWindowMs / 10)),
+          pendingDeliveries: async (appId, spaceId) => (await store.listDeliveries({ spaceId, appId, state: 'PENDING', limit: 1 })).length > 0,
+          onScale: ({ appId, from, to, concurrency }) => {
+            metrics.desiredInstances.set({ app_id: appId }, to);
+            logs.append({
+              appId,
+              instanceId: null,
+              source: 'platform',
+              level: 'info',
+              message: `autoscaler: ${from} → ${to} instance(s) (concurrency ${concurrency.toFixed(2)})`,
+            });
+          },
+          warn,
+        });
+        autoscaler.start();
         void triggers.startDelivering().catch((err: unknown) => warn(`events: could not start delivering: ${(err as Error).message}`));
         options.onEvent?.('leader: this control plane now runs the auctioneer, the converger and event delivery');
       },
@@ -266,6 +328,8 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
         const stepping = converger;
         converger = null;
         void stepping?.stop();
+        void autoscaler?.stop();
+        autoscaler = null;
         void triggers.stopDelivering();
         options.onEvent?.('leader: lost the lease; standing by');
       },
@@ -273,6 +337,7 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
     cleanups.push(async () => {
       await lease.stop();
       await (converger as Converger | null)?.stop();
+      await (autoscaler as Autoscaler | null)?.stop();
     });
 
     return {
@@ -285,6 +350,7 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
       store,
       lease,
       logs,
+      metrics,
       stop: stopAll,
     };
   } catch (err) {

@@ -4,6 +4,7 @@ import { createAdaptorServer } from '@hono/node-server';
 import { LRUCache } from 'lru-cache';
 import { request } from 'undici';
 import { type Access, HttpUpstream, Registry, type TokenVerifier, createRegistryServer } from '../registry/index.js';
+import type { GroveMetrics } from '../runtime/metrics/index.js';
 import { hashTokenSecret } from '../scheduler/api/index.js';
 import { GroveError } from '../scheduler/model/index.js';
 import type { Store } from '../scheduler/store/index.js';
@@ -19,6 +20,8 @@ export interface RegistryServiceOptions {
   pins?: () => Promise<Iterable<string>>;
   warn?: (message: string) => void;
   access?: (line: string) => void;
+  /** Cache hits and misses, and bytes served. */
+  metrics?: GroveMetrics;
 }
 
 export interface RegistryService {
@@ -55,6 +58,7 @@ export async function startRegistryService(options: RegistryServiceOptions): Pro
     capBytes: options.capBytes,
     pins: options.pins,
     warn: options.warn,
+    metrics: options.metrics,
   });
   const app = createRegistryServer({ registry, verify: options.verify, warn: options.warn, access: options.access });
   const server = createAdaptorServer({ fetch: app.fetch }) as Server;

@@ -3,6 +3,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { LRUCache } from 'lru-cache';
+import type { GroveMetrics } from '../runtime/metrics/index.js';
 import { GroveError } from '../scheduler/model/index.js';
 import { BlobStore, type Ingest } from './blob-store.js';
 import { Catalog } from './catalog.js';
@@ -30,6 +31,8 @@ export interface RegistryOptions {
   /** Platform picked from an image index (default linux/<this machine>). */
   platform?: { os: string; architecture: string };
   warn?: (message: string) => void;
+  /** Reads by cache hit or miss, and bytes served by where they came from. */
+  metrics?: Pick<GroveMetrics, 'registryCacheRequests' | 'registryBytes'>;
 }
 
 export interface ManifestOut {
@@ -37,6 +40,8 @@ export interface ManifestOut {
   mediaType: string;
   size: number;
   bytes: Buffer;
+  /** Where the bytes came from: the cache, or an upstream just now (what is pushed is in the cache). */
+  source: 'cache' | 'upstream';
 }
 
 /** A blob to send: its size (null while unknown) and its bytes from `start` to `end` inclusive. */
@@ -178,7 +183,14 @@ export class Registry {
   // ---------------------------------------------------------------------------------------------
   // Manifests
 
-  async manifest(repo: RepoName, reference: string): Promise<ManifestOut> {
+  /** A manifest by tag or digest. `head`: the caller sends no body (HTTP HEAD), so no bytes count as served. */
+  async manifest(repo: RepoName, reference: string, options: { head?: boolean } = {}): Promise<ManifestOut> {
+    const out = await this.findManifest(repo, reference);
+    if (!options.head) this.options.metrics?.registryBytes.inc({ source: out.source }, out.size);
+    return out;
+  }
+
+  private async findManifest(repo: RepoName, reference: string): Promise<ManifestOut> {
     const ref = checkReference(reference);
     if ('digest' in ref) {
       const cached = await this.cachedManifest(ref.digest, repo);
@@ -228,7 +240,8 @@ export class Registry {
       const bytes = await this.blobs.get(digest);
       this.used(digest);
       if (!linked) this.catalog.link(repo.name, [digest]);
-      return { digest, mediaType: record.mediaType, size: record.size, bytes };
+      this.options.metrics?.registryCacheRequests.inc({ result: 'hit' });
+      return { digest, mediaType: record.mediaType, size: record.size, bytes, source: 'cache' };
     } catch (err) {
       if (err instanceof GroveError && err.code === 'BUNDLE_NOT_FOUND') {
         this.catalog.deleteManifest(digest);
@@ -239,9 +252,10 @@ export class Registry {
   }
 
   private async fetchManifest(session: UpstreamSession, repo: RepoName & { kind: 'remote' }, digest: string): Promise<ManifestOut> {
+    this.options.metrics?.registryCacheRequests.inc({ result: 'miss' });
     const fetched = await session.manifest(repo.remote, digest);
     if (!fetched) throw new GroveError('MANIFEST_UNKNOWN', `${repo.name}@${digest} does not exist upstream`);
-    return this.storeManifest(repo, fetched.bytes, fetched.mediaType);
+    return { ...(await this.storeManifest(repo, fetched.bytes, fetched.mediaType)), source: 'upstream' };
   }
 
   /** Keeps a manifest's raw bytes (as a blob) and media type; never rewritten. */
@@ -252,7 +266,7 @@ export class Registry {
     this.catalog.link(repo.name, [digest]);
     this.remember(digest, size);
     await this.evictIfFull();
-    return { digest, mediaType, size, bytes };
+    return { digest, mediaType, size, bytes, source: 'cache' };
   }
 
   /** Push of a manifest into a local repository; every blob it names must already be there. */
@@ -293,9 +307,11 @@ export class Registry {
       this.used(digest);
       // A write per request only the first time a repository serves this digest, not on every pull.
       if (!linked) this.catalog.link(repo.name, [digest]);
-      return cachedBlob(this.blobs, digest, size);
+      this.options.metrics?.registryCacheRequests.inc({ result: 'hit' });
+      return this.counted(cachedBlob(this.blobs, digest, size), 'cache');
     }
     if (repo.kind === 'local') throw new GroveError('BLOB_UNKNOWN', `${repo.name} holds no blob ${digest}`);
+    this.options.metrics?.registryCacheRequests.inc({ result: 'miss' });
     // The map holds the flight from the first moment (before the upstream answers), so concurrent
     // requests for one cold blob always share one upstream fetch.
     let pending = this.flights.get(digest);
@@ -304,7 +320,22 @@ export class Registry {
       this.flights.set(digest, pending);
       pending.catch(() => this.flights.delete(digest));
     }
-    return (await pending).out();
+    return this.counted((await pending).out(), 'upstream');
+  }
+
+  /** Counts a blob's bytes as they are read: a HEAD, or a staging that only awaits `stored()`, reads none. */
+  private counted(out: BlobOut, source: 'cache' | 'upstream'): BlobOut {
+    const served = this.options.metrics?.registryBytes;
+    if (!served) return out;
+    return {
+      ...out,
+      async *read(start?: number, end?: number) {
+        for await (const chunk of out.read(start, end)) {
+          served.inc({ source }, chunk.byteLength);
+          yield chunk;
+        }
+      },
+    };
   }
 
   /**

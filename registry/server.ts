@@ -88,7 +88,7 @@ export function createRegistryServer(options: RegistryServerOptions): Hono<Env> 
     }
     if (kind === 'manifests') {
       if (method === 'GET' || method === 'HEAD') {
-        const out = await registry.manifest(repo, rest);
+        const out = await registry.manifest(repo, rest, { head: method === 'HEAD' });
         c.header('Content-Type', out.mediaType);
         c.header('Docker-Content-Digest', out.digest);
         c.header('Content-Length', String(out.size));

@@ -30,6 +30,7 @@ export async function showApp(client: ApiClient, name: string, opts: { json?: bo
   say(`kind:       ${app.kind}`);
   say(`revision:   ${app.revision ? `r${app.revision.number} (${app.revision.bundleDigest ?? app.revision.imageDigest})` : '-'}`);
   say(`instances:  ${app.running}/${app.desired?.instances ?? 0} running`);
+  say(`scaling:    ${app.desired?.autoscale ? `autoscaled, ${describeAutoscale(app.desired.autoscale)}` : 'fixed (grove scale --auto to autoscale)'}`);
   say(`routes:     ${app.routes.map((r) => r.url).join(', ') || '-'}`);
   if (app.revision) say(`env:        ${app.revision.envKeys.join(', ') || '-'}`);
   if (app.instances.length > 0) {
@@ -52,12 +53,45 @@ export async function showApp(client: ApiClient, name: string, opts: { json?: bo
   }
 }
 
-export async function scaleApp(client: ApiClient, name: string, opts: { instances: number; wait: boolean; json?: boolean }): Promise<void> {
-  const { app } = await client.post<{ app: AppDetail }>(`/v1/apps/${encodeURIComponent(name)}/scale`, { instances: opts.instances });
-  progress(`Scaling ${app.name} to ${opts.instances} instance(s)…`);
+export async function scaleApp(
+  client: ApiClient,
+  name: string,
+  opts: { instances?: number; auto?: boolean; min?: number; max?: number; target?: number; idle?: number; wait: boolean; json?: boolean },
+): Promise<void> {
+  const tuning = opts.min !== undefined || opts.max !== undefined || opts.target !== undefined || opts.idle !== undefined;
+  if (opts.instances !== undefined && (opts.auto || tuning)) throw new CliError('give either -i N (a fixed count) or --auto with its options, not both');
+  if (opts.instances === undefined && !opts.auto && !tuning) throw new CliError('say how to scale: -i N for a fixed count, or --auto [--min --max --target --idle]');
+  const body =
+    opts.instances !== undefined
+      ? { instances: opts.instances }
+      : {
+          autoscale: {
+            ...(opts.min !== undefined ? { min: opts.min } : {}),
+            ...(opts.max !== undefined ? { max: opts.max } : {}),
+            ...(opts.target !== undefined ? { target: opts.target } : {}),
+            ...(opts.idle !== undefined ? { idleSeconds: Math.max(1, Math.round(opts.idle / 1000)) } : {}),
+          },
+        };
+  const { app, desired } = await client.post<{ app: AppDetail; desired: { instances: number; autoscale: AutoscaleView | null } }>(
+    `/v1/apps/${encodeURIComponent(name)}/scale`,
+    body,
+  );
+  if (desired.autoscale) progress(`Autoscaling ${app.name}: ${describeAutoscale(desired.autoscale)}; ${desired.instances} instance(s) now…`);
+  else progress(`Scaling ${app.name} to ${desired.instances} instance(s) (autoscaling off)…`);
   const final = opts.wait ? await waitForApp(client, name) : app;
   if (opts.json) return printJson(final);
   say(`${final.name}: ${final.running}/${final.desired?.instances ?? 0} instances running`);
+}
+
+interface AutoscaleView {
+  min: number;
+  max: number;
+  target: number;
+  idleSeconds: number;
+}
+
+export function describeAutoscale(a: AutoscaleView): string {
+  return `${a.min}–${a.max} instances, ${a.target} concurrent requests each, to ${a.min} after ${a.idleSeconds} s idle`;
 }
 
 export async function deleteApp(client: ApiClient, name: string): Promise<void> {

@@ -11,6 +11,7 @@ export interface PushOptions {
   username?: string;
   passwordStdin?: boolean;
   instances?: number;
+  autoscale?: boolean;
   memory?: number;
   env: string[];
   healthCheckType?: 'port' | 'http' | 'process';
@@ -53,6 +54,7 @@ export async function push(client: ApiClient, name: string, opts: PushOptions): 
       ...(opts.env.length ? { env: parseEnv(opts.env) } : {}),
       ...(Object.keys(limits).length ? { limits } : {}),
       ...(opts.instances !== undefined ? { instances: opts.instances } : {}),
+      ...(opts.autoscale ? { autoscale: {} } : {}),
       ...(opts.placementTags !== undefined ? { placementTags: opts.placementTags.split(',').map((t) => t.trim()).filter(Boolean) } : {}),
     },
     (line) => {

@@ -26,6 +26,9 @@ export interface UpOptions {
   broker?: 'store' | 'nats';
   eventRetryBase?: number;
   natsAckWait?: number;
+  holdTimeout?: number;
+  autoscaleWindow?: number;
+  maxHeaderSize?: number;
 }
 
 /** Runs the whole platform in this process until SIGINT/SIGTERM. */
@@ -51,6 +54,9 @@ export async function up(opts: UpOptions): Promise<void> {
     broker: opts.broker,
     eventRetryBaseMs: opts.eventRetryBase,
     natsAckWaitMs: opts.natsAckWait,
+    holdTimeoutMs: opts.holdTimeout,
+    autoscaleWindowMs: opts.autoscaleWindow,
+    maxHeaderBytes: opts.maxHeaderSize,
     onEvent: opts.quiet ? undefined : (line) => say(`${new Date().toISOString()}  ${line}`),
   });
   const shownToken = relative(process.cwd(), platform.adminTokenPath).startsWith('..') ? platform.adminTokenPath : relative(process.cwd(), platform.adminTokenPath);

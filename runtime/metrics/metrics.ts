@@ -64,3 +64,37 @@ export function createMetrics(options: { processMetrics?: boolean } = {}): Grove
     desiredInstances: new Gauge({ name: 'grove_autoscaler_desired_instances', help: 'Instances the autoscaler wants, by app', labelNames: ['app_id'], registers }),
   };
 }
+
+/** The body of `GET /metrics`: the registry in Prometheus' text format, and the type to send it as. */
+export async function renderMetrics(metrics: GroveMetrics): Promise<{ contentType: string; body: string }> {
+  return { contentType: metrics.registry.contentType, body: await metrics.registry.metrics() };
+}
+
+/** Where a cell's gauges are read from at scrape time. */
+export interface CellGaugeSources {
+  /** Instances running in isolates, and the resident memory of the isolate-host processes. */
+  isolates?: () => { instances: number; rssBytes: number };
+  /** Container instances running. */
+  containers?: () => number;
+}
+
+/**
+ * Sets the cell's gauges from its drivers each time the registry is collected. Moving them on every
+ * start and stop would need each way an instance ends (an exit, a crashed host, a shutdown) to
+ * remember them; asking the drivers at scrape time is always right and costs nothing in between.
+ * The gauges are made by `createMetrics`, before any driver exists, so this hands them afterwards the
+ * `collect` callback prom-client would otherwise take in their constructor (it calls it on each
+ * collection, just before reading the value).
+ */
+export function observeCell(metrics: GroveMetrics, sources: CellGaugeSources): void {
+  const { isolates, containers } = sources;
+  if (isolates) {
+    collectWith(metrics.isolates, () => metrics.isolates.set(isolates().instances));
+    collectWith(metrics.isolateMemoryBytes, () => metrics.isolateMemoryBytes.set(isolates().rssBytes));
+  }
+  if (containers) collectWith(metrics.containers, () => metrics.containers.set(containers()));
+}
+
+function collectWith(gauge: Gauge, collect: () => void): void {
+  (gauge as Gauge & { collect?: () => void }).collect = collect;
+}

@@ -1,13 +1,17 @@
 import { timingSafeEqual } from 'node:crypto';
+import { type IncomingMessage, STATUS_CODES, type Server } from 'node:http';
+import { connect as netConnect } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { type Dispatcher, request } from 'undici';
 import { z } from 'zod';
 import type { CellState, RepClient, Work, WorkResult } from '../../scheduler/auctioneer/index.js';
 import { ActualLRP, GroveError, Task, isErrorCode, toGroveError } from '../../scheduler/model/index.js';
+import { type GroveMetrics, renderMetrics } from '../metrics/index.js';
 import { collectChunks } from './chunk-queue.js';
 import type { Rep } from './rep.js';
-import type { WireRequest, WireResponse, WorkerEvent, WorkerEventOutcome } from './workload-driver.js';
+import type { UpgradeHead, WireRequest, WireResponse, WorkerEvent, WorkerEventOutcome } from './workload-driver.js';
 
 const WorkBody = z.strictObject({ start: z.array(ActualLRP), stop: z.array(ActualLRP), tasks: z.array(Task).optional() });
 const RequestMeta = z.strictObject({ method: z.string().min(1).max(32), url: z.string().url(), headers: z.array(z.tuple([z.string(), z.string()])) });
@@ -18,17 +22,25 @@ const decodeMeta = (v: string | undefined) => (v ? (JSON.parse(Buffer.from(v, 'b
 
 /**
  * The rep's HTTP face on a `grove cell`: state, perform, and invoking a function on this cell. Every
- * call must present the cell's secret (registered with its presence), so only the control plane can
- * drive the cell. A request for a function travels as its raw body, with method, URL and headers in
- * one `x-grove-request` header; the answer comes back the same way.
+ * call but GET /metrics must present the cell's secret (registered with its presence), so only the
+ * control plane can drive the cell. A request for a function travels as its raw body, with method, URL
+ * and headers in one `x-grove-request` header; the answer comes back the same way.
  */
-export function createRepServer(rep: Rep, secret: string, options: { maxBodyBytes?: number } = {}): Hono {
+export function createRepServer(rep: Rep, secret: string, options: { maxBodyBytes?: number; metrics?: GroveMetrics } = {}): Hono {
   const app = new Hono();
   const expected = Buffer.from(`Bearer ${secret}`);
   app.onError((err, c) => {
     const e = toGroveError(err);
     return c.json(e.toJSON(), e.status as 400, { 'x-grove-error': e.code });
   });
+  // Before the secret check: Prometheus scrapes without it, and the metrics drive nothing.
+  const { metrics } = options;
+  if (metrics) {
+    app.get('/metrics', async (c) => {
+      const { contentType, body } = await renderMetrics(metrics);
+      return c.body(body, 200, { 'content-type': contentType });
+    });
+  }
   app.use('*', async (c, next) => {
     const given = Buffer.from(c.req.header('authorization') ?? '');
     if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw new GroveError('UNAUTHORIZED', 'this cell only takes work from its control plane');
@@ -125,6 +137,10 @@ export class HttpRepClient implements RepClient {
     return (await res.body.json()) as WorkerEventOutcome;
   }
 
+  upgrade(appId: string, head: UpgradeHead): Promise<Duplex> {
+    return upgradeVia(this.address, this.secret, appId, head);
+  }
+
   async invoke(appId: string, wire: WireRequest): Promise<WireResponse> {
     // Between cells a streamed upload is still sent whole (the router has capped its size).
     const upload = wire.stream ? await collectChunks(wire.stream, Number.MAX_SAFE_INTEGER, () => new Error('unreachable')) : wire.body;
@@ -138,6 +154,71 @@ export class HttpRepClient implements RepClient {
     if (!meta.success) throw new GroveError('UNAVAILABLE', `cell at ${this.address} sent a malformed response`);
     return { ...meta.data, body: body.length ? body : null };
   }
+}
+
+/**
+ * Upgrades (WebSocket) for this cell's instances: the control plane's router connects to the cell and
+ * sends the client's head with the path `/rep/v1/upgrade/APP`, the cell's secret, and the original
+ * target in `x-grove-target`; the cell connects to an instance, forwards the head with the original
+ * target, and splices the two connections.
+ */
+export function attachUpgrades(server: Server, rep: () => Rep | undefined, secret: string): void {
+  const expected = Buffer.from(`Bearer ${secret}`);
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on('error', () => socket.destroy());
+    const refuse = (e: GroveError) => {
+      const body = JSON.stringify(e.toJSON());
+      socket.end(`HTTP/1.1 ${e.status} ${STATUS_CODES[e.status] ?? ''}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+    };
+    const given = Buffer.from(String(req.headers.authorization ?? ''));
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) return refuse(new GroveError('UNAUTHORIZED', 'this cell only takes work from its control plane'));
+    const match = /^\/rep\/v1\/upgrade\/([^/?]+)$/.exec(req.url ?? '');
+    const target = req.headers['x-grove-target'];
+    const running = rep();
+    if (!match || typeof target !== 'string' || !target.startsWith('/') || !running) return refuse(new GroveError('NOT_FOUND', 'no such upgrade endpoint'));
+    const headers: [string, string][] = [];
+    for (let i = 0; i < req.rawHeaders.length; i += 2) {
+      const name = req.rawHeaders[i]!.toLowerCase();
+      if (name !== 'authorization' && name !== 'x-grove-target') headers.push([name, req.rawHeaders[i + 1]!]);
+    }
+    running.upgrade(decodeURIComponent(match[1]!), { method: req.method ?? 'GET', target, headers }).then(
+      (upstream) => {
+        if (!upstream) return refuse(new GroveError('NOT_IMPLEMENTED', 'this app does not take WebSocket or other upgraded connections'));
+        splice(socket, upstream, head);
+      },
+      (err: unknown) => refuse(toGroveError(err)),
+    );
+  });
+}
+
+/** Joins two connections: bytes both ways, and either one closing closes the other. */
+export function splice(a: Duplex, b: Duplex, head: Buffer): void {
+  a.on('error', () => b.destroy());
+  b.on('error', () => a.destroy());
+  a.on('close', () => b.destroy());
+  b.on('close', () => a.destroy());
+  if (head.length > 0) b.write(head);
+  b.pipe(a);
+  a.pipe(b);
+}
+
+/** Connects to a cell for an upgrade and sends the head; the cell takes it from there (attachUpgrades). */
+function upgradeVia(address: string, secret: string, appId: string, head: UpgradeHead): Promise<Duplex> {
+  const url = new URL(address);
+  return new Promise((resolve, reject) => {
+    const socket = netConnect({ host: url.hostname.replace(/^\[|\]$/g, ''), port: Number(url.port) || 80 });
+    socket.once('error', (err) => reject(new GroveError('UNAVAILABLE', `cell at ${address} is unreachable: ${err.message}`, { cause: err })));
+    socket.once('connect', () => {
+      const lines = [
+        `${head.method} /rep/v1/upgrade/${encodeURIComponent(appId)} HTTP/1.1`,
+        ...head.headers.map(([n, v]) => `${n}: ${v}`),
+        `authorization: Bearer ${secret}`,
+        `x-grove-target: ${head.target}`,
+      ];
+      socket.write(`${lines.join('\r\n')}\r\n\r\n`);
+      resolve(socket);
+    });
+  });
 }
 
 const WorkerEventBody = z.discriminatedUnion('kind', [

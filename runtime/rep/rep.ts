@@ -1,6 +1,9 @@
 import type { ActualLRP, AppKind, CellCapacity, Task } from '../../scheduler/model/index.js';
-import type { CellState, RepClient, Work, WorkResult } from '../../scheduler/auctioneer/index.js';
+import type { CellLoad, CellState, RepClient, Work, WorkResult } from '../../scheduler/auctioneer/index.js';
 import { GroveError } from '../../scheduler/model/index.js';
+import type { Duplex } from 'node:stream';
+import type { UpgradeHead } from './workload-driver.js';
+import { ConcurrencyMeter, IDEMPOTENT_METHODS, leastOutstanding } from './balance.js';
 import type { CellUplink } from './uplink.js';
 import { type WireRequest, type WireResponse, type WorkerEvent, type WorkerEventOutcome, type WorkloadDriver, TaskFailure, imageOf } from './workload-driver.js';
 
@@ -51,6 +54,7 @@ export class Rep implements RepClient {
   /** Bundles this cell has loaded (reported in its state so the auction can prefer warm cells). */
   private readonly digests = new Set<string>();
   private readonly unsubscribers: (() => void)[] = [];
+  private readonly meter = new ConcurrencyMeter();
   /** Set by shutdown(): new work is handed back to the auctioneer rather than started and cut off. */
   private shuttingDown = false;
 
@@ -295,12 +299,55 @@ export class Rep implements RepClient {
     await this.options.uplink.transition(instanceId, 'CRASHED', { reason, cellId: this.cellId }).catch(() => undefined);
   }
 
-  /** Serves a request on a ready local instance of the app, round robin. */
-  fetch(appId: string, request: WireRequest): Promise<WireResponse> {
-    return this.onReadyInstance(appId, (chosen) => this.byKind.get(chosen.kind)!.fetch(chosen.actual.instanceId, request));
+  /**
+   * Serves a request on the ready local instance of the app with the fewest calls in flight. A request
+   * that is safe to repeat and could not reach its instance (connection refused or cut, e.g. the
+   * instance was just killed and its exit is not yet known) is tried once more on each other instance.
+   */
+  async fetch(appId: string, request: WireRequest): Promise<WireResponse> {
+    const retryable = IDEMPOTENT_METHODS.has(request.method) && !request.stream;
+    const tried = new Set<LocalInstance>();
+    for (;;) {
+      try {
+        return await this.onReadyInstance(appId, (chosen) => {
+          tried.add(chosen);
+          return this.byKind.get(chosen.kind)!.fetch(chosen.actual.instanceId, request);
+        }, tried);
+      } catch (err) {
+        const again = retryable && err instanceof GroveError && err.code === 'INSTANCE_UNREACHABLE' && this.readyOf(appId).some((i) => !tried.has(i));
+        if (!again) throw err;
+      }
+    }
   }
 
-  /** Delivers a scheduled or queue event to a ready local instance of the app, round robin. */
+  /**
+   * Opens a connection to the least busy ready instance of the app for an HTTP upgrade (WebSocket),
+   * writes the request head, and hands the connection back for the router to splice to its client.
+   * Null when the app's driver cannot take raw connections (functions). The connection counts as a
+   * call in flight until it closes, so a stop drains it like a request.
+   */
+  async upgrade(appId: string, head: UpgradeHead): Promise<Duplex | null> {
+    const first = this.readyOf(appId)[0];
+    if (first && !this.byKind.get(first.kind)?.connect) return null;
+    let release: (() => void) | undefined;
+    const socket = await this.onReadyInstance(appId, async (chosen) => {
+      const conn = await this.byKind.get(chosen.kind)!.connect!(chosen.actual.instanceId);
+      // Held until the connection ends: onReadyInstance's own accounting ends when this returns.
+      chosen.inflight++;
+      this.meter.begin(appId);
+      release = () => {
+        this.meter.end(appId);
+        if (--chosen.inflight === 0) chosen.drained?.();
+      };
+      return conn;
+    });
+    socket.once('close', () => release?.());
+    const lines = [`${head.method} ${head.target} HTTP/1.1`, ...head.headers.map(([n, v]) => `${n}: ${v}`)];
+    socket.write(`${lines.join('\r\n')}\r\n\r\n`);
+    return socket;
+  }
+
+  /** Delivers a scheduled or queue event to the least busy ready local instance of the app. */
   dispatchEvent(appId: string, event: WorkerEvent): Promise<WorkerEventOutcome> {
     return this.onReadyInstance(appId, (chosen) => {
       const driver = this.byKind.get(chosen.kind)!;
@@ -309,19 +356,52 @@ export class Rep implements RepClient {
     });
   }
 
-  /** Picks the next ready instance of the app and counts the call in flight on it (a stop waits for it). */
-  private async onReadyInstance<T>(appId: string, call: (chosen: LocalInstance) => Promise<T>): Promise<T> {
-    const ready = this.readyByApp.get(appId) ?? [];
-    if (ready.length === 0) throw new GroveError('NO_INSTANCE', 'the app has no running instance right now');
-    const n = (this.cursor.get(appId) ?? 0) % ready.length;
-    this.cursor.set(appId, n + 1);
-    const chosen = ready[n]!;
+  private readyOf(appId: string): LocalInstance[] {
+    return this.readyByApp.get(appId) ?? [];
+  }
+
+  /**
+   * Picks the ready instance of the app with the fewest calls in flight (least outstanding requests,
+   * ties in rotation), skipping `exclude`, and counts the call in flight on it (a stop waits for it)
+   * and in the app's concurrency (what the autoscaler reads).
+   */
+  private async onReadyInstance<T>(appId: string, call: (chosen: LocalInstance) => Promise<T>, exclude?: ReadonlySet<LocalInstance>): Promise<T> {
+    const all = this.readyOf(appId);
+    const ready = exclude?.size ? all.filter((i) => !exclude.has(i)) : all;
+    const cursor = this.cursor.get(appId) ?? 0;
+    this.cursor.set(appId, cursor + 1);
+    const chosen = leastOutstanding(ready, (i) => i.inflight, cursor % Math.max(1, ready.length));
+    if (!chosen) throw new GroveError('NO_INSTANCE', 'the app has no running instance right now');
     chosen.inflight++;
+    this.meter.begin(appId);
     try {
       return await call(chosen);
     } finally {
+      this.meter.end(appId);
       if (--chosen.inflight === 0) chosen.drained?.();
     }
+  }
+
+  /**
+   * What the autoscaler reads: per app, the time-weighted concurrency since the previous read, the
+   * calls started since then and in flight now, the ready instances here, and background work
+   * (`ctx.waitUntil` still running) that keeps an app busy after its responses went out.
+   */
+  async load(): Promise<CellLoad> {
+    const apps: CellLoad['apps'] = {};
+    for (const [appId, l] of this.meter.read()) apps[appId] = { ...l, background: 0, instances: this.readyOf(appId).length };
+    for (const [appId, ready] of this.readyByApp) {
+      if (ready.length > 0) apps[appId] ??= { average: 0, served: 0, inflight: 0, background: 0, instances: ready.length };
+    }
+    for (const driver of this.byKind.values()) {
+      const background = await driver.background?.().catch(() => null);
+      if (!background) continue;
+      for (const [instanceId, n] of Object.entries(background)) {
+        const appId = this.instances.get(instanceId)?.actual.appId;
+        if (appId && apps[appId]) apps[appId].background += n;
+      }
+    }
+    return { cellId: this.cellId, at: Date.now(), apps };
   }
 
   private eventsFor(token: string | null | undefined): { url: string; token: string } | null {

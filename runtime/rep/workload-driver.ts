@@ -1,3 +1,4 @@
+import type { Duplex } from 'node:stream';
 import type { AppKind, EnvVars, Limits, Revision } from '../../scheduler/model/index.js';
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) belong to one connection and are never forwarded. */
@@ -26,6 +27,13 @@ export interface WireResponse {
    * `body` is then null. Leaving the iteration early cancels the worker's stream.
    */
   stream?: AsyncIterable<Uint8Array>;
+}
+
+/** An upgrade request's head as it goes to an instance: method, path and query, headers. */
+export interface UpgradeHead {
+  method: string;
+  target: string;
+  headers: [string, string][];
 }
 
 /** A non-HTTP event for a Workers module: a cron firing, or a batch of queue messages. */
@@ -81,6 +89,8 @@ export interface WorkloadDriver {
   onExit(listener: (instanceId: string, reason: string) => void): () => void;
   /** Serves one HTTP request on an instance this driver runs. */
   fetch(instanceId: string, request: WireRequest): Promise<WireResponse>;
+  /** A raw connection to an instance, for HTTP upgrades (drivers whose instances listen on a port). */
+  connect?(instanceId: string): Promise<Duplex>;
   /** Delivers a scheduled or queue event to an instance (drivers of Workers modules). */
   dispatchEvent?(instanceId: string, event: WorkerEvent): Promise<WorkerEventOutcome>;
   /**
@@ -88,6 +98,11 @@ export interface WorkloadDriver {
    * failed (a TaskFailure carries the output too).
    */
   runTask?(spec: InstanceSpec, command: string[]): Promise<string>;
+  /**
+   * Background work per instance: `ctx.waitUntil` promises still running after the response went out
+   * (instances with none may be left out). Busy instances are not scaled away.
+   */
+  background?(): Promise<Record<string, number>>;
   /** Bundle or image digests this driver holds locally (cache-aware bids). */
   digests?(): string[];
 }

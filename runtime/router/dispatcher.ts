@@ -1,34 +1,46 @@
 import type { Cell, PlatformEvent } from '../../scheduler/model/index.js';
 import { GroveError } from '../../scheduler/model/index.js';
 import type { Store } from '../../scheduler/store/index.js';
+import { IDEMPOTENT_METHODS, leastOutstanding } from '../rep/balance.js';
+import type { Duplex } from 'node:stream';
+import type { UpgradeHead } from '../rep/workload-driver.js';
 import type { WireRequest, WireResponse, WorkerEvent, WorkerEventOutcome } from '../rep/index.js';
 
 export interface Invoker {
   invoke(appId: string, request: WireRequest): Promise<WireResponse>;
+  upgrade?(appId: string, head: UpgradeHead): Promise<Duplex | null>;
   dispatchEvent(appId: string, event: WorkerEvent): Promise<WorkerEventOutcome>;
 }
 
 export interface DispatcherOptions {
   store: Store;
   /** The in-process cell, if this process has one. */
-  local?: { cellId: string; fetch(appId: string, request: WireRequest): Promise<WireResponse>; dispatchEvent(appId: string, event: WorkerEvent): Promise<WorkerEventOutcome> };
+  local?: {
+    cellId: string;
+    fetch(appId: string, request: WireRequest): Promise<WireResponse>;
+    dispatchEvent(appId: string, event: WorkerEvent): Promise<WorkerEventOutcome>;
+    upgrade?(appId: string, head: UpgradeHead): Promise<Duplex | null>;
+  };
   /** How to reach a remote cell. */
   remote: (cell: Cell) => Invoker;
   /** How often the cell list (addresses, secrets) is re-read. */
   cellRefreshMs?: number;
 }
 
-const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE']);
 
 /**
  * Where an app's requests go: it follows instance.started / stopped / crashed from the Store to know
- * which cells run which app, spreads requests round robin over those instances, and when a cell
+ * which cells run which app, spreads requests by least outstanding requests over those cells, and when a cell
  * cannot be reached (it died and the converger has not noticed yet) tries the next instance for
  * requests that are safe to repeat.
  */
 export class Dispatcher {
   private readonly byApp = new Map<string, Map<string, string>>(); // appId → instanceId → cellId
   private readonly cursor = new Map<string, number>();
+  /** This router's requests in flight, by "appId cellId". */
+  private readonly outstanding = new Map<string, number>();
+  /** Held requests waiting for an app's first instance. */
+  private readonly waiters = new Map<string, Set<(ok: boolean) => void>>();
   private cells = new Map<string, Cell>();
   private cellsReadAt = 0;
   private unwatch: (() => void) | undefined;
@@ -52,6 +64,8 @@ export class Dispatcher {
     let m = this.byApp.get(appId);
     if (!m) this.byApp.set(appId, (m = new Map()));
     m.set(instanceId, cellId);
+    const waiters = this.waiters.get(appId);
+    if (waiters) for (const wake of [...waiters]) wake(true);
   }
 
   private apply(e: PlatformEvent): void {
@@ -95,29 +109,82 @@ export class Dispatcher {
     throw lastError;
   }
 
+  /**
+   * Serves a request on a cell that runs the app: the cell with the fewest of this router's requests
+   * in flight per instance it runs (least outstanding requests; the cell then picks its least busy
+   * instance). A cell that cannot be reached, or whose instances all refused the connection, means the
+   * next cell for requests that are safe to repeat.
+   */
   async invoke(appId: string, request: WireRequest): Promise<WireResponse> {
     const instances = this.byApp.get(appId);
-    const cellIds = instances ? [...instances.values()] : [];
-    if (cellIds.length === 0) throw new GroveError('NO_INSTANCE', 'the app has no running instance right now');
+    if (!instances || instances.size === 0) throw new GroveError('NO_INSTANCE', 'the app has no running instance right now');
+    const perCell = new Map<string, number>();
+    for (const cellId of instances.values()) perCell.set(cellId, (perCell.get(cellId) ?? 0) + 1);
+    const cellIds = [...perCell.keys()];
     const start = this.cursor.get(appId) ?? 0;
     this.cursor.set(appId, start + 1);
-    // A retry goes to another cell: the next instances in line may well sit on the same dead one.
-    const maxCells = IDEMPOTENT.has(request.method) && !request.stream ? 3 : 1;
+    const maxCells = IDEMPOTENT_METHODS.has(request.method) && !request.stream ? 3 : 1;
     const failedCells = new Set<string>();
     let lastError: unknown;
-    for (let i = 0; i < cellIds.length && failedCells.size < maxCells; i++) {
-      const cellId = cellIds[(start + i) % cellIds.length]!;
-      if (failedCells.has(cellId)) continue;
+    while (failedCells.size < Math.min(maxCells, cellIds.length)) {
+      const candidates = cellIds.filter((c) => !failedCells.has(c));
+      const cellId = leastOutstanding(candidates, (c) => (this.outstanding.get(`${appId} ${c}`) ?? 0) / perCell.get(c)!, start % candidates.length)!;
+      const key = `${appId} ${cellId}`;
+      this.outstanding.set(key, (this.outstanding.get(key) ?? 0) + 1);
       try {
         return await this.invokeOn(cellId, appId, request);
       } catch (err) {
         lastError = err;
-        const retryable = err instanceof GroveError && (err.code === 'UNAVAILABLE' || err.code === 'NO_INSTANCE');
+        const retryable = err instanceof GroveError && (err.code === 'UNAVAILABLE' || err.code === 'NO_INSTANCE' || err.code === 'INSTANCE_UNREACHABLE');
         if (!retryable) throw err;
         failedCells.add(cellId);
+      } finally {
+        const left = (this.outstanding.get(key) ?? 1) - 1;
+        if (left > 0) this.outstanding.set(key, left);
+        else this.outstanding.delete(key);
       }
     }
     throw lastError;
+  }
+
+  /**
+   * A raw connection to an instance of the app for an HTTP upgrade, on the cell with the fewest of
+   * this router's calls per instance; null when the app's instances cannot take one (functions).
+   */
+  async upgrade(appId: string, head: UpgradeHead): Promise<Duplex | null> {
+    const instances = this.byApp.get(appId);
+    if (!instances || instances.size === 0) throw new GroveError('NO_INSTANCE', 'the app has no running instance right now');
+    const cellIds = [...new Set(instances.values())];
+    const start = this.cursor.get(appId) ?? 0;
+    this.cursor.set(appId, start + 1);
+    const cellId = leastOutstanding(cellIds, (c) => this.outstanding.get(`${appId} ${c}`) ?? 0, start % cellIds.length)!;
+    const local = this.options.local;
+    if (local && cellId === local.cellId) return (await local.upgrade?.(appId, head)) ?? null;
+    const remote = await this.remoteCell(cellId);
+    return remote.upgrade ? remote.upgrade(appId, head) : null;
+  }
+
+  /**
+   * Resolves true once some cell runs an instance of the app (as the Store's events tell), false when
+   * `timeoutMs` passes or `signal` aborts first. The router's activator holds requests on this.
+   */
+  waitForInstance(appId: string, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
+    if (this.hasInstance(appId)) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      let waiters = this.waiters.get(appId);
+      if (!waiters) this.waiters.set(appId, (waiters = new Set()));
+      const done = (ok: boolean) => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        waiters!.delete(done);
+        if (waiters!.size === 0 && this.waiters.get(appId) === waiters) this.waiters.delete(appId);
+        resolve(ok);
+      };
+      const onAbort = () => done(false);
+      const timer = setTimeout(() => done(false), timeoutMs);
+      signal?.addEventListener('abort', onAbort, { once: true });
+      waiters.add(done);
+    });
   }
 
   private async invokeOn(cellId: string, appId: string, request: WireRequest): Promise<WireResponse> {

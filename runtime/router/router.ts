@@ -1,18 +1,31 @@
 import { randomUUID } from 'node:crypto';
-import { type IncomingMessage, type Server, type ServerResponse, createServer, validateHeaderName, validateHeaderValue } from 'node:http';
+import { type IncomingMessage, STATUS_CODES, type Server, type ServerResponse, createServer, validateHeaderName, validateHeaderValue } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { GroveError, toGroveError } from '../../scheduler/model/index.js';
 import type { LogBuffer } from '../logs/index.js';
 import type { WireRequest, WireResponse } from '../rep/index.js';
-import { HOP_BY_HOP } from '../rep/workload-driver.js';
-import { type RouteTable, normalizeHost } from './route-table.js';
+import { splice } from '../rep/http-rep.js';
+import { HOP_BY_HOP, type UpgradeHead } from '../rep/workload-driver.js';
+import type { GroveMetrics } from '../metrics/index.js';
+import { type RouteMatch, type RouteTable, normalizeHost } from './route-table.js';
 
 export interface RouterOptions {
   table: RouteTable;
-  /** Serves a request on some instance of the app. */
-  invoke: (appId: string, request: WireRequest) => Promise<WireResponse>;
+  /** Serves a request on some instance of the app; `signal` aborts when the client goes away. */
+  invoke: (appId: string, request: WireRequest, signal: AbortSignal) => Promise<WireResponse>;
+  /**
+   * Opens a raw connection to an instance of the app for an HTTP upgrade (WebSocket), already past
+   * the request head: the router writes the head, then pipes bytes both ways. Absent: upgrades are
+   * served as ordinary requests (a Workers module answers them like any fetch).
+   */
+  upgrade?: (appId: string, head: UpgradeHead) => Promise<Duplex | null>;
   logs?: LogBuffer;
+  metrics?: Pick<GroveMetrics, 'routerRequests'>;
   maxBodyBytes?: number;
+  /** Largest request head (request line and headers) taken; larger gets 431 (default 32 KiB). */
+  maxHeaderBytes?: number;
 }
+
 
 
 /**
@@ -21,11 +34,65 @@ export interface RouterOptions {
  */
 export function createRouter(options: RouterOptions): Server {
   const maxBody = options.maxBodyBytes ?? 10 * 1024 * 1024;
-  const server = createServer((req, res) => {
+  const server = createServer({ maxHeaderSize: options.maxHeaderBytes ?? 32 * 1024 }, (req, res) => {
     handle(req, res).catch((err: unknown) => sendError(res, toGroveError(err)));
   });
   server.headersTimeout = 30_000;
   server.requestTimeout = 120_000;
+  // Node answers a head it cannot take with a bare status line; say why, in the API's JSON shape.
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+    if (!socket.writable) return socket.destroy();
+    const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
+    const e = tooLarge
+      ? new GroveError('HEADERS_TOO_LARGE', `the request head is larger than the ${options.maxHeaderBytes ?? 32 * 1024}-byte limit`)
+      : new GroveError('BAD_REQUEST', `the request is not valid HTTP/1.1: ${err.code ?? err.message}`);
+    const body = JSON.stringify(e.toJSON());
+    socket.end(`HTTP/1.1 ${e.status} ${tooLarge ? 'Request Header Fields Too Large' : 'Bad Request'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+  });
+  if (options.upgrade) server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => void upgrade(req, socket, head));
+
+  /**
+   * WebSocket (and any HTTP/1.1 upgrade) pass-through: route as usual, connect to an instance, send it
+   * the request head with the forwarding headers, then splice the two connections together.
+   */
+  async function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    socket.on('error', () => socket.destroy());
+    const requestId = headerValue(req, 'x-request-id') ?? randomUUID();
+    const fail = (e: GroveError) => {
+      const body = JSON.stringify(e.toJSON());
+      socket.end(`HTTP/1.1 ${e.status} ${STATUS_CODES[e.status] ?? ''}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${requestId}\r\nconnection: close\r\n\r\n${body}`);
+    };
+    const target = resolveTarget(req);
+    if ('error' in target) return fail(target.error);
+    const { route, url, host } = target;
+    const headers = forwardedHeaders(req, url, requestId, true);
+    let upstream: Duplex | null;
+    try {
+      upstream = await options.upgrade!(route.appId, { method: req.method ?? 'GET', target: `${url.pathname}${url.search}`, headers });
+    } catch (err) {
+      return fail(toGroveError(err));
+    }
+    if (!upstream) return fail(new GroveError('NOT_IMPLEMENTED', 'this app does not take WebSocket or other upgraded connections'));
+    options.logs?.append({ appId: route.appId, instanceId: null, source: 'router', level: 'info', message: `${req.method} ${host}${url.pathname} → upgraded (request ${requestId})` });
+    splice(socket, upstream, head);
+  }
+
+  /** Host + path → route, from the request target as the app will see it. */
+  function resolveTarget(req: IncomingMessage): { route: RouteMatch; url: URL; host: string } | { error: GroveError } {
+    const hostHeader = req.headers.host;
+    let url: URL;
+    try {
+      if (!hostHeader) throw new Error('no Host header');
+      url = new URL(req.url ?? '/', `http://${hostHeader}`);
+    } catch {
+      return { error: new GroveError('BAD_REQUEST', 'the request needs a valid Host header and request target') };
+    }
+    const host = normalizeHost(url.host);
+    const path = url.pathname;
+    const route = host ? options.table.match(host, path) : undefined;
+    if (!route) return { error: new GroveError('ROUTE_NOT_FOUND', `no app is mapped to ${host ?? '(no host)'}${path === '/' ? '' : path}`) };
+    return { route, url, host: host! };
+  }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const started = Date.now();
@@ -33,22 +100,14 @@ export function createRouter(options: RouterOptions): Server {
     res.setHeader('x-request-id', requestId);
     // Parse once, as the worker will see it: dot segments resolved, host lowercased. Routing on the
     // same parsed path means `/api/../admin` can never reach the /api app while the worker sees /admin.
-    const hostHeader = req.headers.host;
-    let url: URL;
-    try {
-      if (!hostHeader) throw new Error('no Host header');
-      url = new URL(req.url ?? '/', `http://${hostHeader}`);
-    } catch {
+    const target = resolveTarget(req);
+    if ('error' in target) {
       req.resume();
-      return sendError(res, new GroveError('BAD_REQUEST', 'the request needs a valid Host header and request target'));
+      options.metrics?.routerRequests.inc({ outcome: target.error.code === 'ROUTE_NOT_FOUND' ? 'not_found' : 'bad_request' });
+      return sendError(res, target.error);
     }
-    const host = normalizeHost(url.host);
+    const { route, url, host } = target;
     const path = url.pathname;
-    const route = host ? options.table.match(host, path) : undefined;
-    if (!route) {
-      req.resume();
-      return sendError(res, new GroveError('ROUTE_NOT_FOUND', `no app is mapped to ${host ?? '(no host)'}${path === '/' ? '' : path}`));
-    }
     const method = req.method ?? 'GET';
     // GET and HEAD carry no body in the Fetch standard: drop one rather than fail the worker on it.
     // Small bodies with a declared length are read whole (the common case, and cheapest); larger or
@@ -57,12 +116,7 @@ export function createRouter(options: RouterOptions): Server {
     const streamed = method !== 'GET' && method !== 'HEAD' && (declared === null || declared > STREAM_ABOVE_BYTES) && !(declared !== null && declared > maxBody);
     const body =
       method === 'GET' || method === 'HEAD' ? (req.resume(), new Uint8Array(0)) : streamed ? new Uint8Array(0) : await readBody(req, maxBody);
-    const headers: [string, string][] = [];
-    for (let i = 0; i < req.rawHeaders.length; i += 2) {
-      const name = req.rawHeaders[i]!.toLowerCase();
-      if (!HOP_BY_HOP.has(name)) headers.push([name, req.rawHeaders[i + 1]!]);
-    }
-    if (!headers.some(([n]) => n === 'x-request-id')) headers.push(['x-request-id', requestId]);
+    const headers = forwardedHeaders(req, url, requestId, false);
     const wire: WireRequest = {
       method,
       url: url.href,
@@ -71,12 +125,19 @@ export function createRouter(options: RouterOptions): Server {
       ...(streamed ? { stream: uploadOf(req, maxBody) } : {}),
     };
     let response: WireResponse;
+    // A client that leaves while its request is held (scale from zero) stops waiting for it.
+    const gone = new AbortController();
+    const onGone = () => gone.abort();
+    res.once('close', onGone);
     try {
-      response = await options.invoke(route.appId, wire);
+      response = await options.invoke(route.appId, wire, gone.signal);
     } catch (err) {
       const e = toGroveError(err);
+      options.metrics?.routerRequests.inc({ outcome: 'error' });
       options.logs?.append({ appId: route.appId, instanceId: null, source: 'router', level: 'error', message: `${wire.method} ${path} → ${e.status} ${e.code}: ${e.message}` });
       return sendError(res, e);
+    } finally {
+      res.off('close', onGone);
     }
     const invalid = checkResponse(response);
     if (invalid) {
@@ -84,6 +145,7 @@ export function createRouter(options: RouterOptions): Server {
       options.logs?.append({ appId: route.appId, instanceId: null, source: 'router', level: 'error', message: e.message });
       return sendError(res, e);
     }
+    options.metrics?.routerRequests.inc({ outcome: 'routed' });
     res.statusCode = response.status;
     if (response.statusText) res.statusMessage = response.statusText;
     for (const [name, value] of response.headers) {
@@ -153,6 +215,39 @@ async function* uploadOf(req: IncomingMessage, max: number): AsyncGenerator<Uint
     if (size > max) throw new GroveError('PAYLOAD_TOO_LARGE', `request body is larger than the ${max}-byte limit`);
     yield new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength);
   }
+}
+
+/**
+ * The headers an instance gets: the client's, less hop-by-hop ones (an upgrade keeps Connection and
+ * Upgrade, which it needs), with the request id, and what the router knows of the client in both
+ * the standard `Forwarded` (RFC 7239) and the de-facto `X-Forwarded-*` forms. `For` is appended to,
+ * as each proxy on the way adds its hop; proto and host are the router's own view, since it is the
+ * edge (a client could otherwise claim to have come over https).
+ */
+function forwardedHeaders(req: IncomingMessage, url: URL, requestId: string, upgrade: boolean): [string, string][] {
+  const headers: [string, string][] = [];
+  let xff: string | undefined;
+  let forwarded: string | undefined;
+  for (let i = 0; i < req.rawHeaders.length; i += 2) {
+    const name = req.rawHeaders[i]!.toLowerCase();
+    const value = req.rawHeaders[i + 1]!;
+    if (name === 'x-forwarded-for') xff = xff === undefined ? value : `${xff}, ${value}`;
+    else if (name === 'forwarded') forwarded = forwarded === undefined ? value : `${forwarded}, ${value}`;
+    else if (name === 'x-forwarded-proto' || name === 'x-forwarded-host') continue;
+    else if (upgrade && (name === 'connection' || name === 'upgrade')) headers.push([name, value]);
+    else if (!HOP_BY_HOP.has(name)) headers.push([name, value]);
+  }
+  if (!headers.some(([n]) => n === 'x-request-id')) headers.push(['x-request-id', requestId]);
+  const client = req.socket.remoteAddress ?? 'unknown';
+  const proto = (req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http';
+  headers.push(['x-forwarded-for', xff === undefined ? client : `${xff}, ${client}`]);
+  headers.push(['x-forwarded-proto', proto]);
+  headers.push(['x-forwarded-host', url.host]);
+  // RFC 7239 §6: an IPv6 node is quoted and bracketed; a host with a port is quoted too.
+  const node = client.includes(':') ? `"[${client}]"` : client;
+  const hop = `for=${node};host=${/[:[]/.test(url.host) ? `"${url.host}"` : url.host};proto=${proto}`;
+  headers.push(['forwarded', forwarded === undefined ? hop : `${forwarded}, ${hop}`]);
+  return headers;
 }
 
 function headerValue(req: IncomingMessage, name: string): string | undefined {

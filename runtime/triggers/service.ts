@@ -1,6 +1,7 @@
 import type { CloudEvent, Trigger } from '../../scheduler/model/index.js';
 import { GroveError } from '../../scheduler/model/index.js';
 import type { NewDelivery, Store } from '../../scheduler/store/index.js';
+import type { GroveMetrics } from '../metrics/index.js';
 import { matchesCloudEventTrigger } from './cloudevents.js';
 import { CronSource } from './cron.js';
 import { DEFAULT_ACK_WAIT_MS, JetStreamDeliveryBroker, JetStreamSource, Nats, natsMessageEvent } from './jetstream.js';
@@ -23,6 +24,8 @@ export interface TriggerServiceOptions {
   pollMs?: number;
   log?: (line: { appId: string; level: 'info' | 'warn' | 'error'; message: string }) => void;
   warn: (message: string) => void;
+  /** Deliveries by app and outcome (the worker settles them). */
+  metrics?: Pick<GroveMetrics, 'deliveries'>;
 }
 
 const DAY_MS = 24 * 60 * 60_000;
@@ -113,7 +116,7 @@ export class TriggerService {
     const { store, warn } = this.options;
     // What the previous leader had in hand is due again now.
     await store.releaseDeliveries();
-    const worker = new DeliveryWorker({ store, target: this.options.target, retry: this.options.retry, log: this.options.log });
+    const worker = new DeliveryWorker({ store, target: this.options.target, retry: this.options.retry, log: this.options.log, metrics: this.options.metrics });
     this.worker = worker;
     worker.add(this.storeQueue);
     if (this.jetstreamBroker) worker.add(this.jetstreamBroker.source(store));

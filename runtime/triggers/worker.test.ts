@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { type AppKind, type CloudEvent, GroveError, type Trigger, type TriggerConfig, type TriggerHandler } from '../../scheduler/model/index.js';
 import { SqliteStore } from '../../scheduler/store/index.js';
+import { createMetrics } from '../metrics/index.js';
 import type { WireRequest, WireResponse, WorkerEvent, WorkerEventOutcome } from '../rep/index.js';
 import type { DeliveryClaim, DeliverySource } from './source.js';
 import { DeliveryWorker, type DeliveryTarget } from './worker.js';
@@ -427,5 +428,29 @@ describe('DeliveryWorker', () => {
       ]),
     );
     expect(target.fetch).toHaveBeenCalledTimes(1);
+  });
+
+  it('counts settled deliveries by app and outcome, and not the claims it drops', async () => {
+    const metrics = createMetrics({ processMetrics: false });
+    const flaky = await mapped('isolate', 'fetch', cloudeventsTrigger, { maxAttempts: 2, name: 'flaky' });
+    const fine = await mapped('isolate', 'fetch', cloudeventsTrigger, { name: 'fine' });
+    target.fetch.mockImplementation(async (appId) => response(appId === flaky.appId ? 500 : 200));
+    worker = new DeliveryWorker({ store, target, retry: RETRY, metrics });
+    worker.add(source);
+    source.push(flaky, [cloudEvent('f')]);
+    source.push(fine, [cloudEvent('ok1'), cloudEvent('ok2')]);
+    source.push({ ...fine, id: 'trg_missing' }, [cloudEvent('dropped')]);
+    // f is retried once and then dead; ok1 and ok2 are delivered; `dropped` is acked with no one to deliver to.
+    await waitFor('every settlement', () => source.settled.length === 5);
+
+    const counted = (await metrics.deliveries.get()).values.map((v) => [v.labels.app_id, v.labels.outcome, v.value]);
+    expect(counted).toHaveLength(3);
+    expect(counted).toEqual(
+      expect.arrayContaining([
+        [flaky.appId, 'retried', 1],
+        [flaky.appId, 'dead', 1],
+        [fine.appId, 'delivered', 2],
+      ]),
+    );
   });
 });

@@ -1,6 +1,7 @@
 import type { AppKind, PlatformEvent, Trigger } from '../../scheduler/model/index.js';
 import { GroveError } from '../../scheduler/model/index.js';
 import type { Store } from '../../scheduler/store/index.js';
+import type { GroveMetrics } from '../metrics/index.js';
 import type { WireRequest, WireResponse, WorkerEvent, WorkerEventOutcome } from '../rep/index.js';
 import { eventData, toBinaryRequest } from './cloudevents.js';
 import { DEFAULT_RETRY, type RetryPolicy, afterFailure } from './retry-policy.js';
@@ -28,6 +29,8 @@ export interface DeliveryWorkerOptions {
   /** How long an event waits for an instance of a scaled-to-zero app before the attempt fails. */
   readyTimeoutMs?: number;
   log?: (line: { appId: string; level: 'info' | 'warn' | 'error'; message: string }) => void;
+  /** Settled claims by app and outcome: delivered, retried or dead. */
+  metrics?: Pick<GroveMetrics, 'deliveries'>;
 }
 
 /** Where events are POSTed inside an app (the path a Knative service sees them on). */
@@ -182,7 +185,7 @@ export class DeliveryWorker {
     } catch (err) {
       return this.fail(trigger, claim, (err as Error).message, undefined, isNoInstance(err));
     }
-    if (response.status >= 200 && response.status < 300) return claim.ack();
+    if (response.status >= 200 && response.status < 300) return this.counted(claim.ack(), claim, 'delivered');
     const body = response.body ? Buffer.from(response.body).toString('utf8', 0, Math.min(response.body.length, 200)) : '';
     await this.fail(trigger, claim, `the app answered ${response.status}${body ? `: ${body.trim()}` : ''}`);
   }
@@ -192,10 +195,10 @@ export class DeliveryWorker {
     const cron = trigger.config.kind === 'cron' ? trigger.config.schedule : (data?.cron ?? '');
     const scheduledTime = typeof data?.scheduledTime === 'number' ? data.scheduledTime : Date.parse(claim.event.time ?? '') || Date.now();
     const outcome = await this.withKeepAlive([claim], () => this.options.target.dispatchEvent(trigger.appId, { kind: 'scheduled', cron, scheduledTime }));
-    if (outcome.ok) return claim.ack();
+    if (outcome.ok) return this.counted(claim.ack(), claim, 'delivered');
     const message = outcome.error ? `${outcome.error.name}: ${outcome.error.message}` : 'the scheduled handler failed';
     // controller.noRetry(): the handler asked that this failure not be retried.
-    if (outcome.retry === false) return claim.dead(`${message} (the handler called noRetry())`);
+    if (outcome.retry === false) return this.counted(claim.dead(`${message} (the handler called noRetry())`), claim, 'dead');
     await this.fail(trigger, claim, message);
   }
 
@@ -211,8 +214,7 @@ export class DeliveryWorker {
     await Promise.all(
       claims.map((c) => {
         const o = outcome.outcomes?.[c.event.id];
-        if (o?.ack) return c.ack();
-        if (!o && outcome.ok) return c.ack();
+        if (o?.ack || (!o && outcome.ok)) return this.counted(c.ack(), c, 'delivered');
         return this.fail(trigger, c, error, o && o.delaySeconds > 0 ? o.delaySeconds * 1000 : undefined);
       }),
     );
@@ -234,15 +236,21 @@ export class DeliveryWorker {
   private async fail(trigger: Trigger, claim: DeliveryClaim, error: string, requestedDelayMs?: number, notDelivered = false): Promise<void> {
     if (notDelivered) {
       // The instance went away between the check and the call: the app never saw the event.
-      return claim.retry(250, error, false);
+      return this.counted(claim.retry(250, error, false), claim, 'retried');
     }
     const next = afterFailure(claim.attempts, trigger.maxAttempts, this.retryPolicy, requestedDelayMs);
     if (next.dead) {
       this.options.log?.({ appId: trigger.appId, level: 'error', message: `event ${claim.event.id} from ${claim.event.source} is dead after ${claim.attempts} attempt(s): ${error}` });
-      return claim.dead(error);
+      return this.counted(claim.dead(error), claim, 'dead');
     }
     this.options.log?.({ appId: trigger.appId, level: 'warn', message: `event ${claim.event.id} attempt ${claim.attempts} failed (${error}); retrying in ${next.delayMs} ms` });
-    await claim.retry(next.delayMs, error);
+    await this.counted(claim.retry(next.delayMs, error), claim, 'retried');
+  }
+
+  /** Counts a claim's outcome once it is settled: one that failed to settle comes back to be counted then. */
+  private async counted(settling: Promise<void>, claim: DeliveryClaim, outcome: 'delivered' | 'retried' | 'dead'): Promise<void> {
+    await settling;
+    this.options.metrics?.deliveries.inc({ app_id: claim.appId, outcome });
   }
 }
 

@@ -1,5 +1,6 @@
 import { Hono } from 'hono';
 import { HTTPException } from 'hono/http-exception';
+import { renderMetrics } from '../../runtime/metrics/index.js';
 import { GroveError, toGroveError } from '../model/index.js';
 import { appRoutes } from './app-routes.js';
 import { type ApiEnv, requireToken } from './auth.js';
@@ -25,6 +26,15 @@ export function createApi(deps: ApiDeps, options: { keepAliveMs?: number } = {})
   app.notFound((c) => c.json(new GroveError('NOT_FOUND', `no such endpoint: ${c.req.method} ${c.req.path}`).toJSON(), 404));
 
   app.get('/healthz', (c) => c.json({ ok: true }));
+  // Outside /v1 and its tokens, as exporters usually are: a scraper holds no Grove token, and the
+  // series carry counts and app ids, nothing of a space's data.
+  const { metrics } = deps;
+  if (metrics) {
+    app.get('/metrics', async (c) => {
+      const { contentType, body } = await renderMetrics(metrics);
+      return c.body(body, 200, { 'content-type': contentType });
+    });
+  }
   app.get('/v1/info', (c) => c.json({ name: 'grove', version: deps.version ?? '0.1.0', api: 'v1', leader: deps.isLeader?.() ?? true, registry: deps.registryUrl ?? null }));
 
   const v1 = new Hono<ApiEnv>();

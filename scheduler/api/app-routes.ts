@@ -3,6 +3,8 @@ import { bodyLimit } from 'hono/body-limit';
 import { z } from 'zod';
 import {
   type App,
+  Autoscale,
+  DEFAULT_AUTOSCALE,
   type Cell,
   Digest,
   ENV_KEY,
@@ -20,6 +22,16 @@ import { intQuery, jsonBody, nameParam, ndjsonStream } from './http.js';
 
 const CreateAppBody = z.object({ name: Name, kind: AppKind.default('isolate') }).strict();
 
+/** Autoscaling settings a user gives: any left out keep their current value (or the default). */
+const AutoscaleInput = z
+  .object({
+    min: z.number().int().min(0).max(1000).optional(),
+    max: z.number().int().min(1).max(1000).optional(),
+    target: z.number().min(0.1).max(10_000).optional(),
+    idleSeconds: z.number().int().min(1).max(86_400).optional(),
+  })
+  .strict();
+
 const DeployBody = z
   .object({
     bundle: Digest,
@@ -27,6 +39,8 @@ const DeployBody = z
     limits: LimitsPatch.optional(),
     create: z.boolean().default(false),
     instances: z.number().int().min(0).max(1000).optional(),
+    /** Autoscaling for a new app (functions autoscale by default; containers when this is given). */
+    autoscale: AutoscaleInput.optional(),
     placementTags: z.array(PlacementTag).max(16).optional(),
   })
   .strict();
@@ -40,6 +54,8 @@ const PushBody = z
     limits: LimitsPatch.optional(),
     create: z.boolean().default(true),
     instances: z.number().int().min(0).max(1000).optional(),
+    /** Autoscaling for a new app (functions autoscale by default; containers when this is given). */
+    autoscale: AutoscaleInput.optional(),
     placementTags: z.array(PlacementTag).max(16).optional(),
   })
   .strict();
@@ -52,12 +68,28 @@ export function normalisedImage(given: string, repository: string): string {
   return `${repository}:${colon > slash ? given.slice(colon + 1) : 'latest'}`;
 }
 
+/**
+ * `{instances}` fixes the count (autoscaling off); `{autoscale: {…}}` turns autoscaling on (or
+ * changes it), the count then moving within its min and max. Not both at once.
+ */
 const ScaleBody = z
   .object({
-    instances: z.number().int().min(0).max(1000),
+    instances: z.number().int().min(0).max(1000).optional(),
+    autoscale: AutoscaleInput.optional(),
     version: z.number().int().positive().optional(),
   })
-  .strict();
+  .strict()
+  .refine((b) => (b.instances === undefined) !== (b.autoscale === undefined), {
+    message: 'give either instances (a fixed count) or autoscale ({min, max, target, idleSeconds}), not both',
+  });
+
+/** The settings an autoscale input gives on top of `base`, checked as a whole. */
+function autoscaleFrom(input: z.infer<typeof AutoscaleInput>, base: Autoscale | null): Autoscale {
+  const merged = { ...(base ?? DEFAULT_AUTOSCALE), ...input };
+  const checked = Autoscale.safeParse(merged);
+  if (!checked.success) throw new GroveError('VALIDATION_FAILED', `autoscale: ${checked.error.issues.map((i) => i.message).join('; ')} (min ${merged.min}, max ${merged.max})`);
+  return checked.data;
+}
 
 const RollbackBody = z.object({ revision: z.number().int().positive().optional() }).strict();
 
@@ -104,7 +136,7 @@ export async function appDetail(store: Store, app: App, now: number, cells?: Cel
       createdAt: current.createdAt,
     },
     secretKeys: secrets.map((x) => x.key),
-    desired: desired ? { instances: desired.instances, version: desired.version, placementTags: desired.placementTags } : null,
+    desired: desired ? { instances: desired.instances, version: desired.version, placementTags: desired.placementTags, autoscale: desired.autoscale } : null,
     running: actual.filter((a) => a.state === 'RUNNING' && a.revisionId === desired?.revisionId).length,
     instances: actual.map((a) => ({
       instanceId: a.instanceId,
@@ -205,6 +237,8 @@ export function appRoutes(deps: ApiDeps): Hono<ApiEnv> {
       limits: body.limits ?? {},
       createIfMissing: body.create,
       defaultInstances: body.instances ?? 1,
+      // A new function autoscales (to zero when idle) unless it is given a fixed count.
+      autoscale: body.instances === undefined ? autoscaleFrom(body.autoscale ?? {}, null) : body.autoscale ? autoscaleFrom(body.autoscale, null) : null,
       placementTags: body.placementTags,
     });
     return c.json(
@@ -250,6 +284,8 @@ export function appRoutes(deps: ApiDeps): Hono<ApiEnv> {
         limits: body.limits ?? {},
         createIfMissing: body.create,
         defaultInstances: body.instances ?? 1,
+        // A container app keeps its declared count unless autoscaling is asked for.
+        autoscale: body.autoscale ? autoscaleFrom(body.autoscale, null) : null,
         placementTags: body.placementTags,
       });
       return {
@@ -300,8 +336,17 @@ export function appRoutes(deps: ApiDeps): Hono<ApiEnv> {
   api.post('/apps/:name/scale', jsonLimit, async (c) => {
     const app = await findApp(store, c.get('auth').space.id, nameParam(c));
     const body = await jsonBody(c, ScaleBody);
-    const desired = await store.scale(app.id, body.instances, body.version);
-    return c.json({ desired: { instances: desired.instances, version: desired.version }, app: await appDetail(store, app, now()) });
+    let desired;
+    if (body.autoscale) {
+      const current = await store.getDesired(app.id);
+      if (!current) throw new GroveError('APP_NOT_FOUND', `app "${app.name}" has nothing deployed yet: deploy it first`);
+      const autoscale = autoscaleFrom(body.autoscale, current.autoscale);
+      const instances = Math.min(autoscale.max, Math.max(autoscale.min, current.instances));
+      desired = await store.scale(app.id, instances, body.version ?? current.version, autoscale);
+    } else {
+      desired = await store.scale(app.id, body.instances!, body.version, null);
+    }
+    return c.json({ desired: { instances: desired.instances, version: desired.version, autoscale: desired.autoscale }, app: await appDetail(store, app, now()) });
   });
 
   // Secrets: written here, never read back. The value is the raw body (text/plain), up to 32 KiB.

@@ -1,5 +1,6 @@
 import type { CloudEvent, Trigger } from '../model/index.js';
 import type { Store } from '../store/index.js';
+import type { GroveMetrics } from '../../runtime/metrics/index.js';
 
 /** Where function bundles live: the registry, as OCI artifacts in `grove/<space>/bundles`. */
 export interface BundleStore {
@@ -74,4 +75,6 @@ export interface ApiDeps {
   eventTokens?: EventTokenVerifier;
   /** Where unexpected (500) errors are reported. */
   warn?: (message: string) => void;
+  /** This process's metrics, served at GET /metrics; without them that path is not found. */
+  metrics?: GroveMetrics;
 }

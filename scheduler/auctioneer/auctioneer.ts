@@ -1,5 +1,6 @@
 import type { ActualLRP, AppKind, DesiredLRP, Task } from '../model/index.js';
 import type { Store } from '../store/index.js';
+import type { GroveMetrics } from '../../runtime/metrics/index.js';
 import { type AuctionCell, type AuctionWork, runAuction } from '../auction/index.js';
 import type { CellState, RepClient } from './rep-client.js';
 
@@ -8,6 +9,8 @@ export interface AuctioneerOptions {
   /** How long a cell may take to tell its state before it sits this auction out. */
   stateTimeoutMs?: number;
   warn?: (message: string) => void;
+  /** Round durations and the work no cell took, by reason. */
+  metrics?: Pick<GroveMetrics, 'auctionSeconds' | 'placementFailures'>;
 }
 
 export interface AuctionOutcome {
@@ -30,8 +33,18 @@ export class Auctioneer {
     this.stateTimeoutMs = options.stateTimeoutMs ?? 2_000;
   }
 
+  /** One round, timed whole: the pure auction takes microseconds; placement waits on the cells' answers. */
   async auction(batch: ActualLRP[], reps: Map<string, RepClient>, desired: DesiredLRP[], tasks: Task[] = []): Promise<AuctionOutcome> {
-    const { store } = this.options;
+    const done = this.options.metrics?.auctionSeconds.startTimer();
+    try {
+      return await this.round(batch, reps, desired, tasks);
+    } finally {
+      done?.();
+    }
+  }
+
+  private async round(batch: ActualLRP[], reps: Map<string, RepClient>, desired: DesiredLRP[], tasks: Task[]): Promise<AuctionOutcome> {
+    const { store, metrics } = this.options;
     const unreachable: string[] = [];
     const states: CellState[] = [];
     await Promise.all(
@@ -91,6 +104,7 @@ export class Auctioneer {
 
     const result = runAuction(states.map(toAuctionCell), work);
     for (const failure of result.failed) {
+      metrics?.placementFailures.inc({ reason: placementFailureReason(failure.error) });
       if (failure.work.kind === 'task') {
         // As in Diego, a task that no cell can take fails with the auction's reason.
         await store.transitionTask(failure.work.key, 'COMPLETED', { failed: true, failureReason: failure.error }).catch(() => undefined);
@@ -119,8 +133,23 @@ export class Auctioneer {
         }
       }),
     );
+    if (refused > 0) metrics?.placementFailures.inc({ reason: 'refused' }, refused);
     return { placed: result.placed.length - refused, failed: result.failed.length + refused, unreachable };
   }
+}
+
+/**
+ * The auction's message as a label value. The messages name tags and drivers, and every distinct label
+ * value is a series of its own, so the counter gets the kind of failure only: no_cells, no_driver,
+ * placement_tags, insufficient_memory, insufficient_disk or insufficient_instances (and `refused`, for
+ * work a winning cell did not take, counted by the auctioneer itself).
+ */
+export function placementFailureReason(error: string): string {
+  if (error === 'no cells are available') return 'no_cells';
+  if (error.startsWith('found no cell that runs ')) return 'no_driver';
+  if (error.startsWith('found no cell with placement tags ')) return 'placement_tags';
+  const short = /^insufficient resources: (memory|disk|instances)$/.exec(error);
+  return short ? `insufficient_${short[1]}` : 'other';
 }
 
 export function toAuctionCell(s: CellState): AuctionCell {

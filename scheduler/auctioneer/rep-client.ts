@@ -29,8 +29,21 @@ export interface WorkResult {
   failedTasks?: Task[];
 }
 
+/**
+ * A cell's load since the autoscaler last read it (Knative's queue-proxy metrics): per app, the
+ * time-weighted average of calls in flight, calls started, calls in flight now, background work
+ * (`ctx.waitUntil` still running) and ready instances.
+ */
+export interface CellLoad {
+  cellId: string;
+  at: number;
+  apps: Record<string, { average: number; served: number; inflight: number; background: number; instances: number }>;
+}
+
 /** The port the scheduler uses to talk to a cell (Diego's rep.Client). */
 export interface RepClient {
   state(): Promise<CellState>;
   perform(work: Work): Promise<WorkResult>;
+  /** Read-and-reset: each call starts a new window (only the leader's autoscaler reads). */
+  load?(): Promise<CellLoad>;
 }

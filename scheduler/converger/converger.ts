@@ -1,6 +1,6 @@
 import type { ActualLRP } from '../model/index.js';
 import type { Store } from '../store/index.js';
-import { Auctioneer, type RepClient } from '../auctioneer/index.js';
+import { Auctioneer, type AuctioneerOptions, type RepClient } from '../auctioneer/index.js';
 import { planConvergence } from './plan.js';
 
 export interface ConvergerOptions {
@@ -10,6 +10,8 @@ export interface ConvergerOptions {
   intervalMs?: number;
   now?: () => number;
   warn?: (message: string) => void;
+  /** For the auctioneer's rounds and placement failures. */
+  metrics?: AuctioneerOptions['metrics'];
 }
 
 /**
@@ -47,7 +49,7 @@ export class Converger {
 
   constructor(private readonly options: ConvergerOptions) {
     this.now = options.now ?? Date.now;
-    this.auctioneer = new Auctioneer({ store: options.store, warn: options.warn });
+    this.auctioneer = new Auctioneer({ store: options.store, warn: options.warn, metrics: options.metrics });
   }
 
   async start(): Promise<void> {

@@ -22,6 +22,7 @@ const desired = (instances: number, revisionId = 'r2'): DesiredLRP => ({
   revisionId,
   instances,
   placementTags: [],
+  autoscale: null,
   version: 1,
   updatedAt: 0,
 });

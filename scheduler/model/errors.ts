@@ -26,6 +26,9 @@ export const ERROR_STATUS = {
   INVALID_TRANSITION: 409,
   SPACE_NOT_EMPTY: 409,
   PAYLOAD_TOO_LARGE: 413,
+  HEADERS_TOO_LARGE: 431,
+  /** The app cannot take this kind of request (e.g. a WebSocket upgrade to a function). */
+  NOT_IMPLEMENTED: 501,
   UNSUPPORTED_MEDIA_TYPE: 415,
   BUNDLE_NOT_FOUND: 422,
   KIND_MISMATCH: 422,
@@ -38,6 +41,8 @@ export const ERROR_STATUS = {
   WORKER_TIMEOUT: 504,
   /** A container instance did not answer the router (connection refused or reset). */
   BAD_GATEWAY: 502,
+  /** The instance's connection was refused or cut: a request safe to repeat may go to another. */
+  INSTANCE_UNREACHABLE: 502,
   /** Long work (an image pull, a health check) ran past its deadline. */
   TIMEOUT: 504,
   // The OCI distribution spec's own error codes, so the registry answers in the format registry

@@ -114,6 +114,25 @@ export const Revision = z.object({
 });
 export type Revision = z.infer<typeof Revision>;
 
+/**
+ * Knative-style autoscaling of an app: instances follow its concurrency (calls in flight, plus
+ * `ctx.waitUntil` work) at `target` per instance, between `min` and `max`; with `min` 0 an app idle
+ * for `idleSeconds` (no calls, no background work, no pending deliveries) scales to zero, and the
+ * router holds its next request while an instance starts.
+ */
+export const Autoscale = z
+  .object({
+    min: z.number().int().min(0).max(1000),
+    max: z.number().int().min(1).max(1000),
+    target: z.number().min(0.1).max(10_000),
+    idleSeconds: z.number().int().min(1).max(86_400),
+  })
+  .refine((a) => a.min <= a.max, { message: 'min must not exceed max', path: ['min'] });
+export type Autoscale = z.infer<typeof Autoscale>;
+
+/** What new isolate apps get (Knative's defaults, but max 10 and a longer idle period). */
+export const DEFAULT_AUTOSCALE: Autoscale = { min: 0, max: 10, target: 100, idleSeconds: 300 };
+
 /** One per app: how many instances of which revision should run. `version` guards concurrent writers. */
 export const DesiredLRP = z.object({
   appId: z.string(),
@@ -123,6 +142,8 @@ export const DesiredLRP = z.object({
   instances: z.number().int().min(0).max(1000),
   /** Only cells with all of these tags may run the app's instances. */
   placementTags: z.array(z.string()),
+  /** Null: the instance count is the user's (`grove scale -i`); otherwise the autoscaler sets it. */
+  autoscale: Autoscale.nullable(),
   version: z.number().int().positive(),
   updatedAt: Millis,
 });

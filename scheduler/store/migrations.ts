@@ -157,6 +157,8 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
   CREATE INDEX deliveries_due ON deliveries (state, next_attempt_at);
   CREATE INDEX deliveries_by_app ON deliveries (app_id, state, created_at);
   CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);`,
+  // 6: autoscaling settings of an app (JSON; NULL: a fixed instance count).
+  `ALTER TABLE desired_lrps ADD COLUMN autoscale TEXT;`,
 ];
 
 /**
@@ -313,4 +315,5 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
   CREATE INDEX deliveries_due ON deliveries (state, next_attempt_at);
   CREATE INDEX deliveries_by_app ON deliveries (app_id, state, created_at);
   CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);`,
+  `ALTER TABLE desired_lrps ADD COLUMN autoscale TEXT;`,
 ];

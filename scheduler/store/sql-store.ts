@@ -1,4 +1,5 @@
 import {
+  type Autoscale,
   ActualLRP,
   type ActualLRPState,
   DEFAULT_LIMITS,
@@ -80,6 +81,7 @@ const toDesired = (r: Row): DesiredLRP => ({
   revisionId: str(r.revision_id),
   instances: num(r.instances),
   placementTags: json(r.placement_tags),
+  autoscale: r.autoscale === null || r.autoscale === undefined ? null : json(r.autoscale),
   version: num(r.version),
   updatedAt: num(r.updated_at),
 });
@@ -492,14 +494,15 @@ export class SqlStore implements Store {
         );
       } else {
         await q.run(
-          `INSERT INTO desired_lrps (app_id, space_id, kind, revision_id, instances, placement_tags, version, updated_at)
-           VALUES (?, ?, ?, ?, ?, ?, 1, ?)`,
+          `INSERT INTO desired_lrps (app_id, space_id, kind, revision_id, instances, placement_tags, autoscale, version, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?)`,
           app.id,
           app.spaceId,
           app.kind,
           revision.id,
           input.defaultInstances,
           JSON.stringify(input.placementTags ?? []),
+          input.autoscale ? JSON.stringify(input.autoscale) : null,
           now,
         );
       }
@@ -618,7 +621,7 @@ export class SqlStore implements Store {
     return this.read(async (q) => (await q.all('SELECT * FROM desired_lrps ORDER BY app_id')).map(toDesired));
   }
 
-  scale(appId: string, instances: number, expectedVersion?: number): Promise<DesiredLRP> {
+  scale(appId: string, instances: number, expectedVersion?: number, autoscale?: Autoscale | null): Promise<DesiredLRP> {
     return this.tx(async (q) => {
       const app = await this.appRow(q, appId);
       const row = await q.one('SELECT * FROM desired_lrps WHERE app_id = ?', appId);
@@ -631,10 +634,12 @@ export class SqlStore implements Store {
           { details: { currentVersion: current.version } },
         );
       }
+      const nextAutoscale = autoscale === undefined ? current.autoscale : autoscale;
       // The version guard sits in the UPDATE too, so no interleaving can slip past the check above.
       const changed = await q.run(
-        'UPDATE desired_lrps SET instances = ?, version = version + 1, updated_at = ? WHERE app_id = ? AND version = ?',
+        'UPDATE desired_lrps SET instances = ?, autoscale = ?, version = version + 1, updated_at = ? WHERE app_id = ? AND version = ?',
         instances,
+        nextAutoscale ? JSON.stringify(nextAutoscale) : null,
         this.now(),
         appId,
         current.version,
@@ -642,7 +647,13 @@ export class SqlStore implements Store {
       if (changed !== 1) {
         throw new GroveError('VERSION_CONFLICT', `app "${app.name}" changed concurrently: retry`);
       }
-      await this.emit(q, 'app.scaled', app.spaceId, { app: app.name, appId, from: current.instances, to: instances });
+      await this.emit(q, 'app.scaled', app.spaceId, {
+        app: app.name,
+        appId,
+        from: current.instances,
+        to: instances,
+        ...(autoscale !== undefined ? { autoscale } : {}),
+      });
       return toDesired((await q.one('SELECT * FROM desired_lrps WHERE app_id = ?', appId))!);
     });
   }

@@ -1,4 +1,5 @@
 import type {
+  Autoscale,
   ActualLRP,
   ActualLRPState,
   App,
@@ -82,7 +83,11 @@ export interface Store {
   getDesired(appId: string): Promise<DesiredLRP | undefined>;
   listDesired(): Promise<DesiredLRP[]>;
   /** Compare-and-set when `expectedVersion` is given (VERSION_CONFLICT on mismatch); atomic either way. */
-  scale(appId: string, instances: number, expectedVersion?: number): Promise<DesiredLRP>;
+  /**
+   * Sets the app's instance count, and its autoscaling settings when `autoscale` is given (null turns
+   * autoscaling off; undefined keeps what is set, as the autoscaler's own changes do).
+   */
+  scale(appId: string, instances: number, expectedVersion?: number, autoscale?: Autoscale | null): Promise<DesiredLRP>;
 
   // Actual state
   createActual(input: { appId: string; revisionId: string; index: number }): Promise<ActualLRP>;
@@ -198,6 +203,8 @@ export interface DeployInput {
   limits: LimitsPatch;
   createIfMissing: boolean;
   defaultInstances: number;
+  /** Autoscaling for a new app (ignored when the app exists: `scale` changes it). */
+  autoscale?: Autoscale | null;
   /** New placement tags for the app; undefined keeps the current ones. */
   placementTags?: string[];
 }

@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { constants, promises as fs, openSync, readFileSync } from 'node:fs';
 import { Socket, connect } from 'node:net';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
+import { type Duplex, Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { Pool } from 'undici';
 import { GroveError } from '../../../scheduler/model/index.js';
@@ -451,6 +451,18 @@ export class ContainerDriver implements WorkloadDriver {
     await client.removeSnapshot(SNAPSHOTTER, containerId);
   }
 
+  /** A TCP connection to the instance's port, once connected (HTTP upgrades: WebSocket). */
+  async connect(instanceId: string): Promise<Duplex> {
+    const box = this.boxes.get(instanceId);
+    if (!box?.pool || box.port === null) throw new GroveError('NO_INSTANCE', `instance ${instanceId} is not running on this cell`);
+    const socket = connect({ port: box.port, host: '127.0.0.1' });
+    await new Promise<void>((resolve, reject) => {
+      socket.once('connect', resolve);
+      socket.once('error', (err) => reject(new GroveError('INSTANCE_UNREACHABLE', `the instance did not answer: ${describe(err)}`, { cause: err })));
+    });
+    return socket;
+  }
+
   /** Proxies one request to the instance over a keep-alive pool, streaming both bodies. */
   async fetch(instanceId: string, request: WireRequest): Promise<WireResponse> {
     const box = this.boxes.get(instanceId);
@@ -467,7 +479,11 @@ export class ContainerDriver implements WorkloadDriver {
         body: request.stream ? Readable.from(request.stream) : request.body && request.body.byteLength > 0 ? request.body : null,
       });
     } catch (err) {
-      throw new GroveError('BAD_GATEWAY', `the instance did not answer: ${describe(err)}`, { cause: err });
+      // Refused or cut before an answer: the instance is gone or going (killed, crashed), and the
+      // rep may try another instance if the request is safe to repeat.
+      const code = (err as { code?: string }).code ?? '';
+      const unreachable = ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED'].includes(code);
+      throw new GroveError(unreachable ? 'INSTANCE_UNREACHABLE' : 'BAD_GATEWAY', `the instance did not answer: ${describe(err)}`, { cause: err });
     }
     const out: [string, string][] = [];
     for (const [name, value] of Object.entries(res.headers)) {

@@ -68,6 +68,16 @@ describe('IsolateHostPool (isolates in supervised child processes)', () => {
     expect(p.running().sort()).toEqual([a.instanceId, b.instanceId].sort());
   });
 
+  it('reports its instances and the resident memory its hosts last pinged back', async () => {
+    const p = await open({ pingIntervalMs: 20 });
+    const a = spec();
+    await p.start(a);
+    await until(() => p.stats().rssBytes > 0, 'a host to answer a ping');
+    expect(p.stats().instances).toBe(1);
+    await p.stop(a.instanceId);
+    expect(p.stats().instances).toBe(0);
+  });
+
   it('a host killed from outside takes only its own instances, which are reported with the reason, and is replaced', async () => {
     const p = await open();
     const [a, b] = [spec(), spec()];

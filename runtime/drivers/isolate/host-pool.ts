@@ -148,6 +148,13 @@ export class IsolateHostPool implements WorkloadDriver {
     return [...this.where.keys()];
   }
 
+  /** Instances running, and the live hosts' resident memory as of their last ping (for metrics). */
+  stats(): { instances: number; rssBytes: number } {
+    let rssBytes = 0;
+    for (const host of this.hosts) if (!host.exited && host.health) rssBytes += host.health.rssBytes;
+    return { instances: this.where.size, rssBytes };
+  }
+
   onExit(listener: (instanceId: string, reason: string) => void): () => void {
     this.exitListeners.add(listener);
     return () => this.exitListeners.delete(listener);

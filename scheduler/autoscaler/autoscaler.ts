@@ -1,0 +1,124 @@
+import type { CellLoad, RepClient } from '../auctioneer/index.js';
+import { GroveError } from '../model/index.js';
+import type { Store } from '../store/index.js';
+import { type LoadSample, desiredInstances } from './policy.js';
+
+export interface AutoscalerOptions {
+  store: Store;
+  /** The reps of the live cells (each one's load is read once per tick). */
+  reps: () => Promise<Map<string, RepClient>>;
+  /** How often cells are read and decisions made (default 1 s). */
+  tickMs?: number;
+  stableWindowMs?: number;
+  panicWindowMs?: number;
+  /** Whether deliveries wait for the app (they keep it from scaling to zero). */
+  pendingDeliveries?: (appId: string, spaceId: string) => Promise<boolean>;
+  /** Told of every change the autoscaler makes (the app's log, metrics). */
+  onScale?: (change: { appId: string; from: number; to: number; concurrency: number }) => void;
+  warn?: (message: string) => void;
+  now?: () => number;
+}
+
+interface Tracked {
+  samples: LoadSample[];
+  lastActiveAt: number;
+}
+
+/**
+ * The leader's autoscaler (Knative's KPA): once a tick it reads every cell's load — calls in flight,
+ * time-weighted, plus `ctx.waitUntil` work — sums it per app, and sets the instance count of each
+ * autoscaled app to what `desiredInstances` says. Apps with a fixed count are left alone.
+ */
+export class Autoscaler {
+  private readonly apps = new Map<string, Tracked>();
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> = Promise.resolve();
+  private stopped = false;
+  private readonly now: () => number;
+
+  constructor(private readonly options: AutoscalerOptions) {
+    this.now = options.now ?? Date.now;
+  }
+
+  start(): void {
+    this.timer = setInterval(() => {
+      // One tick at a time: a slow cell must not stack reads up.
+      this.running = this.running.then(() => this.tick()).catch((err: unknown) => this.options.warn?.(`autoscaler: ${(err as Error).message}`));
+    }, this.options.tickMs ?? 1000);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.timer);
+    await this.running;
+  }
+
+  /** One round: read the cells, decide, scale. Exposed for tests that drive the clock themselves. */
+  async tick(): Promise<void> {
+    if (this.stopped) return;
+    const now = this.now();
+    const loads = await this.readCells();
+    const byApp = new Map<string, { concurrency: number; active: boolean }>();
+    for (const load of loads) {
+      for (const [appId, l] of Object.entries(load.apps)) {
+        const sum = byApp.get(appId) ?? { concurrency: 0, active: false };
+        sum.concurrency += l.average + l.background;
+        sum.active ||= l.served > 0 || l.inflight > 0 || l.background > 0;
+        byApp.set(appId, sum);
+      }
+    }
+    const windowMs = Math.max(this.options.stableWindowMs ?? 60_000, this.options.panicWindowMs ?? 6_000);
+    const seen = new Set<string>();
+    for (const desired of await this.options.store.listDesired()) {
+      if (!desired.autoscale) continue;
+      seen.add(desired.appId);
+      let tracked = this.apps.get(desired.appId);
+      // A newly seen app counts as active now: a leader that just took over must not scale to zero
+      // what the last one saw busy a moment ago.
+      if (!tracked) this.apps.set(desired.appId, (tracked = { samples: [], lastActiveAt: now }));
+      const load = byApp.get(desired.appId);
+      tracked.samples.push({ at: now, concurrency: load?.concurrency ?? 0 });
+      while (tracked.samples.length > 0 && tracked.samples[0]!.at <= now - windowMs) tracked.samples.shift();
+      // Anyone's scaling (the activator's 0 → 1, an event's, the user's) is activity too.
+      if (load?.active || desired.updatedAt > tracked.lastActiveAt) tracked.lastActiveAt = Math.max(now, desired.updatedAt);
+      let want = desiredInstances({
+        autoscale: desired.autoscale,
+        current: desired.instances,
+        samples: tracked.samples,
+        now,
+        lastActiveAt: tracked.lastActiveAt,
+        stableWindowMs: this.options.stableWindowMs ?? 60_000,
+        panicWindowMs: this.options.panicWindowMs ?? 6_000,
+      });
+      if (want === desired.instances) continue;
+      if (want === 0 && (await this.options.pendingDeliveries?.(desired.appId, desired.spaceId))) {
+        tracked.lastActiveAt = now;
+        want = 1;
+        if (want === desired.instances) continue;
+      }
+      try {
+        await this.options.store.scale(desired.appId, want, desired.version);
+        this.options.onScale?.({ appId: desired.appId, from: desired.instances, to: want, concurrency: load?.concurrency ?? 0 });
+      } catch (err) {
+        // Someone else scaled it meanwhile; the next tick decides again from what they set.
+        if (!(err instanceof GroveError && (err.code === 'VERSION_CONFLICT' || err.code === 'APP_NOT_FOUND'))) throw err;
+      }
+    }
+    for (const appId of this.apps.keys()) if (!seen.has(appId)) this.apps.delete(appId);
+  }
+
+  private async readCells(): Promise<CellLoad[]> {
+    const reps = await this.options.reps();
+    const reads = await Promise.allSettled(
+      [...reps.values()].map((rep) =>
+        rep.load
+          ? Promise.race([rep.load(), new Promise<never>((_, reject) => setTimeout(() => reject(new Error('timed out')), 2_000).unref())])
+          : Promise.resolve(null),
+      ),
+    );
+    const out: CellLoad[] = [];
+    for (const r of reads) if (r.status === 'fulfilled' && r.value) out.push(r.value);
+    return out;
+  }
+}
