@@ -8,7 +8,9 @@ import { request } from 'undici';
 import { BlobStore } from '../registry/index.js';
 import { IsolateHostPool } from '../runtime/drivers/isolate/host-pool.js';
 import { type ContainerDriver, HttpImageSource, startContainerRuntime } from '../runtime/drivers/container/index.js';
-import { createMetrics, observeCell } from '../runtime/metrics/index.js';
+import { LogShipper } from '../runtime/logs/index.js';
+import { countInvocation, createMetrics, observeCell } from '../runtime/metrics/index.js';
+import { describeInvocation } from '../runtime/rep/invocation.js';
 import { CachingUplink, HttpUplink, Rep, type WorkloadDriver, attachUpgrades, createRepServer } from '../runtime/rep/index.js';
 import { readOrCreate } from './platform.js';
 
@@ -55,13 +57,21 @@ export async function startCell(options: CellOptions): Promise<RunningCell> {
   const cache = await BlobStore.open(join(dataDir, 'bundles'));
   const apiUrl = options.api.replace(/\/+$/, '');
   const registryUrl = (options.registry ?? (await registryOf(apiUrl)))?.replace(/\/+$/, '') ?? null;
-  const uplink = new CachingUplink(new HttpUplink(apiUrl, options.token, 10_000, registryUrl), cache);
-  const log = options.log ?? ((line: string) => process.stdout.write(`${line}\n`));
+  const http = new HttpUplink(apiUrl, options.token, 10_000, registryUrl);
+  const uplink = new CachingUplink(http, cache);
+  const print = options.log ?? ((line: string) => process.stdout.write(`${line}\n`));
+  // Lines go to this process's stdout and, batched, to the control plane's log (`grove logs`).
+  const shipper = new LogShipper({ send: (lines) => http.shipLogs(cellId, lines) });
+  shipper.start();
+  const appLog = (l: { appId: string; instanceId: string; level: string; message: string }) => {
+    print(`${new Date().toISOString()} ${l.appId}/${l.instanceId} ${l.level.toUpperCase()} ${l.message}`);
+    shipper.append({ appId: l.appId, instanceId: l.instanceId, source: 'app', level: l.level, message: l.message });
+  };
   const ownPorts: number[] = [];
   const metrics = createMetrics();
   const isolates = new IsolateHostPool({
     hosts: options.isolateHosts,
-    log: (l) => log(`${new Date().toISOString()} ${l.appId}/${l.instanceId} ${l.level.toUpperCase()} ${l.message}`),
+    log: appLog,
     deniedPorts: () => ownPorts,
     warn: options.warn,
   });
@@ -74,7 +84,7 @@ export async function startCell(options: CellOptions): Promise<RunningCell> {
           cellId,
           dataDir,
           source: new HttpImageSource(registryUrl, options.token),
-          log: (l) => log(`${new Date().toISOString()} ${l.appId}/${l.instanceId} ${l.level.toUpperCase()} ${l.message}`),
+          log: appLog,
           socket: options.containerdSocket,
           stopGraceMs: options.stopGraceMs,
           warn: options.warn,
@@ -125,6 +135,17 @@ export async function startCell(options: CellOptions): Promise<RunningCell> {
     heartbeatMs: Math.max(200, Math.floor(ttl / 3)),
     // Instances publish CloudEvents to the control plane this cell joined.
     eventsUrl: () => `${apiUrl}/v1/events`,
+    onInvocation: (record) => {
+      countInvocation(metrics, record);
+      shipper.append({
+        appId: record.appId,
+        instanceId: record.instanceId,
+        source: 'invocation',
+        level: record.outcome === 'ok' ? 'info' : 'error',
+        message: describeInvocation(record),
+        invocation: record,
+      });
+    },
     warn: options.warn,
   });
   // The cell's gauges are read from its drivers at each scrape (observeCell says why).
@@ -146,6 +167,7 @@ export async function startCell(options: CellOptions): Promise<RunningCell> {
     async stop() {
       try {
         await running.shutdown();
+        await shipper.stop();
       } finally {
         await isolates.close();
         await containers?.close();

@@ -379,9 +379,10 @@ export function buildProgram(): Command {
 
   program
     .command('logs')
-    .description('print an app\'s recent log lines (console output, router access lines)')
+    .description("tail an app's log: console and container output, router access lines, invocations, platform events")
     .argument('<name>')
-    .option('--limit <n>', 'how many lines (default 100)', int(1, 1000))
+    .option('--recent', 'print the buffered lines and exit instead of tailing')
+    .option('--limit <n>', 'how many buffered lines: --recent prints these (default 100), a tail starts with them (default 0)', int(1, 1000))
     .option('--json', 'print NDJSON')
     .action(async (name, o) => logs(await client(), name, o));
 

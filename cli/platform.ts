@@ -7,7 +7,8 @@ import { createAdaptorServer } from '@hono/node-server';
 import { RegistryImageSource, startContainerRuntime } from '../runtime/drivers/container/index.js';
 import { IsolateHostPool } from '../runtime/drivers/isolate/host-pool.js';
 import { LogBuffer } from '../runtime/logs/index.js';
-import { type GroveMetrics, createMetrics, observeCell } from '../runtime/metrics/index.js';
+import { type GroveMetrics, countInvocation, createMetrics, observeCell } from '../runtime/metrics/index.js';
+import { describeInvocation } from '../runtime/rep/invocation.js';
 import { HttpRepClient, Rep, StoreUplink, type WorkloadDriver } from '../runtime/rep/index.js';
 import { Activator, Dispatcher, RouteTable, createRouter } from '../runtime/router/index.js';
 import type { RepClient } from '../scheduler/auctioneer/index.js';
@@ -163,6 +164,17 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
         capacity: { memoryMb: options.cellMemoryMb ?? 8192, diskMb: 65_536, instances: 1000 },
         presenceTtlMs: options.presenceTtlMs,
         eventsUrl: () => eventsUrl,
+        onInvocation: (record) => {
+          countInvocation(metrics, record);
+          logs.append({
+            appId: record.appId,
+            instanceId: record.instanceId,
+            source: 'invocation',
+            level: record.outcome === 'ok' ? 'info' : 'error',
+            message: describeInvocation(record),
+            invocation: record,
+          });
+        },
         heartbeatMs: options.presenceTtlMs === undefined ? undefined : Math.max(200, Math.floor(options.presenceTtlMs / 3)),
         warn,
       });
@@ -198,7 +210,11 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
     const table = new RouteTable();
     const unwatch = store.watch((e) => {
       table.apply(e);
-      options.onEvent?.(describeEvent(e.type, e.data));
+      const line = describeEvent(e.type, e.data);
+      options.onEvent?.(line);
+      // Grove's own events about an app belong in that app's log too (Loggregator's platform lines).
+      const appId = (e.data as { appId?: unknown }).appId;
+      if (typeof appId === 'string') logs.append({ appId, instanceId: (e.data as { instanceId?: string }).instanceId ?? null, source: 'platform', level: e.type.endsWith('crashed') ? 'error' : 'info', message: line, at: e.at });
     });
     cleanups.push(unwatch);
     for (const route of await store.listRoutes()) table.add(route);

@@ -22,11 +22,13 @@
  * runs every path once, the router and direct runs of an app back to back (which goes first
  * alternates per round); figures are medians over rounds, ratios the median of per-round ratios.
  * CPU time (utime + stime, children reaped included, from /proc) of the front process and of the
- * backend is sampled around each run and shown per request.
+ * backend is sampled around each run and shown per request, with how busy CPU 0 was (nothing keeps
+ * other work off CPU 0: a busy machine shows there and in the load averages printed).
  *
  * Target: the router costs ≤ 15 % of a container app's throughput (router ÷ direct ≥ 0.85).
- * A miss is printed, not an exit code; a path that could not be measured, wrk errors, or a process
- * of this run alive after cleanup exit non-zero.
+ * A miss is printed, not an exit code; a path that could not be measured, wrk errors (except on
+ * busybox httpd's paths, whose dropped SYNs wrk may count as timeouts), or a process of this run
+ * alive after cleanup exit non-zero.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
@@ -485,7 +487,12 @@ function report(paths: Path[], results: Map<string, Sample[]>): void {
     console.log(
       `${p.label.padEnd(w)}${thousands(m('rps')).padStart(9)}${f(m('p50'), 2).padStart(9)}${f(m('p99'), 2).padStart(9)}${String(errors).padStart(8)}${f(m('frontUsPerReq')).padStart(14)}${f(m('backendUsPerReq')).padStart(16)}${`${f(m('cpu0Busy'))} %`.padStart(11)}`,
     );
-    if (errors > 0) process.exitCode = 1;
+    // busybox httpd's listen backlog is 9: SYNs past it are dropped and retried after 1 s, and wrk
+    // counts a request over 2 s as a timeout. Reported, but only the other paths fail the run.
+    if (errors > 0 && p.app !== 'web') process.exitCode = 1;
+  }
+  if (paths.some((p) => p.app === 'web')) {
+    console.log('(busybox httpd: one forked process and one TCP connection per request, listen backlog 9; the router reconnects per request too)');
   }
 
   console.log('\nrouter ÷ direct (median of per-round ratios; latency: router − direct)');

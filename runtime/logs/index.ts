@@ -1,1 +1,2 @@
-export { LogBuffer, type LogEntry, type LogSource, type LogBufferOptions } from './log-buffer.js';
+export { LogBuffer, type LogBufferOptions, type LogEntry, type LogSource } from './log-buffer.js';
+export { LogShipper, type LogShipperOptions } from './shipper.js';

@@ -1,6 +1,9 @@
 import { LRUCache } from 'lru-cache';
 
-export type LogSource = 'app' | 'router' | 'platform';
+import type { InvocationRecord } from '../rep/invocation.js';
+
+/** app: console and stdout/stderr; router: access lines; platform: Grove's events; invocation: records. */
+export type LogSource = 'app' | 'router' | 'platform' | 'invocation';
 
 export interface LogEntry {
   at: number;
@@ -9,6 +12,8 @@ export interface LogEntry {
   source: LogSource;
   level: string;
   message: string;
+  /** The structured record behind an `invocation` line. */
+  invocation?: InvocationRecord;
 }
 
 export interface LogBufferOptions {
@@ -73,6 +78,13 @@ export class LogBuffer {
 
   recent(appId: string, limit = 100): LogEntry[] {
     return this.buffers.peek(appId)?.last(limit) ?? [];
+  }
+
+  /** The invocation records among the app's buffered lines, oldest first. */
+  invocations(appId: string): InvocationRecord[] {
+    const out: InvocationRecord[] = [];
+    for (const e of this.buffers.peek(appId)?.last(this.linesPerApp) ?? []) if (e.invocation) out.push(e.invocation);
+    return out;
   }
 
   subscribe(listener: (entry: LogEntry) => void): () => void {

@@ -1,3 +1,4 @@
+import type { InvocationRecord } from '../rep/invocation.js';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /**
@@ -97,4 +98,12 @@ export function observeCell(metrics: GroveMetrics, sources: CellGaugeSources): v
 
 function collectWith(gauge: Gauge, collect: () => void): void {
   (gauge as Gauge & { collect?: () => void }).collect = collect;
+}
+
+/** An invocation record's share of the metrics: counts by status, wall time, cold starts, CPU. */
+export function countInvocation(metrics: GroveMetrics, r: InvocationRecord): void {
+  metrics.invocations.inc({ app_id: r.appId, kind: r.kind, status: String(r.status) });
+  metrics.invocationSeconds.observe({ app_id: r.appId, kind: r.kind }, r.wallMs / 1000);
+  if (r.cold) metrics.coldStarts.inc({ app_id: r.appId });
+  if (r.cpuMs !== null) metrics.cpuSeconds.inc({ app_id: r.appId }, r.cpuMs / 1000);
 }

@@ -2,6 +2,7 @@ import { type Dispatcher, request } from 'undici';
 import type { ActualLRP, ActualLRPState, Task } from '../../scheduler/model/index.js';
 import { GroveError, isErrorCode } from '../../scheduler/model/index.js';
 import type { ActualChange } from '../../scheduler/store/index.js';
+import type { LogEntry } from '../logs/log-buffer.js';
 import type { CellPresence, CellUplink, LaunchSpec, TaskOutcome } from './uplink.js';
 
 /**
@@ -50,6 +51,11 @@ export class HttpUplink implements CellUplink {
   async heartbeat(cell: CellPresence, ttlMs: number): Promise<void> {
     const { id, ...presence } = cell;
     await this.json('PUT', `/cells/${encodeURIComponent(id)}`, { ...presence, ttlMs });
+  }
+
+  /** Sends a batch of this cell's log lines to the control plane's log (see LogShipper). */
+  async shipLogs(cellId: string, lines: LogEntry[]): Promise<void> {
+    await this.json('POST', `/cells/${encodeURIComponent(cellId)}/logs`, { lines });
   }
 
   async leave(cellId: string): Promise<void> {

@@ -1,8 +1,9 @@
 import type { ActualLRP, AppKind, CellCapacity, Task } from '../../scheduler/model/index.js';
 import type { CellLoad, CellState, RepClient, Work, WorkResult } from '../../scheduler/auctioneer/index.js';
-import { GroveError } from '../../scheduler/model/index.js';
+import { GroveError, toGroveError } from '../../scheduler/model/index.js';
 import type { Duplex } from 'node:stream';
 import type { UpgradeHead } from './workload-driver.js';
+import { type InvocationRecord, outcomeOf } from './invocation.js';
 import { ConcurrencyMeter, IDEMPOTENT_METHODS, leastOutstanding } from './balance.js';
 import type { CellUplink } from './uplink.js';
 import { type WireRequest, type WireResponse, type WorkerEvent, type WorkerEventOutcome, type WorkloadDriver, TaskFailure, imageOf } from './workload-driver.js';
@@ -23,6 +24,8 @@ export interface RepOptions {
   drainMs?: number;
   /** The control API's CloudEvents ingest URL, which instances publish to (null: not known yet). */
   eventsUrl?: () => string | null;
+  /** Told of every request and event an instance served (the app's log, metrics). */
+  onInvocation?: (record: InvocationRecord) => void;
   /** Where the rep reports problems that belong to no request (e.g. a failed heartbeat). */
   warn?: (message: string) => void;
 }
@@ -34,6 +37,8 @@ interface LocalInstance {
   ready: boolean;
   /** Requests being served right now; a stop waits for them. */
   inflight: number;
+  /** Invocations started on it so far (the first is its cold start). */
+  served: number;
   drained?: () => void;
 }
 
@@ -231,7 +236,7 @@ export class Rep implements RepClient {
       return false; // someone else claimed it, or it was removed meanwhile
     }
     const { revision } = launch;
-    const local: LocalInstance = { actual: claimed, kind: launch.kind, memoryMb: revision.limits.memoryMb, ready: false, inflight: 0 };
+    const local: LocalInstance = { actual: claimed, kind: launch.kind, memoryMb: revision.limits.memoryMb, ready: false, inflight: 0, served: 0 };
     this.instances.set(lrp.instanceId, local);
     try {
       const code = revision.bundleDigest ? (await uplink.bundle(revision.bundleDigest, launch.space)).toString('utf8') : null;
@@ -309,10 +314,15 @@ export class Rep implements RepClient {
     const tried = new Set<LocalInstance>();
     for (;;) {
       try {
-        return await this.onReadyInstance(appId, (chosen) => {
-          tried.add(chosen);
-          return this.byKind.get(chosen.kind)!.fetch(chosen.actual.instanceId, request);
-        }, tried);
+        return await this.onReadyInstance(
+          appId,
+          (chosen) => {
+            tried.add(chosen);
+            return this.byKind.get(chosen.kind)!.fetch(chosen.actual.instanceId, request);
+          },
+          tried,
+          { trigger: 'http', from: (r) => ({ status: r.status, cpuMs: r.cpuMs ?? null, reason: null }) },
+        );
       } catch (err) {
         const again = retryable && err instanceof GroveError && err.code === 'INSTANCE_UNREACHABLE' && this.readyOf(appId).some((i) => !tried.has(i));
         if (!again) throw err;
@@ -349,11 +359,16 @@ export class Rep implements RepClient {
 
   /** Delivers a scheduled or queue event to the least busy ready local instance of the app. */
   dispatchEvent(appId: string, event: WorkerEvent): Promise<WorkerEventOutcome> {
-    return this.onReadyInstance(appId, (chosen) => {
-      const driver = this.byKind.get(chosen.kind)!;
-      if (!driver.dispatchEvent) throw new GroveError('KIND_MISMATCH', `${chosen.kind} apps take events as HTTP requests, not ${event.kind} events`);
-      return driver.dispatchEvent(chosen.actual.instanceId, event);
-    });
+    return this.onReadyInstance(
+      appId,
+      (chosen) => {
+        const driver = this.byKind.get(chosen.kind)!;
+        if (!driver.dispatchEvent) throw new GroveError('KIND_MISMATCH', `${chosen.kind} apps take events as HTTP requests, not ${event.kind} events`);
+        return driver.dispatchEvent(chosen.actual.instanceId, event);
+      },
+      undefined,
+      { trigger: event.kind, from: (o) => ({ status: o.ok ? 200 : 500, cpuMs: o.cpuMs ?? null, reason: o.error ? `${o.error.name}: ${o.error.message}` : null }) },
+    );
   }
 
   private readyOf(appId: string): LocalInstance[] {
@@ -365,7 +380,12 @@ export class Rep implements RepClient {
    * ties in rotation), skipping `exclude`, and counts the call in flight on it (a stop waits for it)
    * and in the app's concurrency (what the autoscaler reads).
    */
-  private async onReadyInstance<T>(appId: string, call: (chosen: LocalInstance) => Promise<T>, exclude?: ReadonlySet<LocalInstance>): Promise<T> {
+  private async onReadyInstance<T>(
+    appId: string,
+    call: (chosen: LocalInstance) => Promise<T>,
+    exclude?: ReadonlySet<LocalInstance>,
+    record?: { trigger: InvocationRecord['trigger']; from: (value: T) => Pick<InvocationRecord, 'status' | 'cpuMs' | 'reason'> },
+  ): Promise<T> {
     const all = this.readyOf(appId);
     const ready = exclude?.size ? all.filter((i) => !exclude.has(i)) : all;
     const cursor = this.cursor.get(appId) ?? 0;
@@ -373,9 +393,34 @@ export class Rep implements RepClient {
     const chosen = leastOutstanding(ready, (i) => i.inflight, cursor % Math.max(1, ready.length));
     if (!chosen) throw new GroveError('NO_INSTANCE', 'the app has no running instance right now');
     chosen.inflight++;
+    const cold = chosen.served++ === 0;
     this.meter.begin(appId);
+    const started = performance.now();
+    const report = (fields: Pick<InvocationRecord, 'status' | 'cpuMs' | 'reason' | 'outcome'>) =>
+      this.options.onInvocation?.({
+        appId,
+        instanceId: chosen.actual.instanceId,
+        cellId: this.cellId,
+        kind: chosen.kind,
+        trigger: record!.trigger,
+        cold,
+        wallMs: performance.now() - started,
+        at: Date.now(),
+        ...fields,
+      });
     try {
-      return await call(chosen);
+      const value = await call(chosen);
+      if (record) {
+        const r = record.from(value);
+        report({ ...r, outcome: r.reason ? 'exception' : 'ok' });
+      }
+      return value;
+    } catch (err) {
+      if (record) {
+        const e = toGroveError(err);
+        report({ status: e.status, cpuMs: null, reason: e.message, outcome: outcomeOf(e.code) });
+      }
+      throw err;
     } finally {
       this.meter.end(appId);
       if (--chosen.inflight === 0) chosen.drained?.();

@@ -27,6 +27,8 @@ export interface WireResponse {
    * `body` is then null. Leaving the iteration early cancels the worker's stream.
    */
   stream?: AsyncIterable<Uint8Array>;
+  /** CPU time the isolate spent on it (functions only). */
+  cpuMs?: number;
 }
 
 /** An upgrade request's head as it goes to an instance: method, path and query, headers. */
@@ -54,6 +56,8 @@ export interface WorkerEventOutcome {
   retry?: boolean;
   outcomes?: Record<string, { ack: boolean; delaySeconds: number }>;
   error: { name: string; message: string; stack: string } | null;
+  /** CPU time the isolate spent on it. */
+  cpuMs?: number;
 }
 
 /** Everything a driver needs to start one instance. */

@@ -15,6 +15,7 @@ import {
   PlacementTag,
   AppKind,
 } from '../model/index.js';
+import { summarise } from '../../runtime/rep/invocation.js';
 import type { Store } from '../store/index.js';
 import type { ApiEnv } from './auth.js';
 import type { ApiDeps } from './deps.js';
@@ -182,7 +183,9 @@ export function appRoutes(deps: ApiDeps): Hono<ApiEnv> {
 
   api.get('/apps/:name', async (c) => {
     const app = await findApp(store, c.get('auth').space.id, nameParam(c));
-    return c.json({ app: await appDetail(store, app, now()) });
+    // Recent invocations as this control plane's log buffer holds them (best effort, like the log).
+    const records = deps.logs?.invocations?.(app.id);
+    return c.json({ app: { ...(await appDetail(store, app, now())), ...(records ? { invocations: summarise(records) } : {}) } });
   });
 
   api.delete('/apps/:name', async (c) => {
@@ -383,6 +386,50 @@ export function appRoutes(deps: ApiDeps): Hono<ApiEnv> {
     const app = await findApp(store, c.get('auth').space.id, nameParam(c));
     const limit = intQuery(c, 'limit', 100, 1, 1000);
     return c.json({ logs: deps.logs?.recent(app.id, limit) ?? [] });
+  });
+
+  /**
+   * Tails the app's log as Server-Sent Events (`event: log`, one JSON line each): the newest
+   * `recent` buffered lines first (default 0), then every line as it is appended, until the client
+   * goes. A comment every 15 s keeps idle proxies from closing the stream.
+   */
+  api.get('/apps/:name/logs/stream', async (c) => {
+    const app = await findApp(store, c.get('auth').space.id, nameParam(c));
+    const logs = deps.logs;
+    if (!logs?.subscribe) throw new GroveError('UNAVAILABLE', 'this control plane keeps no logs');
+    const recent = intQuery(c, 'recent', 0, 0, 1000);
+    const encoder = new TextEncoder();
+    let unsubscribe: (() => void) | undefined;
+    let keepAlive: NodeJS.Timeout | undefined;
+    const stream = new ReadableStream<Uint8Array>({
+      start(controller) {
+        const send = (line: unknown) => {
+          try {
+            controller.enqueue(encoder.encode(`event: log\ndata: ${JSON.stringify(line)}\n\n`));
+          } catch {
+            unsubscribe?.();
+          }
+        };
+        controller.enqueue(encoder.encode(': grove logs\n\n'));
+        for (const line of recent > 0 ? logs.recent(app.id, recent) : []) send(line);
+        unsubscribe = logs.subscribe!((line) => {
+          if (line.appId === app.id) send(line);
+        });
+        keepAlive = setInterval(() => {
+          try {
+            controller.enqueue(encoder.encode(': keep-alive\n\n'));
+          } catch {
+            clearInterval(keepAlive);
+          }
+        }, 15_000);
+        keepAlive.unref();
+      },
+      cancel() {
+        unsubscribe?.();
+        clearInterval(keepAlive);
+      },
+    });
+    return new Response(stream, { headers: { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' } });
   });
 
   return api;

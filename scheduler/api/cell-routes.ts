@@ -18,6 +18,35 @@ const Presence = z.strictObject({
   ttlMs: z.number().int().min(500).max(600_000),
 });
 const Transition = z.strictObject({ to: ActualLRPState, cellId: z.string().min(1).optional(), reason: z.string().max(4096).optional() });
+const InvocationBody = z.strictObject({
+  appId: z.string().min(1).max(64),
+  instanceId: z.string().min(1).max(128),
+  cellId: z.string().min(1).max(64),
+  kind: AppKind,
+  trigger: z.enum(['http', 'scheduled', 'queue']),
+  status: z.number().int().min(100).max(599),
+  outcome: z.enum(['ok', 'exception', 'limit', 'timeout', 'unreachable', 'error']),
+  reason: z.string().max(4096).nullable(),
+  cold: z.boolean(),
+  wallMs: z.number().min(0),
+  cpuMs: z.number().min(0).nullable(),
+  at: z.number(),
+});
+const LogBatch = z.strictObject({
+  lines: z
+    .array(
+      z.strictObject({
+        at: z.number(),
+        appId: z.string().min(1).max(64),
+        instanceId: z.string().max(128).nullable(),
+        source: z.enum(['app', 'router', 'platform', 'invocation']),
+        level: z.string().min(1).max(16),
+        message: z.string().max(64 * 1024),
+        invocation: InvocationBody.optional(),
+      }),
+    )
+    .max(5000),
+});
 const CELL_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 
 /** Digests of every revision of every app: what a registry must never evict. */
@@ -67,6 +96,14 @@ export function cellRoutes(deps: ApiDeps): Hono<ApiEnv> {
   api.delete('/cells/:id', async (c) => {
     await store.removeCell(cellId(c.req.param('id')));
     return c.json({ removed: true });
+  });
+
+  // A remote cell's log lines (console, container output, invocation records), in batches.
+  api.post('/cells/:id/logs', bodyLimit({ maxSize: 4 * 1024 * 1024, onError: () => { throw new GroveError('PAYLOAD_TOO_LARGE', 'a log batch is at most 4 MiB'); } }), async (c) => {
+    cellId(c.req.param('id'));
+    const body = await jsonBody(c, LogBatch);
+    for (const line of body.lines) deps.logs?.append?.(line);
+    return c.json({ accepted: body.lines.length });
   });
 
   api.get('/cells/:id/instances', async (c) => c.json({ instances: await store.listActual({ cellId: cellId(c.req.param('id')) }) }));

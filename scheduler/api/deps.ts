@@ -1,3 +1,4 @@
+import type { InvocationRecord } from '../../runtime/rep/invocation.js';
 import type { CloudEvent, Trigger } from '../model/index.js';
 import type { Store } from '../store/index.js';
 import type { GroveMetrics } from '../../runtime/metrics/index.js';
@@ -31,8 +32,23 @@ export interface ImageStager {
 }
 
 /** The log lines the API can show for an app (the runtime's LogBuffer satisfies this). */
+/** One line of an app's log, as the API serves it (and as remote cells send theirs in). */
+export interface LogLine {
+  at: number;
+  appId: string;
+  instanceId: string | null;
+  source: 'app' | 'router' | 'platform' | 'invocation';
+  level: string;
+  message: string;
+  invocation?: InvocationRecord;
+}
+
+/** The control plane's log buffer: recent lines, new ones as they come, and lines from remote cells. */
 export interface LogReader {
-  recent(appId: string, limit: number): { at: number; instanceId: string | null; source: string; level: string; message: string }[];
+  recent(appId: string, limit: number): LogLine[];
+  subscribe?(listener: (line: LogLine) => void): () => void;
+  append?(line: LogLine): void;
+  invocations?(appId: string): InvocationRecord[];
 }
 
 /**

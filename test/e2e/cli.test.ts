@@ -77,7 +77,7 @@ describe('grove CLI against a real grove up', () => {
 
   it('shows console output in the app log', async () => {
     await viaRouter(up.routerUrl, 'hello.localhost', '/logged');
-    const r = await grove(['logs', 'hello'], env);
+    const r = await grove(['logs', 'hello', '--recent'], env);
     expect(r.stdout).toContain('LOG hello from /logged');
     expect(r.stdout).toMatch(/\[router\] INFO GET hello\.localhost\/logged → 200/);
   });
@@ -132,7 +132,7 @@ describe('grove CLI against a real grove up', () => {
     expect(list.stdout).toMatch(/API_TOKEN\s+\d{4}-/);
     const empty = await grove(['secret', 'put', 'vault', 'EMPTY'], env, undefined, '');
     expect(empty.code).toBe(1);
-    for (const args of [['app', 'vault', '--json'], ['events', '--recent', '--json', '--limit', '200'], ['logs', 'vault'], ['revisions', 'vault', '--json']]) {
+    for (const args of [['app', 'vault', '--json'], ['events', '--recent', '--json', '--limit', '200'], ['logs', 'vault', '--recent'], ['revisions', 'vault', '--json']]) {
       expect((await grove(args, env)).stdout, args.join(' ')).not.toContain('tok-123-very-secret');
     }
     expect((await grove(['secret', 'delete', 'vault', 'API_TOKEN'], env)).code).toBe(0);
@@ -145,7 +145,7 @@ describe('grove CLI against a real grove up', () => {
     expect(res.status).toBe(500);
     expect(JSON.parse(res.text).error).toMatchObject({ code: 'WORKER_EXCEPTION' });
     expect(JSON.parse(res.text).error.message).toContain('boom on request');
-    expect((await grove(['logs', 'versioned'], env)).stdout).toContain('boom on request');
+    expect((await grove(['logs', 'versioned', '--recent'], env)).stdout).toContain('boom on request');
   });
 
   it('reports bundling errors with file and line, and deploys nothing', async () => {

@@ -100,7 +100,7 @@ describe('container apps end to end: grove push, routes, scale, crashes, tasks, 
     const table = (await grove(['app', 'web'], env)).stdout;
     expect(table).toMatch(/0\s+running\s+r1\s+cell-\S+\s+local\s+\S+\s+0/);
     const logs = await waitFor('the container output in grove logs', async () => {
-      const out = (await grove(['logs', 'web'], env)).stdout;
+      const out = (await grove(['logs', 'web', '--recent'], env)).stdout;
       return /listening on \d+/.test(out) ? out : undefined;
     });
     expect(logs).toContain(a.instances[0]!.instanceId);

@@ -668,7 +668,13 @@ export class IsolateDriver implements WorkloadDriver {
         settle: (error, response) =>
           finish(() => {
             this.checkMemory(inst);
-            if (response) return resolve(shape(id, response));
+            if (response) {
+              const value = shape(id, response);
+              // CPU the isolate spent from entry to answer: the invocation's, plus any other call
+              // it was interleaved with (V8 counts per isolate, not per call).
+              if (value && typeof value === 'object') (value as { cpuMs?: number }).cpuMs = cpuSince(inst.isolate, cpuStart);
+              return resolve(value);
+            }
             const message = error ? (error.name && error.name !== 'Error' ? `${error.name}: ${error.message}` : error.message) : 'unknown error';
             this.options.log({ appId: inst.spec.appId, instanceId, level: 'error', message: `uncaught exception: ${error?.stack || message}` });
             reject(new GroveError('WORKER_EXCEPTION', `the worker threw an exception: ${message}`));
@@ -689,6 +695,7 @@ export class IsolateDriver implements WorkloadDriver {
         });
       };
       const args = makeArgs(id) as never[];
+      const cpuStart = cpuNow(inst.isolate);
       // The synchronous part of a handler is pure CPU, so it is bounded by the CPU-time limit.
       if (cpuMs <= SYNC_ENTRY_MAX_CPU_MS) {
         // Entered on this thread: a handler that settles at once answers without a thread hop.
@@ -795,6 +802,19 @@ function limitBreach(spec: InstanceSpec, isolate: ivm.Isolate, err: unknown): { 
     return { reason: `exceeded the CPU-time limit of ${spec.limits.cpuMs} ms`, answer: `the worker exceeded its CPU-time limit of ${spec.limits.cpuMs} ms` };
   }
   return null;
+}
+
+function cpuNow(isolate: ivm.Isolate): bigint {
+  try {
+    return isolate.cpuTime;
+  } catch {
+    return 0n; // disposed
+  }
+}
+
+function cpuSince(isolate: ivm.Isolate, start: bigint): number {
+  const now = cpuNow(isolate);
+  return now >= start ? Number(now - start) / 1e6 : 0;
 }
 
 function describe(err: unknown): string {
