@@ -155,6 +155,13 @@ export class IsolateHostPool implements WorkloadDriver {
     return { instances: this.where.size, rssBytes };
   }
 
+  /** Background work per instance as of each host's last ping (a second old at most). */
+  async background(): Promise<Record<string, number>> {
+    const out: Record<string, number> = {};
+    for (const host of this.hosts) if (!host.exited && host.health?.background) Object.assign(out, host.health.background);
+    return out;
+  }
+
   onExit(listener: (instanceId: string, reason: string) => void): () => void {
     this.exitListeners.add(listener);
     return () => this.exitListeners.delete(listener);

@@ -37,6 +37,8 @@ export type FromHost =
 export interface HostHealth {
   rssBytes: number;
   instances: number;
+  /** ctx.waitUntil work in flight per instance (those with any). */
+  background?: Record<string, number>;
 }
 
 /** Options a host process is started with (JSON in its argv). */

@@ -98,6 +98,8 @@ export class IsolateDriver implements WorkloadDriver {
   private readonly refilling = new Set<number>();
   private closed = false;
   private readonly counters = { spareStarts: 0, coldStarts: 0, codeCacheHits: 0 };
+  /** Background work (ctx.waitUntil) in flight per instance. */
+  private readonly busy = new Map<string, number>();
   /** V8 code caches of app modules by the sha256 of their source, made here (bounded by bytes). */
   private readonly moduleCache = new LRUCache<string, { data: ivm.ExternalCopy<ArrayBuffer>; bytes: number }>({
     maxSize: 64 * 2 ** 20,
@@ -112,6 +114,15 @@ export class IsolateDriver implements WorkloadDriver {
 
   running(): string[] {
     return [...this.instances.keys()];
+  }
+
+  /** `ctx.waitUntil` promises of fetch handlers still running, per instance (those with any). */
+  backgroundNow(): Record<string, number> {
+    return Object.fromEntries(this.busy);
+  }
+
+  async background(): Promise<Record<string, number>> {
+    return this.backgroundNow();
   }
 
   onExit(listener: (instanceId: string, reason: string) => void): () => void {
@@ -418,6 +429,18 @@ export class IsolateDriver implements WorkloadDriver {
           return new ivm.ExternalCopy(randomFillSync(new Uint8Array(size))).copyInto();
         }),
       );
+      // ctx.waitUntil work of fetch handlers still running, per instance: the autoscaler counts an
+      // instance with some as busy, so it is not scaled away under its own background work.
+      await global.set(
+        '__grove_busy',
+        new ivm.Callback((delta: unknown) => {
+          const id = bound.spec.instanceId;
+          if (!this.instances.has(id)) return;
+          const n = (this.busy.get(id) ?? 0) + (delta === 1 ? 1 : -1);
+          if (n > 0) this.busy.set(id, n);
+          else this.busy.delete(id);
+        }),
+      );
       // crypto.subtle: Node's WebCrypto on the host, keys kept there behind ids (subtle-host.ts).
       await global.set('__grove_subtle', subtle.callback());
       // The next chunk of a streamed request body, on the worker's demand (or its cancel).
@@ -522,6 +545,7 @@ export class IsolateDriver implements WorkloadDriver {
     const inst = this.instances.get(instanceId);
     if (!inst) return;
     this.instances.delete(instanceId);
+    this.busy.delete(instanceId);
     // Requests still waiting on this isolate will never hear from it: answer them now.
     for (const request of inst.pending.values()) request.abort(new GroveError('UNAVAILABLE', 'the instance stopped before it answered'));
     inst.pending.clear();

@@ -129,7 +129,7 @@ process.on('message', (message: ToHost) => {
       );
       return;
     case 'ping':
-      send({ t: 'ok', id: message.id, value: { rssBytes: process.memoryUsage.rss(), instances: driver.running().length } });
+      send({ t: 'ok', id: message.id, value: { rssBytes: process.memoryUsage.rss(), instances: driver.running().length, background: driver.backgroundNow() } });
       return;
   }
 });

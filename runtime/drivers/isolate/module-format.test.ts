@@ -34,7 +34,7 @@ describe('the module format: scheduled, queue, waitUntil', () => {
       }
     }`);
     const outcome = await pool.dispatchEvent(id, { kind: 'scheduled', cron: '*/5 * * * *', scheduledTime: 1_700_000_000_000 });
-    expect(outcome).toEqual({ ok: true, retry: false, error: null });
+    expect(outcome).toEqual({ ok: true, retry: false, error: null, cpuMs: expect.any(Number) });
     const lines = logs.filter((l) => l.instanceId === id).map((l) => l.message);
     // waitUntil work finished before the outcome came back.
     expect(lines).toEqual(['cron */5 * * * * 1700000000000 scheduled', 'later grove']);
@@ -66,6 +66,7 @@ describe('the module format: scheduled, queue, waitUntil', () => {
     expect(outcome).toEqual({
       ok: true,
       error: null,
+      cpuMs: expect.any(Number),
       outcomes: { m1: { ack: true, delaySeconds: 0 }, m2: { ack: false, delaySeconds: 30 }, m3: { ack: true, delaySeconds: 0 } },
     });
     expect(logs.filter((l) => l.instanceId === id).map((l) => l.message)).toEqual([

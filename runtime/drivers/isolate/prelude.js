@@ -31,6 +31,9 @@
   // app's token, which never enters the isolate; the outcome comes back through __grove_events_done.
   const hostEvents = g.__grove_events;
   delete g.__grove_events;
+  // Tells the host a fetch handler's ctx.waitUntil work started (+1) or settled (-1).
+  const hostBusy = g.__grove_busy;
+  delete g.__grove_busy;
   delete g.__grove_timer;
   delete g.__grove_random;
   delete g.__grove_egress;
@@ -1695,10 +1698,12 @@
     } finally {
       trustedUrl = null;
     }
-    const pending = [];
     const ctx = Object.freeze({
       waitUntil(promise) {
-        pending.push(Promise.resolve(promise).catch((err) => console.error('waitUntil promise rejected:', err)));
+        hostBusy(1);
+        Promise.resolve(promise)
+          .catch((err) => console.error('waitUntil promise rejected:', err))
+          .finally(() => hostBusy(-1));
       },
       passThroughOnException() {},
     });
