@@ -1,4 +1,5 @@
 import type { appDetail } from '../../scheduler/api/app-routes.js';
+import type { InvocationSummary } from '../../runtime/rep/invocation.js';
 import type { ApiClient } from '../client.js';
 import { CliError } from '../errors.js';
 import { ago, printJson, progress, say, table } from '../output.js';
@@ -24,7 +25,7 @@ export async function listApps(client: ApiClient, opts: { json?: boolean }): Pro
 }
 
 export async function showApp(client: ApiClient, name: string, opts: { json?: boolean }): Promise<void> {
-  const { app } = await client.get<{ app: AppDetail }>(`/v1/apps/${encodeURIComponent(name)}`);
+  const { app } = await client.get<{ app: AppDetail & { invocations?: InvocationSummary } }>(`/v1/apps/${encodeURIComponent(name)}`);
   if (opts.json) return printJson(app);
   say(`name:       ${app.name}`);
   say(`kind:       ${app.kind}`);
@@ -33,6 +34,7 @@ export async function showApp(client: ApiClient, name: string, opts: { json?: bo
   say(`scaling:    ${app.desired?.autoscale ? `autoscaled, ${describeAutoscale(app.desired.autoscale)}` : 'fixed (grove scale --auto to autoscale)'}`);
   say(`routes:     ${app.routes.map((r) => r.url).join(', ') || '-'}`);
   if (app.revision) say(`env:        ${app.revision.envKeys.join(', ') || '-'}`);
+  if (app.invocations) say(`recent:     ${describeSummary(app.invocations)}`);
   if (app.instances.length > 0) {
     say();
     say(
@@ -81,6 +83,16 @@ export async function scaleApp(
   const final = opts.wait ? await waitForApp(client, name) : app;
   if (opts.json) return printJson(final);
   say(`${final.name}: ${final.running}/${final.desired?.instances ?? 0} instances running`);
+}
+
+/** `grove app`'s line about recent invocations (those the control plane's log buffer still holds). */
+export function describeSummary(s: InvocationSummary): string {
+  if (s.count === 0) return 'no invocations in the log buffer';
+  const outcomes = Object.entries(s.byOutcome)
+    .map(([k, n]) => `${n} ${k}`)
+    .join(', ');
+  const cpu = s.cpuMs ? `, cpu mean ${s.cpuMs.mean.toFixed(2)} ms (max ${s.cpuMs.max.toFixed(1)})` : '';
+  return `${s.count} invocations (${outcomes}), ${s.cold} cold, wall p50 ${s.wallMs.p50.toFixed(1)} ms p99 ${s.wallMs.p99.toFixed(1)} ms${cpu}`;
 }
 
 interface AutoscaleView {
