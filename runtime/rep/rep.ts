@@ -324,7 +324,11 @@ export class Rep implements RepClient {
           { trigger: 'http', from: (r) => ({ status: r.status, cpuMs: r.cpuMs ?? null, reason: null }) },
         );
       } catch (err) {
-        const again = retryable && err instanceof GroveError && err.code === 'INSTANCE_UNREACHABLE' && this.readyOf(appId).some((i) => !tried.has(i));
+        // NO_INSTANCE from a driver: the instance ended and the rep has not heard yet; nothing was
+        // sent, so any request may go to another. A refused or cut connection only if idempotent.
+        const code = err instanceof GroveError ? err.code : null;
+        const again =
+          (code === 'NO_INSTANCE' ? !request.stream : retryable && code === 'INSTANCE_UNREACHABLE') && this.readyOf(appId).some((i) => !tried.has(i));
         if (!again) throw err;
       }
     }

@@ -527,7 +527,7 @@ export const WEB_SCRIPT = [
   'esac',
 ].join('\n');
 
-const APPLETS = ['sh', 'ls', 'cat', 'echo', 'httpd', 'mkdir', 'sleep', 'id', 'env', 'head', 'wget'];
+const APPLETS = ['sh', 'ls', 'cat', 'echo', 'httpd', 'mkdir', 'sleep', 'id', 'env', 'head', 'wget', 'nc', 'printf'];
 
 export async function buildTestImage(opts: BuildTestImageOptions = {}): Promise<TestImage> {
   const umoci = requireBinary('umoci', 'umoci');
