@@ -68,16 +68,10 @@ export function createRepServer(rep: Rep, secret: string, options: { maxBodyByte
     if (!meta.success) throw new GroveError('BAD_REQUEST', 'missing or malformed x-grove-request');
     const body = new Uint8Array(await c.req.arrayBuffer());
     const answer = await rep.fetch(c.req.param('appId'), { ...meta.data, body: body.length ? body : null });
-    // Between cells a streamed body is still sent whole (read to its end here, within a cap).
-    const res = answer.stream
-      ? {
-          ...answer,
-          stream: undefined,
-          body: await collectChunks(answer.stream, 128 * 2 ** 20, () => new GroveError('PAYLOAD_TOO_LARGE', 'the streamed response is larger than 128 MiB')),
-        }
-      : answer;
-    const headers = { 'x-grove-response': encodeMeta({ status: res.status, statusText: res.statusText, headers: res.headers }) };
-    return res.body ? c.body(new Uint8Array(res.body), 200, headers) : c.body(null, 200, headers);
+    const headers = { 'x-grove-response': encodeMeta({ status: answer.status, statusText: answer.statusText, headers: answer.headers }) };
+    // A streamed body goes on to the control plane's router as the worker produces it.
+    if (answer.stream) return new Response(toReadable(answer.stream), { status: 200, headers });
+    return answer.body ? c.body(new Uint8Array(answer.body), 200, headers) : c.body(null, 200, headers);
   });
   return app;
 }
@@ -90,7 +84,12 @@ export class HttpRepClient implements RepClient {
     private readonly timeoutMs = 5_000,
   ) {}
 
-  private async call(method: Dispatcher.HttpMethod, path: string, init: { body?: Uint8Array | string; headers?: Record<string, string> } = {}, timeoutMs = this.timeoutMs) {
+  private async call(
+    method: Dispatcher.HttpMethod,
+    path: string,
+    init: { body?: Uint8Array | string; headers?: Record<string, string>; bodyTimeoutMs?: number } = {},
+    timeoutMs = this.timeoutMs,
+  ) {
     let res: Dispatcher.ResponseData;
     try {
       res = await request(`${this.address}${path}`, {
@@ -98,7 +97,7 @@ export class HttpRepClient implements RepClient {
         headers: { authorization: `Bearer ${this.secret}`, ...init.headers },
         body: init.body,
         headersTimeout: timeoutMs,
-        bodyTimeout: timeoutMs,
+        bodyTimeout: init.bodyTimeoutMs ?? timeoutMs,
       });
     } catch (err) {
       throw new GroveError('UNAVAILABLE', `cell at ${this.address} is unreachable: ${(err as Error).message}`, { cause: err, details: { retryable: true } });
@@ -147,12 +146,21 @@ export class HttpRepClient implements RepClient {
     const res = await this.call('POST', `/rep/v1/invoke/${encodeURIComponent(appId)}`, {
       body: upload && upload.length > 0 ? upload : undefined,
       headers: { 'x-grove-request': encodeMeta({ method: wire.method, url: wire.url, headers: wire.headers }) },
-    });
+      // A function may take up to its wall-time limit to answer, and a stream may pause between chunks.
+      bodyTimeoutMs: 5 * 60_000,
+    }, 15 * 60_000);
     const raw = res.headers['x-grove-response'];
     const meta = ResponseMeta.safeParse(decodeMeta(typeof raw === 'string' ? raw : undefined));
-    const body = new Uint8Array(await res.body.arrayBuffer());
-    if (!meta.success) throw new GroveError('UNAVAILABLE', `cell at ${this.address} sent a malformed response`);
-    return { ...meta.data, body: body.length ? body : null };
+    if (!meta.success) {
+      await res.body.dump();
+      throw new GroveError('UNAVAILABLE', `cell at ${this.address} sent a malformed response`);
+    }
+    // Known-length bodies are read whole (the common, cheapest case); the rest streams through.
+    if (res.headers['content-length'] !== undefined) {
+      const body = new Uint8Array(await res.body.arrayBuffer());
+      return { ...meta.data, body: body.length ? body : null };
+    }
+    return { ...meta.data, body: null, stream: res.body };
   }
 }
 
@@ -188,6 +196,26 @@ export function attachUpgrades(server: Server, rep: () => Rep | undefined, secre
       },
       (err: unknown) => refuse(toGroveError(err)),
     );
+  });
+}
+
+/** An async iterable of chunks as a web ReadableStream (what a hono handler can answer with). */
+function toReadable(chunks: AsyncIterable<Uint8Array>): ReadableStream<Uint8Array> {
+  const iterator = chunks[Symbol.asyncIterator]();
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      try {
+        const next = await iterator.next();
+        if (next.done) controller.close();
+        else controller.enqueue(next.value);
+      } catch (err) {
+        controller.error(err);
+      }
+    },
+    async cancel() {
+      (chunks as { cancel?: () => void }).cancel?.();
+      await iterator.return?.(undefined);
+    },
   });
 }
 

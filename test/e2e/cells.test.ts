@@ -133,6 +133,40 @@ describe('three cell processes in two zones under one control plane', () => {
     await grove(['delete', 'sink'], env);
   });
 
+  it('streams a function\'s response from a cell as it is written, and ships the cell\'s log lines to grove logs', async () => {
+    const code = join(tmp.dir, 'stream.js');
+    writeFileSync(
+      code,
+      `export default { fetch() {
+        console.log('remote hello');
+        let step = 0;
+        return new Response(new ReadableStream({ async pull(c) {
+          if (step === 0) c.enqueue(new TextEncoder().encode('first;'));
+          else if (step === 1) { await new Promise((r) => setTimeout(r, 500)); c.enqueue(new TextEncoder().encode('second')); }
+          else c.close();
+          step++;
+        } }));
+      } }`,
+    );
+    expect((await grove(['deploy', 'stream', code, '-i', '1'], env)).code).toBe(0);
+    expect((await grove(['map-route', 'stream', 'stream.localhost'], env)).code).toBe(0);
+    const { request } = await import('undici');
+    const res = await request(`${up.routerUrl}/`, { headers: { host: 'stream.localhost' } });
+    const chunks: string[] = [];
+    for await (const chunk of res.body) chunks.push((chunk as Buffer).toString('utf8'));
+    expect(chunks.join('')).toBe('first;second');
+    // The first part came on its own, half a second before the rest: not held back until the end.
+    expect(chunks[0]).toBe('first;');
+    const where = (await api('GET', '/v1/apps/stream')).json.app.instances[0].cellId;
+    expect(cells.map((c) => c.cellId)).toContain(where);
+    const logs = await waitFor('the cell\'s lines in grove logs', async () => {
+      const out = (await grove(['logs', 'stream', '--recent', '--json'], env)).stdout;
+      return out.includes('remote hello') && out.includes('"source":"invocation"') ? out : undefined;
+    });
+    expect(logs).toContain(`"cellId":"${where}"`);
+    await grove(['delete', 'stream'], env);
+  });
+
   it('shows an unplaceable instance\'s reason', async () => {
     const big = await grove(['deploy', 'big', HELLO, '--memory', '4096', '--no-wait'], env);
     expect(big.code).toBe(0);
