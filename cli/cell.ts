@@ -6,11 +6,12 @@ import { join, resolve } from 'node:path';
 import { createAdaptorServer } from '@hono/node-server';
 import { request } from 'undici';
 import { BlobStore } from '../registry/index.js';
+import { GroveError } from '../scheduler/model/index.js';
 import { IsolateHostPool } from '../runtime/drivers/isolate/host-pool.js';
 import { type ContainerDriver, HttpImageSource, startContainerRuntime } from '../runtime/drivers/container/index.js';
 import { LogShipper } from '../runtime/logs/index.js';
 import { countInvocation, createMetrics, observeCell } from '../runtime/metrics/index.js';
-import { describeInvocation } from '../runtime/rep/invocation.js';
+import { invocationLogLine } from '../runtime/rep/invocation.js';
 import { CachingUplink, HttpUplink, Rep, type WorkloadDriver, attachUpgrades, createRepServer } from '../runtime/rep/index.js';
 import { readOrCreate } from './platform.js';
 
@@ -61,7 +62,11 @@ export async function startCell(options: CellOptions): Promise<RunningCell> {
   const uplink = new CachingUplink(http, cache);
   const print = options.log ?? ((line: string) => process.stdout.write(`${line}\n`));
   // Lines go to this process's stdout and, batched, to the control plane's log (`grove logs`).
-  const shipper = new LogShipper({ send: (lines) => http.shipLogs(cellId, lines) });
+  const shipper = new LogShipper({
+    send: (lines) => http.shipLogs(cellId, lines),
+    // A batch the control plane refused (4xx) would be refused again: only unreachable is retried.
+    retryable: (err) => !(err instanceof GroveError && err.status < 500),
+  });
   shipper.start();
   const appLog = (l: { appId: string; instanceId: string; level: string; message: string }) => {
     print(`${new Date().toISOString()} ${l.appId}/${l.instanceId} ${l.level.toUpperCase()} ${l.message}`);
@@ -137,14 +142,7 @@ export async function startCell(options: CellOptions): Promise<RunningCell> {
     eventsUrl: () => `${apiUrl}/v1/events`,
     onInvocation: (record) => {
       countInvocation(metrics, record);
-      shipper.append({
-        appId: record.appId,
-        instanceId: record.instanceId,
-        source: 'invocation',
-        level: record.outcome === 'ok' ? 'info' : 'error',
-        message: describeInvocation(record),
-        invocation: record,
-      });
+      shipper.append(invocationLogLine(record));
     },
     warn: options.warn,
   });

@@ -8,7 +8,7 @@ import { RegistryImageSource, startContainerRuntime } from '../runtime/drivers/c
 import { IsolateHostPool } from '../runtime/drivers/isolate/host-pool.js';
 import { LogBuffer } from '../runtime/logs/index.js';
 import { type GroveMetrics, countInvocation, createMetrics, observeCell } from '../runtime/metrics/index.js';
-import { describeInvocation } from '../runtime/rep/invocation.js';
+import { invocationLogLine } from '../runtime/rep/invocation.js';
 import { HttpRepClient, Rep, StoreUplink, type WorkloadDriver } from '../runtime/rep/index.js';
 import { Activator, Dispatcher, RouteTable, createRouter } from '../runtime/router/index.js';
 import type { RepClient } from '../scheduler/auctioneer/index.js';
@@ -166,14 +166,7 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
         eventsUrl: () => eventsUrl,
         onInvocation: (record) => {
           countInvocation(metrics, record);
-          logs.append({
-            appId: record.appId,
-            instanceId: record.instanceId,
-            source: 'invocation',
-            level: record.outcome === 'ok' ? 'info' : 'error',
-            message: describeInvocation(record),
-            invocation: record,
-          });
+          logs.append(invocationLogLine(record));
         },
         heartbeatMs: options.presenceTtlMs === undefined ? undefined : Math.max(200, Math.floor(options.presenceTtlMs / 3)),
         warn,

@@ -290,24 +290,21 @@ async function buildImages(dir: string): Promise<{ httpd: TestImage; hello: Test
 // ── main ──────────────────────────────────────────────────────────────────────────────────────
 
 async function main(): Promise<void> {
-  for (const [bin, pkg] of [
+  const containerApps = APPS.filter((a) => a === 'web' || a === 'fast');
+  const tools = [
     ['wrk', 'wrk'],
     ['taskset', 'util-linux'],
-    ['docker-registry', 'docker-registry'],
-    ['umoci', 'umoci busybox-static'],
-    ['skopeo', 'skopeo'],
-    ['containerd', 'containerd runc'],
-    ['gcc', 'gcc libc6-dev'],
-  ]) {
-    need(bin, `apt-get install -y ${pkg}`);
+  ];
+  if (containerApps.length) {
+    tools.push(['docker-registry', 'docker-registry'], ['umoci', 'umoci busybox-static'], ['skopeo', 'skopeo'], ['containerd', 'containerd runc'], ['gcc', 'gcc libc6-dev']);
   }
-  const containerApps = APPS.filter((a) => a === 'web' || a === 'fast');
+  for (const [bin, pkg] of tools) need(bin!, `apt-get install -y ${pkg}`);
   if (containerApps.length && process.getuid?.() !== 0) throw new Error('container apps need root (containerd): run as root, or pass --apps fn');
   if (APPS.some((a) => !['web', 'fast', 'fn'].includes(a))) throw new Error(`--apps takes a list of web, fast, fn; got ${APPS.join(',')}`);
   if (!(Number.isInteger(ROUNDS) && ROUNDS >= 1)) throw new Error('--rounds takes a whole number ≥ 1');
   if (cpus().length < 2) throw new Error('needs 2 CPUs: servers on CPU 0, wrk on CPU 1');
 
-  // This script and wrk on CPU 1; everything that serves is started from CPU 0 (see startPinned).
+  // This script and wrk on CPU 1; everything that serves is started from CPU 0 (see below).
   pin(process.pid, 1);
   if (PROFILE_DIR) mkdirSync(PROFILE_DIR, { recursive: true });
   const scratch = scratchDir('grove-bench-router-');
@@ -319,10 +316,12 @@ async function main(): Promise<void> {
   let up: GroveUp | undefined;
   try {
     process.stderr.write('… building images, pushing them upstream, starting grove up\n');
-    const upstream = await startDockerRegistry();
-    stops.push(() => upstream.stop());
-    marks.push(upstream.dir);
+    const extraArgs = ['--stop-grace', '1s'];
     if (containerApps.length) {
+      const upstream = await startDockerRegistry();
+      stops.push(() => upstream.stop());
+      marks.push(upstream.dir);
+      extraArgs.push('--registry-upstream', `up=${upstream.url}`);
       const images = await buildImages(scratch);
       stops.push(() => images.httpd.cleanup(), () => images.hello.cleanup());
       await pushImage(images.httpd, upstream.hostPort, 'library/router-httpd');
@@ -334,7 +333,7 @@ async function main(): Promise<void> {
     pin(process.pid, 0);
     const starting = startGroveUp(join(scratch, 'data'), {
       containers: containerApps.length > 0,
-      extraArgs: ['--registry-upstream', `up=${upstream.url}`, '--stop-grace', '1s'],
+      extraArgs,
       // Written when grove up exits, i.e. at cleanup (see cpu-prof.mjs).
       env: PROFILE_DIR ? { NODE_OPTIONS: `--import=${join(import.meta.dirname, 'cpu-prof.mjs')}`, GROVE_BENCH_PROF_DIR: PROFILE_DIR } : {},
     });

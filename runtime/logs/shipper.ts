@@ -3,6 +3,8 @@ import type { LogEntry } from './log-buffer.js';
 export interface LogShipperOptions {
   /** Sends one batch; a failure keeps the batch for the next try (as far as the bound allows). */
   send: (lines: LogEntry[]) => Promise<void>;
+  /** Whether a failed batch is worth sending again (default: always); one the control plane refused is not. */
+  retryable?: (err: unknown) => boolean;
   /** How often batches go out (default 200 ms: a line shows in `grove logs` well within a second). */
   intervalMs?: number;
   /** Lines held while the control plane cannot be reached; the oldest go first beyond it. */
@@ -58,9 +60,9 @@ export class LogShipper {
     const batch = [...notes, ...this.queue.splice(0, 1000)];
     this.sending = this.options
       .send(batch)
-      .catch(() => {
-        // Put it back in front; the bound applies on the next append.
-        this.queue = [...batch, ...this.queue].slice(-this.maxLines);
+      .catch((err: unknown) => {
+        // Put it back in front (the bound still applies), unless it can never be taken.
+        if (this.options.retryable?.(err) ?? true) this.queue = [...batch, ...this.queue].slice(-this.maxLines);
       })
       .finally(() => {
         this.sending = null;

@@ -40,6 +40,18 @@ export function describeInvocation(r: InvocationRecord): string {
   return `${r.trigger} ${r.status} ${r.outcome} ${r.cold ? 'cold' : 'warm'} wall ${r.wallMs.toFixed(1)} ms${cpu} on ${r.cellId}${why}`;
 }
 
+/** The record as a line of its app's log (`source: 'invocation'`, the record attached). */
+export function invocationLogLine(r: InvocationRecord) {
+  return {
+    appId: r.appId,
+    instanceId: r.instanceId,
+    source: 'invocation' as const,
+    level: r.outcome === 'ok' ? 'info' : 'error',
+    message: describeInvocation(r),
+    invocation: r,
+  };
+}
+
 /** `grove app`'s summary of an app's recent invocations. */
 export interface InvocationSummary {
   count: number;

@@ -356,6 +356,8 @@ export class Rep implements RepClient {
       return conn;
     });
     socket.once('close', () => release?.());
+    // Until the router splices it to its client, a failure only ends it (never an unhandled error).
+    socket.on('error', () => socket.destroy());
     const lines = [`${head.method} ${head.target} HTTP/1.1`, ...head.headers.map(([n, v]) => `${n}: ${v}`)];
     socket.write(`${lines.join('\r\n')}\r\n\r\n`);
     return socket;
