@@ -273,7 +273,7 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
     });
     const router = createRouter({
       table,
-      invoke: (appId, req, signal) => activator.invoke(appId, req, signal),
+      invoke: (appId, req, clientGone) => activator.invoke(appId, req, clientGone),
       upgrade: (appId, head) => dispatcher.upgrade(appId, head),
       logs,
       metrics,

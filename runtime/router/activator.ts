@@ -27,7 +27,7 @@ export class Activator {
 
   constructor(private readonly options: ActivatorOptions) {}
 
-  async invoke(appId: string, request: WireRequest, signal?: AbortSignal): Promise<WireResponse> {
+  async invoke(appId: string, request: WireRequest, clientGone?: () => AbortSignal): Promise<WireResponse> {
     const { dispatcher } = this.options;
     if (dispatcher.hasInstance(appId)) return dispatcher.invoke(appId, request);
     const limit = this.options.maxHeldPerApp ?? 1000;
@@ -40,7 +40,7 @@ export class Activator {
     try {
       await this.activate(appId);
       const timeoutMs = this.options.holdTimeoutMs ?? 30_000;
-      if (!(await dispatcher.waitForInstance(appId, timeoutMs, signal))) {
+      if (!(await dispatcher.waitForInstance(appId, timeoutMs, clientGone?.()))) {
         this.options.onHeld?.(appId, 'timeout');
         throw new GroveError('UNAVAILABLE', `no instance of the app became ready within ${Math.round(timeoutMs / 1000)} s: see \`grove app\` and \`grove logs\``);
       }

@@ -11,8 +11,8 @@ import { type RouteMatch, type RouteTable, normalizeHost } from './route-table.j
 
 export interface RouterOptions {
   table: RouteTable;
-  /** Serves a request on some instance of the app; `signal` aborts when the client goes away. */
-  invoke: (appId: string, request: WireRequest, signal: AbortSignal) => Promise<WireResponse>;
+  /** Serves a request on some instance of the app; `clientGone()` gives a signal that aborts when the client leaves. */
+  invoke: (appId: string, request: WireRequest, clientGone: () => AbortSignal) => Promise<WireResponse>;
   /**
    * Opens a raw connection to an instance of the app for an HTTP upgrade (WebSocket), already past
    * the request head: the router writes the head, then pipes bytes both ways. Absent: upgrades are
@@ -125,19 +125,23 @@ export function createRouter(options: RouterOptions): Server {
       ...(streamed ? { stream: uploadOf(req, maxBody) } : {}),
     };
     let response: WireResponse;
-    // A client that leaves while its request is held (scale from zero) stops waiting for it.
-    const gone = new AbortController();
-    const onGone = () => gone.abort();
-    res.once('close', onGone);
+    // A client that leaves while its request is held (scale from zero) stops waiting for it. Made
+    // only when a request is held: an AbortController per request costs more than the route lookup.
+    let gone: AbortController | undefined;
+    const clientGone = () => {
+      if (!gone) {
+        const controller = (gone = new AbortController());
+        res.once('close', () => controller.abort());
+      }
+      return gone.signal;
+    };
     try {
-      response = await options.invoke(route.appId, wire, gone.signal);
+      response = await options.invoke(route.appId, wire, clientGone);
     } catch (err) {
       const e = toGroveError(err);
       options.metrics?.routerRequests.inc({ outcome: 'error' });
       options.logs?.append({ appId: route.appId, instanceId: null, source: 'router', level: 'error', message: `${wire.method} ${path} → ${e.status} ${e.code}: ${e.message}` });
       return sendError(res, e);
-    } finally {
-      res.off('close', onGone);
     }
     const invalid = checkResponse(response);
     if (invalid) {

@@ -251,7 +251,11 @@ describe('the edge router: routing, balancing, scale from zero, autoscaling, log
     expect(sample('grove_invocations_total', { app_id: appId, kind: 'isolate', status: '200' })?.value).toBeGreaterThanOrEqual(50);
     expect(sample('grove_cold_starts_total', { app_id: appId })?.value).toBeGreaterThanOrEqual(1);
     expect(sample('grove_invocation_cpu_seconds_total', { app_id: appId })?.value).toBeGreaterThan(0);
-    expect(sample('grove_router_held_requests_total', { app_id: appId, outcome: 'served' })?.value).toBe(50);
+    // Those of the 50 that came before the instance was up were held; none timed out or was refused.
+    const held = sample('grove_router_held_requests_total', { app_id: appId, outcome: 'served' })?.value ?? 0;
+    expect(held).toBeGreaterThanOrEqual(1);
+    expect(held).toBeLessThanOrEqual(50);
+    expect(sample('grove_router_held_requests_total', { app_id: appId, outcome: 'timeout' })).toBeUndefined();
     expect(sample('grove_router_requests_total', { outcome: 'not_found' })?.value).toBeGreaterThanOrEqual(1);
     expect(families.get('grove_invocation_duration_seconds')?.type).toBe('histogram');
   });

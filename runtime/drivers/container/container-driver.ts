@@ -62,6 +62,9 @@ const SIGTERM = 15;
 const SIGKILL = 9;
 const MAX_TASK_OUTPUT = 256 * 1024;
 const MAX_LINE = 16 * 1024;
+/** Responses up to this size with a Content-Length are read whole rather than streamed. */
+const SMALL_BODY_BYTES = 64 * 1024;
+
 /** Not forwarded to an instance: hop-by-hop headers, and the framing and Host undici sets itself. */
 const NOT_FORWARDED = new Set([...HOP_BY_HOP, 'host', 'content-length']);
 
@@ -489,6 +492,13 @@ export class ContainerDriver implements WorkloadDriver {
     for (const [name, value] of Object.entries(res.headers)) {
       if (NOT_FORWARDED.has(name) || value === undefined) continue;
       for (const v of Array.isArray(value) ? value : [value]) out.push([name, v]);
+    }
+    // A small body of known length is read whole: the router then writes head and body at once,
+    // where a stream costs a write per chunk and chunked framing (the common hello-world case).
+    const length = Number(res.headers['content-length'] ?? Number.NaN);
+    if (length >= 0 && length <= SMALL_BODY_BYTES) {
+      const body = new Uint8Array(await res.body.arrayBuffer());
+      return { status: res.statusCode, statusText: '', headers: out, body: body.length > 0 ? body : null };
     }
     return { status: res.statusCode, statusText: '', headers: out, body: null, stream: res.body };
   }
