@@ -227,6 +227,15 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
     });
     await dispatcher.start();
     cleanups.push(() => dispatcher.stop());
+    // Knative's activator: requests for an app with no instance wait (bounded) while it starts.
+    const activator = new Activator({
+      dispatcher,
+      store,
+      holdTimeoutMs: options.holdTimeoutMs,
+      onActivate: (appId, cause) =>
+        logs.append({ appId, instanceId: null, source: 'platform', level: 'info', message: `${cause === 'request' ? 'a request' : 'an event'} arrived for an app scaled to zero: starting an instance` }),
+      onHeld: (appId, outcome) => metrics.heldRequests.inc({ app_id: appId, outcome }),
+    });
     // Map-event: sources and deliveries (the leader delivers; every control plane takes events in).
     const triggers = await TriggerService.create({
       store,
@@ -240,19 +249,7 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
           return app ? { kind: app.kind, name: app.name } : null;
         },
         hasInstance: (appId) => dispatcher.hasInstance(appId),
-        scaleFromZero: async (appId) => {
-          const desired = await store.getDesired(appId);
-          if (desired && desired.instances === 0) {
-            try {
-              await store.scale(appId, 1, desired.version);
-            } catch (err) {
-              // Someone scaled it meanwhile (another event, or the user): their count stands.
-              if (!(err instanceof GroveError && err.code === 'VERSION_CONFLICT')) throw err;
-              return;
-            }
-            logs.append({ appId, instanceId: null, source: 'platform', level: 'info', message: 'an event arrived for an app scaled to zero: starting one instance' });
-          }
-        },
+        scaleFromZero: (appId) => activator.activate(appId, 'event'),
         fetch: (appId, req) => dispatcher.invoke(appId, req),
         dispatchEvent: (appId, event) => dispatcher.dispatchEvent(appId, event),
       },
@@ -262,15 +259,6 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
     });
     cleanups.push(() => triggers.close());
 
-    // Knative's activator: requests for an app with no instance wait (bounded) while it starts.
-    const activator = new Activator({
-      dispatcher,
-      store,
-      holdTimeoutMs: options.holdTimeoutMs,
-      onActivate: (appId) =>
-        logs.append({ appId, instanceId: null, source: 'platform', level: 'info', message: 'a request arrived for an app scaled to zero: starting an instance' }),
-      onHeld: (appId, outcome) => metrics.heldRequests.inc({ app_id: appId, outcome }),
-    });
     const router = createRouter({
       table,
       invoke: (appId, req, clientGone) => activator.invoke(appId, req, clientGone),

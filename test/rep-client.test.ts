@@ -52,35 +52,33 @@ repClientContract('in-process Rep', async () => {
   };
 });
 
-async function serve(rep: Rep, secret: string): Promise<{ server: Server; address: string }> {
-  const app = createRepServer(rep, secret);
+/** A rep behind its HTTP server on a free port, and how to take both down with their files. */
+async function servedRep(secret: string) {
+  const made = await makeRep();
+  const app = createRepServer(made.rep, secret);
   const server = createAdaptorServer({ fetch: app.fetch }) as Server;
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  return { server, address: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
-}
-
-repClientContract('HTTP RepClient against a rep server', async () => {
-  const { rep, store, dir, unclaimed } = await makeRep();
-  const { server, address } = await serve(rep, 'a-secret-of-sixteen+');
   return {
-    client: new HttpRepClient(address, 'a-secret-of-sixteen+'),
-    store,
-    cellId: 'cell-test',
-    unclaimed,
+    ...made,
+    address: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     async cleanup() {
       server.close();
       server.closeAllConnections();
-      await rep.shutdown();
-      await store.close();
-      rmSync(dir, { recursive: true, force: true });
+      await made.rep.shutdown();
+      await made.store.close();
+      rmSync(made.dir, { recursive: true, force: true });
     },
   };
+}
+
+repClientContract('HTTP RepClient against a rep server', async () => {
+  const { store, address, unclaimed, cleanup } = await servedRep('a-secret-of-sixteen+');
+  return { client: new HttpRepClient(address, 'a-secret-of-sixteen+'), store, cellId: 'cell-test', unclaimed, cleanup };
 });
 
 describe('rep server', () => {
   it('refuses a caller without the cell secret, and invokes functions for one with it', async () => {
-    const { rep, store, dir, unclaimed } = await makeRep();
-    const { server, address } = await serve(rep, 'the-right-secret-123');
+    const { address, unclaimed, cleanup } = await servedRep('the-right-secret-123');
     try {
       const wrong = new HttpRepClient(address, 'the-wrong-secret-123');
       const err = await wrong.state().catch((e: unknown) => e);
@@ -95,19 +93,14 @@ describe('rep server', () => {
       const missing = await right.invoke('app_nope', { method: 'GET', url: 'http://x/', headers: [], body: null }).catch((e: unknown) => e);
       expect((missing as { code: string }).code).toBe('NO_INSTANCE');
     } finally {
-      server.close();
-      server.closeAllConnections();
-      await rep.shutdown();
-      await store.close();
-      rmSync(dir, { recursive: true, force: true });
+      await cleanup();
     }
   });
 });
 
 describe('events through a rep server', () => {
   it('delivers a queue batch whose bodies are bytes, JSON, lookalikes or absent, each as it was sent', async () => {
-    const { rep, store, dir, unclaimed } = await makeRep();
-    const { server, address } = await serve(rep, 'the-right-secret-123');
+    const { address, unclaimed, cleanup } = await servedRep('the-right-secret-123');
     try {
       const client = new HttpRepClient(address, 'the-right-secret-123');
       // Each message is acked only when its body arrived exactly as sent; otherwise retried.
@@ -139,11 +132,7 @@ describe('events through a rep server', () => {
       const missing = await client.dispatchEvent('app_nope', { kind: 'scheduled', cron: '* * * * *', scheduledTime: 0 }).catch((e: unknown) => e);
       expect((missing as { code: string }).code).toBe('NO_INSTANCE');
     } finally {
-      server.close();
-      server.closeAllConnections();
-      await rep.shutdown();
-      await store.close();
-      rmSync(dir, { recursive: true, force: true });
+      await cleanup();
     }
   });
 });

@@ -70,4 +70,17 @@ describe('Activator', () => {
     await expect(fixed.invoke('app', request)).rejects.toThrow(GroveError);
     await expect(fixed.invoke('app', request)).rejects.toThrow(/scaled to zero instances: `grove scale NAME -i 1`/);
   });
+
+  it('lets an event start any app at zero, a fixed count of zero included', async () => {
+    const scales: number[] = [];
+    const store = {
+      getDesired: async () => desired(0, null),
+      scale: async (_id: string, n: number) => (scales.push(n), desired(n, null)),
+    };
+    const woken: string[] = [];
+    const activator = new Activator({ dispatcher: fakeDispatcher(), store, onActivate: (_app, cause) => woken.push(cause) });
+    await Promise.all([activator.activate('app', 'event'), activator.activate('app', 'event')]);
+    expect(scales).toEqual([1]);
+    expect(woken).toEqual(['event']);
+  });
 });

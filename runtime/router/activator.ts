@@ -10,8 +10,8 @@ export interface ActivatorOptions {
   maxHeldPerApp?: number;
   /** How long a held request waits for an instance (default 30 s: a container's cold start). */
   holdTimeoutMs?: number;
-  /** Told when a held request makes an app scale from zero, and how each held request ended. */
-  onActivate?: (appId: string) => void;
+  /** Told when a request or an event makes an app scale from zero, and how each held request ended. */
+  onActivate?: (appId: string, cause: WakeCause) => void;
   onHeld?: (appId: string, outcome: 'served' | 'timeout' | 'rejected') => void;
 }
 
@@ -38,7 +38,7 @@ export class Activator {
     }
     this.held.set(appId, held + 1);
     try {
-      await this.activate(appId);
+      await this.activate(appId, 'request');
       const timeoutMs = this.options.holdTimeoutMs ?? 30_000;
       if (!(await dispatcher.waitForInstance(appId, timeoutMs, clientGone?.()))) {
         this.options.onHeld?.(appId, 'timeout');
@@ -58,30 +58,43 @@ export class Activator {
     return this.held.get(appId) ?? 0;
   }
 
-  /** One Store round trip per burst, however many requests are waiting. */
-  private activate(appId: string): Promise<void> {
-    let pending = this.activating.get(appId);
+  /**
+   * Starts an instance of an app at zero: one Store round trip per burst, however many requests or
+   * events are waiting. An instance that is being placed, started or restarted is simply waited for.
+   * A request starts only an app that autoscales (a count the user fixed at zero stands, and the
+   * request gets a 503 saying so); an event starts any app at zero, as `grove map-event` documents.
+   */
+  activate(appId: string, cause: WakeCause): Promise<void> {
+    const key = `${cause} ${appId}`;
+    let pending = this.activating.get(key);
     if (!pending) {
-      pending = this.scaleFromZero(appId).finally(() => this.activating.delete(appId));
-      this.activating.set(appId, pending);
+      pending = this.scaleFromZero(appId, cause).finally(() => this.activating.delete(key));
+      this.activating.set(key, pending);
     }
     return pending;
   }
 
-  private async scaleFromZero(appId: string): Promise<void> {
+  private async scaleFromZero(appId: string, cause: WakeCause): Promise<void> {
     const { store } = this.options;
     const desired = await store.getDesired(appId);
-    if (!desired) throw new GroveError('NO_INSTANCE', 'the app has nothing deployed yet: deploy it first');
-    if (desired.instances > 0) return; // being placed, started or restarted: wait for it
-    if (!desired.autoscale) {
+    if (!desired) {
+      // An event waits (and fails its attempt when nothing comes); a request is told at once.
+      if (cause === 'event') return;
+      throw new GroveError('NO_INSTANCE', 'the app has nothing deployed yet: deploy it first');
+    }
+    if (desired.instances > 0) return;
+    if (!desired.autoscale && cause === 'request') {
       throw new GroveError('NO_INSTANCE', 'the app is scaled to zero instances: `grove scale NAME -i 1` starts one, or `grove scale NAME --auto` lets requests start it');
     }
     try {
-      await store.scale(appId, Math.max(1, desired.autoscale.min), desired.version);
-      this.options.onActivate?.(appId);
+      await store.scale(appId, Math.max(1, desired.autoscale?.min ?? 1), desired.version);
+      this.options.onActivate?.(appId, cause);
     } catch (err) {
-      // Someone scaled it meanwhile (another router, an event): their count stands; wait for it.
+      // Someone scaled it meanwhile (another router, an event, the user): their count stands.
       if (!(err instanceof GroveError && err.code === 'VERSION_CONFLICT')) throw err;
     }
   }
 }
+
+/** What woke an app at zero: a request the router holds, or an event on its way to it. */
+export type WakeCause = 'request' | 'event';

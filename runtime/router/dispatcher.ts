@@ -37,6 +37,8 @@ export interface DispatcherOptions {
 export class Dispatcher {
   private readonly byApp = new Map<string, Map<string, string>>(); // appId → instanceId → cellId
   private readonly cursor = new Map<string, number>();
+  /** Per app: cell → its instances of the app (see cellsOf). */
+  private readonly cellCounts = new Map<string, Map<string, number>>();
   /** This router's requests in flight, by "appId cellId". */
   private readonly outstanding = new Map<string, number>();
   /** Held requests waiting for an app's first instance. */
@@ -64,6 +66,7 @@ export class Dispatcher {
     let m = this.byApp.get(appId);
     if (!m) this.byApp.set(appId, (m = new Map()));
     m.set(instanceId, cellId);
+    this.cellCounts.delete(appId);
     const waiters = this.waiters.get(appId);
     if (waiters) for (const wake of [...waiters]) wake(true);
   }
@@ -72,8 +75,27 @@ export class Dispatcher {
     const { appId, instanceId, cellId } = e.data as { appId?: string; instanceId?: string; cellId?: string };
     if (typeof appId !== 'string' || typeof instanceId !== 'string') return;
     if (e.type === 'instance.started' && typeof cellId === 'string') this.add(appId, instanceId, cellId);
-    else if (e.type === 'instance.stopped' || e.type === 'instance.crashed') this.byApp.get(appId)?.delete(instanceId);
-    else if (e.type === 'app.deleted') this.byApp.delete(appId);
+    else if (e.type === 'instance.stopped' || e.type === 'instance.crashed') {
+      this.byApp.get(appId)?.delete(instanceId);
+      this.cellCounts.delete(appId);
+    } else if (e.type === 'app.deleted') {
+      this.byApp.delete(appId);
+      this.cellCounts.delete(appId);
+    }
+  }
+
+  /**
+   * The cells that run the app, with how many of its instances each: worked out once per change to
+   * the app's instances, not on every request.
+   */
+  private cellsOf(appId: string): Map<string, number> {
+    let counts = this.cellCounts.get(appId);
+    if (!counts) {
+      counts = new Map();
+      for (const cellId of this.byApp.get(appId)?.values() ?? []) counts.set(cellId, (counts.get(cellId) ?? 0) + 1);
+      this.cellCounts.set(appId, counts);
+    }
+    return counts;
   }
 
   private async refreshCells(): Promise<void> {
@@ -88,8 +110,7 @@ export class Dispatcher {
 
   /** A scheduled or queue event to one instance of the app; a dead cell means the next one. */
   async dispatchEvent(appId: string, event: WorkerEvent): Promise<WorkerEventOutcome> {
-    const instances = this.byApp.get(appId);
-    const cellIds = instances ? [...new Set(instances.values())] : [];
+    const cellIds = [...this.cellsOf(appId).keys()];
     if (cellIds.length === 0) throw new GroveError('NO_INSTANCE', 'the app has no running instance right now');
     const start = this.cursor.get(appId) ?? 0;
     this.cursor.set(appId, start + 1);
@@ -116,10 +137,8 @@ export class Dispatcher {
    * next cell for requests that are safe to repeat.
    */
   async invoke(appId: string, request: WireRequest): Promise<WireResponse> {
-    const instances = this.byApp.get(appId);
-    if (!instances || instances.size === 0) throw new GroveError('NO_INSTANCE', 'the app has no running instance right now');
-    const perCell = new Map<string, number>();
-    for (const cellId of instances.values()) perCell.set(cellId, (perCell.get(cellId) ?? 0) + 1);
+    const perCell = this.cellsOf(appId);
+    if (perCell.size === 0) throw new GroveError('NO_INSTANCE', 'the app has no running instance right now');
     const cellIds = [...perCell.keys()];
     const start = this.cursor.get(appId) ?? 0;
     this.cursor.set(appId, start + 1);
@@ -152,9 +171,8 @@ export class Dispatcher {
    * this router's calls per instance; null when the app's instances cannot take one (functions).
    */
   async upgrade(appId: string, head: UpgradeHead): Promise<Duplex | null> {
-    const instances = this.byApp.get(appId);
-    if (!instances || instances.size === 0) throw new GroveError('NO_INSTANCE', 'the app has no running instance right now');
-    const cellIds = [...new Set(instances.values())];
+    const cellIds = [...this.cellsOf(appId).keys()];
+    if (cellIds.length === 0) throw new GroveError('NO_INSTANCE', 'the app has no running instance right now');
     const start = this.cursor.get(appId) ?? 0;
     this.cursor.set(appId, start + 1);
     const cellId = leastOutstanding(cellIds, (c) => this.outstanding.get(`${appId} ${c}`) ?? 0, start % cellIds.length)!;

@@ -1,4 +1,4 @@
 export { RouteTable, normalizeHost, type RouteMatch } from './route-table.js';
 export { createRouter, type RouterOptions } from './router.js';
 export { Dispatcher, type DispatcherOptions, type Invoker } from './dispatcher.js';
-export { Activator, type ActivatorOptions } from './activator.js';
+export { Activator, type ActivatorOptions, type WakeCause } from './activator.js';
