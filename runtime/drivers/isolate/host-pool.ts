@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { GroveError } from '../../../scheduler/model/index.js';
 import type { InstanceSpec, WireRequest, WireResponse, WorkerEvent, WorkerEventOutcome, WorkloadDriver } from '../../rep/workload-driver.js';
 import { ChunkQueue, letGo } from '../../rep/chunk-queue.js';
-import type { FromHost, HostBootOptions, HostHealth, ToHost } from './host-protocol.js';
+import { type FromHost, type HostBootOptions, type HostHealth, Outbox, type ToHost } from './host-protocol.js';
 import type { IsolateLogLine } from './isolate-driver.js';
 
 export interface IsolateHostPoolOptions {
@@ -50,10 +50,15 @@ class Host {
   pingSentAt: number | null = null;
   health: HostHealth | null = null;
   private nextId = 1;
+  private readonly outbox = new Outbox<ToHost>((message) => {
+    if (!this.exited && this.child.connected) this.child.send(message);
+  });
 
   constructor(readonly slot: number, boot: HostBootOptions) {
     this.child = fork(ENTRY, [JSON.stringify(boot)], {
-      execArgv: ['--no-node-snapshot'],
+      // --expose-gc: V8's gc() in each new isolate, which the prelude takes away from user code and
+      // the driver uses to collect an isolate's start-up garbage before its first request.
+      execArgv: ['--no-node-snapshot', '--expose-gc'],
       serialization: 'advanced',
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
@@ -80,8 +85,13 @@ class Host {
     register?.(id);
     return new Promise<T>((resolve, reject) => {
       this.calls.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      this.child.send({ ...message, id } as ToHost);
+      this.outbox.send({ ...message, id } as ToHost);
     });
+  }
+
+  /** A message that answers none of the host's calls (a cancel, an upload chunk). */
+  post(message: ToHost): void {
+    if (!this.exited) this.outbox.send(message);
   }
 
   settle(message: Extract<FromHost, { t: 'ok' | 'err' }>): void {
@@ -94,7 +104,7 @@ class Host {
       const { streamed: _streamed, ...head } = value;
       const sink = new ChunkQueue(() => {
         this.streams.delete(message.id);
-        if (!this.exited) this.child.send({ t: 'cancel', id: message.id } satisfies ToHost);
+        this.post({ t: 'cancel', id: message.id });
       });
       this.streams.set(message.id, sink);
       return call.resolve({ ...head, body: null, stream: sink });
@@ -256,8 +266,11 @@ export class IsolateHostPool implements WorkloadDriver {
   private spawn(slot: number): void {
     const host = new Host(slot, this.boot);
     this.hosts[slot] = host;
-    host.child.on('message', (m: FromHost) => {
+    const onMessage = (m: FromHost): void => {
       switch (m.t) {
+        case 'batch':
+          for (const each of m.messages) onMessage(each);
+          return;
         case 'ok':
         case 'err':
           if (host.pingSentAt !== null && m.t === 'ok' && isHealth(m.value)) {
@@ -276,7 +289,7 @@ export class IsolateHostPool implements WorkloadDriver {
         case 'pull': {
           const upload = host.uploads.get(m.id);
           const answer = (bytes: Uint8Array | null, error: string | null) => {
-            if (!host.exited) host.child.send({ t: 'upload', id: m.id, bytes, error } satisfies ToHost);
+            host.post({ t: 'upload', id: m.id, bytes, error });
           };
           if (!upload) return answer(null, 'the request is over');
           if (m.cancel) {
@@ -309,7 +322,8 @@ export class IsolateHostPool implements WorkloadDriver {
           host.reason = m.reason;
           return;
       }
-    });
+    };
+    host.child.on('message', onMessage);
     host.child.on('exit', (code, signal) => this.hostExited(host, code, signal));
     host.child.on('error', (err) => this.options.warn?.(`isolate host ${host.pid}: ${err.message}`));
   }

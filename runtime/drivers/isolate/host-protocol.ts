@@ -17,7 +17,9 @@ export type ToHost =
   /** The cell's consumer of a streamed body went away: stop the worker's stream. */
   | { t: 'cancel'; id: number }
   /** The next chunk of call `id`'s streamed request body (null: the end), or why it failed. */
-  | { t: 'upload'; id: number; bytes: Uint8Array | null; error: string | null };
+  | { t: 'upload'; id: number; bytes: Uint8Array | null; error: string | null }
+  /** Several of the above, in order (see Outbox). */
+  | { t: 'batch'; messages: ToHost[] };
 
 export type FromHost =
   | { t: 'ready'; pid: number }
@@ -32,7 +34,36 @@ export type FromHost =
   /** An instance the host ended on its own (a limit, a wall-time breach), with the reason. */
   | { t: 'exit'; instanceId: string; reason: string }
   /** V8 lost control of an isolate: the host stops serving and exits; this says why first. */
-  | { t: 'fatal'; reason: string };
+  | { t: 'fatal'; reason: string }
+  /** Several of the above, in order (see Outbox). */
+  | { t: 'batch'; messages: FromHost[] };
+
+/**
+ * Messages to the other side of an IPC channel, coalesced: every message sent in one turn of the
+ * event loop (e.g. the requests the router parsed from all the connections that were readable)
+ * crosses as one, so under load a request costs a share of one serialization and one write instead
+ * of its own (each is a syscall; together they were the router process's largest cost on the isolate
+ * path). Order is kept. A message sent while nothing is queued waits only for the end of the
+ * current turn (setImmediate), not for a timer.
+ */
+export class Outbox<M extends { t: string }> {
+  private queue: M[] = [];
+
+  constructor(private readonly write: (message: M | { t: 'batch'; messages: M[] }) => void) {}
+
+  send(message: M): void {
+    this.queue.push(message);
+    if (this.queue.length === 1) setImmediate(() => this.flush());
+  }
+
+  /** Sends what is queued now (before a process exits, say). */
+  flush(): void {
+    const queued = this.queue;
+    if (queued.length === 0) return;
+    this.queue = [];
+    this.write(queued.length === 1 ? queued[0]! : { t: 'batch', messages: queued });
+  }
+}
 
 export interface HostHealth {
   rssBytes: number;

@@ -38,6 +38,26 @@ describe('IsolateDriver', () => {
     return { ...res, text: res.body ? dec.decode(res.body) : '', instanceId: s.instanceId };
   }
 
+  it('adds up a busy isolate\'s memory every few ms, and once more after its last request', async () => {
+    // Reading V8's heap statistics costs about a sixth of a hello-world request, so a run of quick
+    // requests is checked a few times, not each time; the check after the last one still comes.
+    const s = spec('export default { fetch() { return new Response("quick") } }');
+    await driver.start(s);
+    const heapReads = { n: 0 };
+    const inside = driver as unknown as { checkMemory(...args: unknown[]): void };
+    const check = inside.checkMemory.bind(driver);
+    inside.checkMemory = (...args) => (heapReads.n++, check(...args));
+    const started = performance.now();
+    for (let i = 0; i < 200; i++) await driver.fetch(s.instanceId, get('http://hello.localhost/'));
+    const elapsedMs = performance.now() - started;
+    const during = heapReads.n;
+    expect(during).toBeGreaterThanOrEqual(1);
+    expect(during).toBeLessThanOrEqual(Math.ceil(elapsedMs / 5) + 2);
+    expect(during).toBeLessThan(200);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(heapReads.n).toBe(during + 1);
+  });
+
   it('serves the hello-world worker', async () => {
     const res = await run('export default { fetch(request, env, ctx) { return new Response("hi") } }');
     expect(res.status).toBe(200);

@@ -77,7 +77,19 @@ interface Running {
   streamCancel: ivm.Reference<(id: number) => void>;
   /** Subrequests: made, and allowed, since the isolate last went idle. */
   budget: { used: number; allowance: number };
+  /** When the host last added up the isolate's memory (performance.now), and a check still to come. */
+  memoryCheckedAt: number;
+  memoryTimer: NodeJS.Timeout | null;
 }
+
+/**
+ * An isolate's memory is added up at most this often: reading V8's heap statistics costs ~13 µs, a
+ * sixth of a hello-world request, so a busy isolate is checked every few ms (and once more after its
+ * last request), an expensive invocation always.
+ */
+const MEMORY_CHECK_EVERY_MS = 5;
+/** An invocation that used this much CPU may have allocated a lot: its isolate is checked at once. */
+const MEMORY_CHECK_CPU_MS = 1;
 
 /**
  * Runs isolate instances with isolated-vm: one V8 isolate per instance, the Grove prelude first, then
@@ -155,8 +167,28 @@ export class IsolateDriver implements WorkloadDriver {
         timeout: this.startupTimeoutMs,
       });
       boot.release();
+      // The module's own start-up garbage, collected before its first request rather than during it.
+      await shell.collect.apply(undefined, [false], { timeout: this.startupTimeoutMs });
+      shell.collect.release();
       const { dispatch, taskEntry, eventEntry, pending, budget, sinks, streamCancel, uploads } = shell;
-      this.instances.set(spec.instanceId, { spec, isolate, context, dispatch, taskEntry, eventEntry, pending, timers, subtle, budget, sinks, streamCancel, uploads, nextId: 1 });
+      this.instances.set(spec.instanceId, {
+        spec,
+        isolate,
+        context,
+        dispatch,
+        taskEntry,
+        eventEntry,
+        pending,
+        timers,
+        subtle,
+        budget,
+        sinks,
+        streamCancel,
+        uploads,
+        nextId: 1,
+        memoryCheckedAt: -Infinity,
+        memoryTimer: null,
+      });
     } catch (err) {
       for (const handle of timers.values()) clearTimeout(handle);
       subtle.close();
@@ -512,6 +544,11 @@ export class IsolateDriver implements WorkloadDriver {
       const warm = await global.get('__grove_warm', { reference: true });
       await warm.apply(undefined, [], { timeout: 1000 });
       warm.release();
+      const collect = await global.get('__grove_collect', { reference: true });
+      await global.delete('__grove_collect');
+      // What the prelude and the warm-up left: collected (and the rest promoted) while the isolate
+      // is still a spare, not during an app's first request.
+      await collect.apply(undefined, [true], { timeout: 1000 });
       const streamCancel = await global.get('__grove_stream_cancel', { reference: true });
       await global.delete('__grove_stream_cancel');
       uploadEntry = await global.get('__grove_upload', { reference: true });
@@ -519,7 +556,7 @@ export class IsolateDriver implements WorkloadDriver {
       await global.delete('__grove_event');
       await global.delete('__grove_fetch');
       await global.delete('__grove_task');
-      return { bound, isolate, context, boot, dispatch, taskEntry, eventEntry, subtleDone, pending, timers, subtle, budget, sinks, streamCancel, uploads };
+      return { bound, isolate, context, boot, dispatch, taskEntry, eventEntry, collect, subtleDone, pending, timers, subtle, budget, sinks, streamCancel, uploads };
     } catch (err) {
       for (const handle of timers.values()) clearTimeout(handle);
       subtle.close();
@@ -551,6 +588,7 @@ export class IsolateDriver implements WorkloadDriver {
     inst.pending.clear();
     for (const handle of inst.timers.values()) clearTimeout(handle);
     inst.timers.clear();
+    if (inst.memoryTimer) clearTimeout(inst.memoryTimer);
     inst.subtle.close();
     inst.dispatch.release();
     inst.taskEntry.release();
@@ -569,10 +607,23 @@ export class IsolateDriver implements WorkloadDriver {
    * each invocation the host adds up the isolate's heap and ArrayBuffer memory itself and recycles an
    * isolate that holds more than half again its limit (the heap may hold garbage not yet collected,
    * so the limit itself would recycle healthy isolates). The response already made stands. The host
-   * process's RSS budget (IsolateHostPool) is the last line behind this.
+   * process's RSS budget (IsolateHostPool) is the last line behind this. The sum is taken at most
+   * every MEMORY_CHECK_EVERY_MS per isolate, and always within that time of an invocation's end.
    */
-  private checkMemory(inst: Running): void {
-    if (inst.isolate.isDisposed) return;
+  private checkMemorySoon(inst: Running, cpuMs: number): void {
+    const now = performance.now();
+    if (cpuMs >= MEMORY_CHECK_CPU_MS || now - inst.memoryCheckedAt >= MEMORY_CHECK_EVERY_MS) return this.checkMemory(inst, now);
+    if (inst.memoryTimer) return;
+    inst.memoryTimer = setTimeout(() => {
+      inst.memoryTimer = null;
+      this.checkMemory(inst, performance.now());
+    }, MEMORY_CHECK_EVERY_MS);
+    inst.memoryTimer.unref();
+  }
+
+  private checkMemory(inst: Running, now: number): void {
+    inst.memoryCheckedAt = now;
+    if (inst.isolate.isDisposed || !this.instances.has(inst.spec.instanceId)) return;
     const heap = inst.isolate.getHeapStatisticsSync();
     const usedMb = (heap.used_heap_size + heap.externally_allocated_size) / 2 ** 20;
     if (usedMb > inst.spec.limits.memoryMb * 1.5) {
@@ -691,12 +742,13 @@ export class IsolateDriver implements WorkloadDriver {
       inst.pending.set(id, {
         settle: (error, response) =>
           finish(() => {
-            this.checkMemory(inst);
+            // CPU the isolate spent from entry to answer: the invocation's, plus any other call it
+            // was interleaved with (V8 counts per isolate, not per call).
+            const cpu = cpuSince(inst.isolate, cpuStart);
+            this.checkMemorySoon(inst, cpu);
             if (response) {
               const value = shape(id, response);
-              // CPU the isolate spent from entry to answer: the invocation's, plus any other call
-              // it was interleaved with (V8 counts per isolate, not per call).
-              if (value && typeof value === 'object') (value as { cpuMs?: number }).cpuMs = cpuSince(inst.isolate, cpuStart);
+              if (value && typeof value === 'object') (value as { cpuMs?: number }).cpuMs = cpu;
               return resolve(value);
             }
             const message = error ? (error.name && error.name !== 'Error' ? `${error.name}: ${error.message}` : error.message) : 'unknown error';
@@ -783,6 +835,8 @@ interface Shell {
   dispatch: Running['dispatch'];
   taskEntry: Running['taskEntry'];
   eventEntry: Running['eventEntry'];
+  /** Runs a collection in the isolate: young generation, or the whole heap. */
+  collect: ivm.Reference<(full: boolean) => void>;
   subtleDone: ivm.Reference<(id: number, error: unknown, result: unknown) => void>;
   pending: Running['pending'];
   timers: Running['timers'];

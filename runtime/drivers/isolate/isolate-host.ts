@@ -1,6 +1,6 @@
 import { GroveError } from '../../../scheduler/model/index.js';
 import { letGo } from '../../rep/chunk-queue.js';
-import type { FromHost, HostBootOptions, ToHost } from './host-protocol.js';
+import { type FromHost, type HostBootOptions, Outbox, type ToHost } from './host-protocol.js';
 import { IsolateDriver } from './isolate-driver.js';
 
 /**
@@ -8,7 +8,13 @@ import { IsolateDriver } from './isolate-driver.js';
  * goes wrong in here — a V8 catastrophic error, a heap that escaped isolated-vm's limit, a native
  * crash — costs this process only; the cell sees it exit and reports its instances CRASHED.
  */
-const send = (message: FromHost) => {
+const outbox = new Outbox<FromHost>((message) => {
+  if (process.connected) process.send!(message);
+});
+const send = (message: FromHost) => outbox.send(message);
+/** For the last words before an exit, and the first one: sent at once, after what was queued. */
+const sendNow = (message: FromHost) => {
+  outbox.flush();
   if (process.connected) process.send!(message);
 };
 
@@ -21,7 +27,7 @@ const driver = new IsolateDriver({
   egress: { deniedPorts: () => deniedPorts, allowHosts: boot.allowHosts },
   onCatastrophicError: (message) => {
     // isolated-vm: after this, V8 is not trustworthy. Say why, then end at once (no more serving).
-    send({ t: 'fatal', reason: `V8 catastrophic error: ${message}` });
+    sendNow({ t: 'fatal', reason: `V8 catastrophic error: ${message}` });
     process.exit(70);
   },
 });
@@ -73,8 +79,11 @@ function fail(id: number, err: unknown): void {
   else send({ t: 'err', id, code: 'INTERNAL', message: err instanceof Error ? err.message : String(err) });
 }
 
-process.on('message', (message: ToHost) => {
+process.on('message', function onMessage(message: ToHost): void {
   switch (message.t) {
+    case 'batch':
+      for (const each of message.messages) onMessage(each);
+      return;
     case 'fetch': {
       const { streamed, ...request } = message.request;
       driver.fetch(message.instanceId, streamed ? { ...request, stream: uploadFromCell(message.id) } : request).then(
@@ -137,7 +146,7 @@ process.on('message', (message: ToHost) => {
 // The cell is gone (it exited, or was killed): a host never outlives it.
 process.on('disconnect', () => process.exit(0));
 process.on('uncaughtException', (err) => {
-  send({ t: 'fatal', reason: `isolate host failed: ${err.message}` });
+  sendNow({ t: 'fatal', reason: `isolate host failed: ${err.message}` });
   process.exit(70);
 });
-send({ t: 'ready', pid: process.pid });
+sendNow({ t: 'ready', pid: process.pid });
