@@ -56,9 +56,7 @@ class Host {
 
   constructor(readonly slot: number, boot: HostBootOptions) {
     this.child = fork(ENTRY, [JSON.stringify(boot)], {
-      // --expose-gc: V8's gc() in each new isolate, which the prelude takes away from user code and
-      // the driver uses to collect an isolate's start-up garbage before its first request.
-      execArgv: ['--no-node-snapshot', '--expose-gc'],
+      execArgv: ['--no-node-snapshot'],
       serialization: 'advanced',
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });

@@ -167,9 +167,6 @@ export class IsolateDriver implements WorkloadDriver {
         timeout: this.startupTimeoutMs,
       });
       boot.release();
-      // The module's own start-up garbage, collected before its first request rather than during it.
-      await shell.collect.apply(undefined, [false], { timeout: this.startupTimeoutMs });
-      shell.collect.release();
       const { dispatch, taskEntry, eventEntry, pending, budget, sinks, streamCancel, uploads } = shell;
       this.instances.set(spec.instanceId, {
         spec,
@@ -544,11 +541,6 @@ export class IsolateDriver implements WorkloadDriver {
       const warm = await global.get('__grove_warm', { reference: true });
       await warm.apply(undefined, [], { timeout: 1000 });
       warm.release();
-      const collect = await global.get('__grove_collect', { reference: true });
-      await global.delete('__grove_collect');
-      // What the prelude and the warm-up left: collected (and the rest promoted) while the isolate
-      // is still a spare, not during an app's first request.
-      await collect.apply(undefined, [true], { timeout: 1000 });
       const streamCancel = await global.get('__grove_stream_cancel', { reference: true });
       await global.delete('__grove_stream_cancel');
       uploadEntry = await global.get('__grove_upload', { reference: true });
@@ -556,7 +548,7 @@ export class IsolateDriver implements WorkloadDriver {
       await global.delete('__grove_event');
       await global.delete('__grove_fetch');
       await global.delete('__grove_task');
-      return { bound, isolate, context, boot, dispatch, taskEntry, eventEntry, collect, subtleDone, pending, timers, subtle, budget, sinks, streamCancel, uploads };
+      return { bound, isolate, context, boot, dispatch, taskEntry, eventEntry, subtleDone, pending, timers, subtle, budget, sinks, streamCancel, uploads };
     } catch (err) {
       for (const handle of timers.values()) clearTimeout(handle);
       subtle.close();
@@ -835,8 +827,6 @@ interface Shell {
   dispatch: Running['dispatch'];
   taskEntry: Running['taskEntry'];
   eventEntry: Running['eventEntry'];
-  /** Runs a collection in the isolate: young generation, or the whole heap. */
-  collect: ivm.Reference<(full: boolean) => void>;
   subtleDone: ivm.Reference<(id: number, error: unknown, result: unknown) => void>;
   pending: Running['pending'];
   timers: Running['timers'];

@@ -108,12 +108,6 @@ describe('limits per invocation, through isolate hosts', () => {
     expect(r).toMatchObject({ code: 'WORKER_LIMIT_EXCEEDED', reason: expect.stringMatching(/^exceeded the memory limit of 16 MB/), running: false });
   });
 
-  it('a worker never gets V8\'s gc(), though its host runs with --expose-gc', async () => {
-    const s = spec('export default { fetch() { return new Response(typeof gc + " " + typeof globalThis.gc) } }');
-    await pool.start(s);
-    expect(dec.decode((await pool.fetch(s.instanceId, get())).body!)).toBe('undefined undefined');
-  });
-
   it('deep recursion is a RangeError for that request, and the isolate serves on', async () => {
     const r = await breach('const f = (n) => f(n + 1) + 1; export default { fetch() { return new Response(String(f(0))) } }');
     expect(r.code).toBe('WORKER_EXCEPTION');

@@ -44,11 +44,6 @@
   delete g.__grove_streams;
   // Taken now, before user code could replace the global.
   const TransformStream = g.TransformStream;
-  // V8's gc(), there when the host process runs with --expose-gc: the host collects a new isolate's
-  // start-up garbage before its first request (see __grove_collect). Never left to user code.
-  // V8 makes that global non-configurable (it cannot be deleted) but writable: it is overwritten.
-  const collect = typeof g.gc === 'function' ? g.gc : null;
-  if (collect) g.gc = undefined;
 
   const define = (name, value) =>
     Object.defineProperty(g, name, { value, writable: true, configurable: true, enumerable: false });
@@ -1897,13 +1892,6 @@
     const warmWire = { method: 'GET', url: 'http://warm.invalid/', headers: [['host', 'warm.invalid'], ['x-request-id', 'warm']], body: null };
     handleFetch(warmWire, 0, { fetch: () => new Response('warm') }).then(({ head }) => head.headers.length);
     return [...response.headers].length + [...request.headers].length + String(responseStream(response, 'the response')) + String(wireBody(response, 'the response'));
-  });
-
-  // A young-generation collection (full: the whole heap) now, off the request path: an isolate's
-  // start-up leaves the prelude's objects and its garbage in the young generation, and the first
-  // request would otherwise pay the collection that moves them (~0.1–0.2 ms here).
-  define('__grove_collect', (full) => {
-    if (collect) collect(full ? undefined : { type: 'minor' });
   });
 
   define('__grove_fetch', (id, wire) => {
