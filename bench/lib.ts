@@ -156,6 +156,8 @@ export interface TreeMemory {
   /** Sum of Pss (shared pages split between their sharers): what the tree really holds. */
   pssMb: number;
   processes: number;
+  /** VmRSS of the tree's root alone (for Grove: the control plane, router and cell; its children are isolate hosts). */
+  rootRssMb: number;
 }
 
 /** Memory of a process and all its descendants (Grove is moving isolates into child processes). */
@@ -163,9 +165,12 @@ export function treeMemory(pid: number): TreeMemory {
   let rss = 0;
   let pss = 0;
   let processes = 0;
+  let rootRss = 0;
   for (const p of processTree(pid)) {
     try {
-      rss += rssMb(p);
+      const own = rssMb(p);
+      if (p === pid) rootRss = own;
+      rss += own;
       const rollup = readFileSync(`/proc/${p}/smaps_rollup`, 'utf8');
       pss += Number(/^Pss:\s+(\d+) kB/m.exec(rollup)![1]) / 1024;
       processes++;
@@ -173,7 +178,7 @@ export function treeMemory(pid: number): TreeMemory {
       // exited between listing and reading: it holds nothing any more
     }
   }
-  return { rssMb: rss, pssMb: pss, processes };
+  return { rssMb: rss, pssMb: pss, processes, rootRssMb: rootRss };
 }
 
 /** The platform binary itself (npm's `.bin/workerd` is a Node shim that would sit in between). */

@@ -3,6 +3,7 @@
  *
  *   node --no-node-snapshot --import tsx bench/isolate/run.ts \
  *     [--duration 8] [--connections 32] [--functions 200] [--memory-functions 500] [--parallel 8]
+ *     [--only hello,first,deploy,memory]
  *
  * 1. Hello world: throughput and p50/p99 with `wrk -t1 -cC` through Grove's router and from workerd.
  * 2. First request to each of N distinct functions, timed from send to full body on a keep-alive
@@ -50,6 +51,19 @@ const CONNECTIONS = numberFlag(args, 'connections', 32);
 const FUNCTIONS = numberFlag(args, 'functions', 200);
 const MEMORY_FUNCTIONS = numberFlag(args, 'memory-functions', 500);
 const PARALLEL = numberFlag(args, 'parallel', 8);
+const PHASES = ['hello', 'first', 'deploy', 'memory'] as const;
+/** `--only a,b` runs just those phases (both peers each), for quicker iteration on one figure. */
+const ONLY = (() => {
+  const i = args.indexOf('--only');
+  if (i === -1) return new Set<string>(PHASES);
+  const picked = (args[i + 1] ?? '').split(',').filter(Boolean);
+  const unknown = picked.filter((p) => !(PHASES as readonly string[]).includes(p));
+  if (picked.length === 0 || unknown.length) throw new Error(`--only takes a comma-separated list of ${PHASES.join(', ')}`);
+  return new Set(picked);
+})();
+/** Runs a phase when it was asked for; a skipped one prints as n/a. */
+const phase = <T>(name: (typeof PHASES)[number], label: string, fn: () => Promise<T>) =>
+  ONLY.has(name) ? measure(label, fn) : Promise.resolve(undefined);
 /** Time for allocator and GC to settle before RSS is read, the same for both peers. */
 const SETTLE_MS = 2_000;
 
@@ -180,6 +194,8 @@ async function groveThroughput(): Promise<WrkResult> {
 interface FirstRequests {
   latency: Distribution;
   errors: number;
+  /** The second request to each function, right after all the first ones: the path without first-time costs. */
+  second?: Distribution;
 }
 
 /** Deploys N functions (PARALLEL at a time), waits until each runs, then times the first request to each. */
@@ -206,7 +222,9 @@ async function groveFirstRequests(n: number): Promise<FirstRequests> {
       if (r.status === 200 && r.body === `Hello World ${i}\n`) samples.push(r.ms);
       else errors++;
     }
-    return { latency: distribution(samples), errors };
+    const second: number[] = [];
+    for (const i of ids) second.push((await timedGet(client, hostOf(i))).ms);
+    return { latency: distribution(samples), errors, second: distribution(second) };
   } finally {
     await client.close().catch(() => undefined);
     await grove.stop();
@@ -319,7 +337,9 @@ async function workerdFirstRequests(n: number): Promise<FirstRequests & { startT
       if (r.status === 200 && r.body === `Hello World ${i}\n`) samples.push(r.ms);
       else errors++;
     }
-    return { latency: distribution(samples), errors, startToServeMs };
+    const second: number[] = [];
+    for (let i = 0; i < n; i++) second.push((await timedGet(clients[i]!)).ms);
+    return { latency: distribution(samples), errors, startToServeMs, second: distribution(second) };
   } finally {
     await Promise.all(clients.map((c) => c.close().catch(() => undefined)));
     await stopChild(workerd);
@@ -371,13 +391,13 @@ async function main(): Promise<void> {
   // never at the same time as the driver is timing).
   execFileSync('taskset', ['-a', '-p', '-c', '1', String(process.pid)], { stdio: 'ignore' });
 
-  const gHello = await measure('grove: hello world under wrk', groveThroughput);
-  const wHello = await measure('workerd: hello world under wrk', workerdThroughput);
-  const gFirst = await measure(`grove: first request to ${FUNCTIONS} running functions`, () => groveFirstRequests(FUNCTIONS));
-  const wFirst = await measure(`workerd: first request to ${FUNCTIONS} services`, () => workerdFirstRequests(FUNCTIONS));
-  const gDeploy = await measure(`grove: deploy → first 200, ${FUNCTIONS} functions one at a time`, () => groveDeployToFirst(FUNCTIONS));
-  const gMem = await measure(`grove: memory, 1 then ${MEMORY_FUNCTIONS} functions`, () => groveMemory(MEMORY_FUNCTIONS));
-  const wMem = await measure(`workerd: memory, 1 then ${MEMORY_FUNCTIONS} services`, () => workerdMemory(MEMORY_FUNCTIONS));
+  const gHello = await phase('hello', 'grove: hello world under wrk', groveThroughput);
+  const wHello = await phase('hello', 'workerd: hello world under wrk', workerdThroughput);
+  const gFirst = await phase('first', `grove: first request to ${FUNCTIONS} running functions`, () => groveFirstRequests(FUNCTIONS));
+  const wFirst = await phase('first', `workerd: first request to ${FUNCTIONS} services`, () => workerdFirstRequests(FUNCTIONS));
+  const gDeploy = await phase('deploy', `grove: deploy → first 200, ${FUNCTIONS} functions one at a time`, () => groveDeployToFirst(FUNCTIONS));
+  const gMem = await phase('memory', `grove: memory, 1 then ${MEMORY_FUNCTIONS} functions`, () => groveMemory(MEMORY_FUNCTIONS));
+  const wMem = await phase('memory', `workerd: memory, 1 then ${MEMORY_FUNCTIONS} services`, () => workerdMemory(MEMORY_FUNCTIONS));
 
   const perFunction = (r: MemoryResult | undefined, key: 'rssMb' | 'pssMb') => (r ? (r.after[key] - r.before[key]) / (r.functions - 1) : NaN);
   const cell = (v: number, digits: number) => (Number.isFinite(v) ? v.toFixed(digits) : 'n/a');
@@ -388,6 +408,8 @@ async function main(): Promise<void> {
     ['hello p99 ms', gHello?.p99 ?? NaN, wHello?.p99 ?? NaN, 2],
     [`first request p50 ms (${FUNCTIONS} fns, running)`, gFirst?.latency.p50 ?? NaN, wFirst?.latency.p50 ?? NaN, 2],
     [`first request p99 ms (${FUNCTIONS} fns, running)`, gFirst?.latency.p99 ?? NaN, wFirst?.latency.p99 ?? NaN, 2],
+    ['second request p50 ms (same fns, next pass)', gFirst?.second?.p50 ?? NaN, wFirst?.second?.p50 ?? NaN, 2],
+    ['second request p99 ms', gFirst?.second?.p99 ?? NaN, wFirst?.second?.p99 ?? NaN, 2],
     [`MiB RSS per idle function (${MEMORY_FUNCTIONS} fns)`, perFunction(gMem, 'rssMb'), perFunction(wMem, 'rssMb'), 2],
     [`MiB PSS per idle function (${MEMORY_FUNCTIONS} fns)`, perFunction(gMem, 'pssMb'), perFunction(wMem, 'pssMb'), 2],
   ];
@@ -400,9 +422,10 @@ async function main(): Promise<void> {
   console.log(`grove:   deploy → first 200 per function (one at a time), p50 / p99:   ${cell(gDeploy?.latency.p50 ?? NaN, 1)} / ${cell(gDeploy?.latency.p99 ?? NaN, 1)} ms`);
   console.log(`workerd: process start with ${FUNCTIONS + 1} services → first 200:             ${cell(wFirst?.startToServeMs ?? NaN, 1)} ms`);
 
-  console.log('\nmemory detail (process tree: processes, RSS MiB, PSS MiB; with 1 function → with M)');
+  console.log('\nmemory detail (process tree: processes, RSS MiB, PSS MiB, root process RSS MiB; with 1 function → with M)');
   for (const [label, r] of [['grove', gMem], ['workerd', wMem]] as const) {
-    if (r) console.log(`${label.padEnd(8)} ${r.before.processes} proc, ${r.before.rssMb.toFixed(1)} / ${r.before.pssMb.toFixed(1)} → ${r.after.processes} proc, ${r.after.rssMb.toFixed(1)} / ${r.after.pssMb.toFixed(1)}`);
+    const line = (t: TreeMemory) => `${t.processes} proc, ${t.rssMb.toFixed(1)} / ${t.pssMb.toFixed(1)}, root ${t.rootRssMb.toFixed(1)}`;
+    if (r) console.log(`${label.padEnd(8)} ${line(r.before)} → ${line(r.after)}`);
   }
 
   const errors = [

@@ -1,5 +1,4 @@
 import { createHash, randomFillSync } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import ivm from 'isolated-vm';
 import { LRUCache } from 'lru-cache';
 import { DEFAULT_LIMITS, GroveError } from '../../../scheduler/model/index.js';
@@ -8,6 +7,7 @@ import { ChunkQueue, letGo } from '../../rep/chunk-queue.js';
 import { Egress, type EgressOptions, type EgressRequest } from './egress.js';
 import { publishEvents } from './events-binding.js';
 import { hostUrlOperation } from './host-url.js';
+import { preludeSource } from './prelude-bundle.js';
 import { SubtleHost } from './subtle-host.js';
 
 export type ConsoleLevel = 'log' | 'info' | 'warn' | 'error' | 'debug';
@@ -37,14 +37,6 @@ export interface IsolateDriverOptions {
 
 /** Outbound fetches one instance may have open at once (Workers allows 6 simultaneous connections). */
 const MAX_CONCURRENT_FETCHES = 6;
-
-/**
- * The prelude is one script made of parts, compiled (and code-cached) once. Order matters: streams
- * come first so the core part can capture ReadableStream for bodies before user code could replace
- * it; URLPattern and crypto.subtle build on the core's URL, DOMException and TextEncoder.
- */
-const PRELUDE_PARTS = ['streams.js', 'prelude.js', 'urlpattern.js', 'subtle.js'];
-const PRELUDE_SOURCE = PRELUDE_PARTS.map((part) => readFileSync(new URL(`./${part}`, import.meta.url), 'utf8')).join('\n;\n');
 
 /**
  * Up to this CPU limit a request enters the isolate on the calling thread (no thread hop: the fast
@@ -561,11 +553,11 @@ export class IsolateDriver implements WorkloadDriver {
     // isolated-vm sets these result fields on the Script but its typings leave them out.
     type CachedScript = ivm.Script & ivm.CachedDataResult & { cachedDataRejected?: boolean };
     if (!this.preludeCache) {
-      const script: CachedScript = await isolate.compileScript(PRELUDE_SOURCE, { filename: 'grove:prelude.js', produceCachedData: true });
+      const script: CachedScript = await isolate.compileScript(preludeSource(), { filename: 'grove:prelude.js', produceCachedData: true });
       this.preludeCache = script.cachedData;
       return script;
     }
-    const script: CachedScript = await isolate.compileScript(PRELUDE_SOURCE, { filename: 'grove:prelude.js', cachedData: this.preludeCache });
+    const script: CachedScript = await isolate.compileScript(preludeSource(), { filename: 'grove:prelude.js', cachedData: this.preludeCache });
     if (script.cachedDataRejected) this.preludeCache = undefined;
     return script;
   }

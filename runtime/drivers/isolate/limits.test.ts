@@ -102,8 +102,8 @@ describe('limits per invocation, through isolate hosts', () => {
 
   it('heap and ArrayBuffers together past the limit recycle the isolate', async () => {
     const r = await breach(`const kept = []; export default { fetch() {
-      for (let i = 0; i < 10; i++) kept.push(new ArrayBuffer(1 << 20));
-      for (let i = 0; i < 10; i++) kept.push(new Array(1 << 17).fill(i + 0.5));
+      for (let i = 0; i < 12; i++) kept.push(new ArrayBuffer(1 << 20));
+      for (let i = 0; i < 12; i++) kept.push(new Array(1 << 17).fill(i + 0.5));
       return new Response("kept " + kept.length) } }`, { memoryMb: 16, cpuMs: 5000 });
     expect(r).toMatchObject({ code: 'WORKER_LIMIT_EXCEEDED', reason: expect.stringMatching(/^exceeded the memory limit of 16 MB/), running: false });
   });
