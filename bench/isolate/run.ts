@@ -223,7 +223,11 @@ async function groveFirstRequests(n: number): Promise<FirstRequests> {
       else errors++;
     }
     const second: number[] = [];
-    for (const i of ids) second.push((await timedGet(client, hostOf(i))).ms);
+    for (const i of ids) {
+      const r = await timedGet(client, hostOf(i));
+      if (r.status === 200) second.push(r.ms);
+      else errors++;
+    }
     return { latency: distribution(samples), errors, second: distribution(second) };
   } finally {
     await client.close().catch(() => undefined);
@@ -338,7 +342,11 @@ async function workerdFirstRequests(n: number): Promise<FirstRequests & { startT
       else errors++;
     }
     const second: number[] = [];
-    for (let i = 0; i < n; i++) second.push((await timedGet(clients[i]!)).ms);
+    for (let i = 0; i < n; i++) {
+      const r = await timedGet(clients[i]!);
+      if (r.status === 200) second.push(r.ms);
+      else errors++;
+    }
     return { latency: distribution(samples), errors, startToServeMs, second: distribution(second) };
   } finally {
     await Promise.all(clients.map((c) => c.close().catch(() => undefined)));
