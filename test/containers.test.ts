@@ -194,6 +194,8 @@ describe('containers under a private containerd', () => {
   it('SIGKILLs an instance that ignores SIGTERM once the grace period is over', async () => {
     const s = spec('stubborn', { healthCheck: 'process' });
     await driver.start(s);
+    // A process health check passes as soon as the shell runs, maybe before it set its trap.
+    await waitFor('the trap to be set', async () => logs.find((l) => l.instanceId === s.instanceId && l.message === 'ignoring TERM'));
     const started = Date.now();
     await driver.stop(s.instanceId);
     expect(Date.now() - started).toBeGreaterThanOrEqual(900);

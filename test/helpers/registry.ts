@@ -522,7 +522,8 @@ export const WEB_SCRIPT = [
   '  later) sleep 1; exit 17;;',
   // A shell string that doubles until the memory cgroup's OOM killer ends it.
   '  hog) s=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; while :; do s="$s$s"; done;;',
-  '  stubborn) trap "" TERM; while :; do sleep 1; done;;',
+  // Says so once SIGTERM is ignored: a stop sent before that would end it at once.
+  '  stubborn) trap "" TERM; echo "ignoring TERM"; while :; do sleep 1; done;;',
   '  *) echo "listening on $PORT"; trap "exit 0" TERM; httpd -f -p 127.0.0.1:$PORT -h /www & wait;;',
   'esac',
 ].join('\n');
