@@ -45,6 +45,14 @@ export function numberFlag(args: string[], name: string, fallback: number): numb
   return value;
 }
 
+export function stringFlag(args: string[], name: string): string | undefined {
+  const i = args.indexOf(`--${name}`);
+  if (i === -1) return undefined;
+  const value = args[i + 1];
+  if (!value || value.startsWith('--')) throw new Error(`--${name} takes a value`);
+  return value;
+}
+
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 export function need(cmd: string, hint: string): void {

@@ -39,6 +39,7 @@ import {
   startGrove,
   startWorkerd,
   stopChild,
+  stringFlag,
   treeMemory,
   untilOk,
   workerdConfig,
@@ -54,9 +55,9 @@ const PARALLEL = numberFlag(args, 'parallel', 8);
 const PHASES = ['hello', 'first', 'deploy', 'memory'] as const;
 /** `--only a,b` runs just those phases (both peers each), for quicker iteration on one figure. */
 const ONLY = (() => {
-  const i = args.indexOf('--only');
-  if (i === -1) return new Set<string>(PHASES);
-  const picked = (args[i + 1] ?? '').split(',').filter(Boolean);
+  const only = stringFlag(args, 'only');
+  if (only === undefined) return new Set<string>(PHASES);
+  const picked = only.split(',').filter(Boolean);
   const unknown = picked.filter((p) => !(PHASES as readonly string[]).includes(p));
   if (picked.length === 0 || unknown.length) throw new Error(`--only takes a comma-separated list of ${PHASES.join(', ')}`);
   return new Set(picked);

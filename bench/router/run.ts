@@ -50,6 +50,7 @@ import {
   scratchDir,
   sleep,
   stopChild,
+  stringFlag,
   track,
   type WrkResult,
   wrk as runWrk,
@@ -60,8 +61,8 @@ const DURATION = numberFlag(args, 'duration', 6);
 const ROUNDS = numberFlag(args, 'rounds', 3);
 const WARMUP = numberFlag(args, 'warmup', 2);
 const CONNECTIONS = numberFlag(args, 'connections', 32);
-const APPS = (stringFlag('apps') ?? 'web,fast,fn').split(',').filter(Boolean);
-const PROFILE_DIR = stringFlag('cpu-prof');
+const APPS = (stringFlag(args, 'apps') ?? 'web,fast,fn').split(',').filter(Boolean);
+const PROFILE_DIR = stringFlag(args, 'cpu-prof');
 const TARGET = 0.85;
 const LOAD_AT_START = loadavg();
 const BODY = 'Hello World\n';
@@ -69,14 +70,6 @@ const WORKER = join(ROOT, 'bench/hello/worker.js');
 const PORT_RANGE = [61_000, 61_999] as const;
 /** Jiffies per second for /proc/PID/stat's CPU fields. */
 const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-
-function stringFlag(name: string): string | undefined {
-  const i = args.indexOf(`--${name}`);
-  if (i === -1) return undefined;
-  const value = args[i + 1];
-  if (!value || value.startsWith('--')) throw new Error(`--${name} takes a value`);
-  return value;
-}
 
 // ── CPUs and processes ────────────────────────────────────────────────────────────────────────
 
