@@ -65,8 +65,15 @@ const ONLY = (() => {
 /** Runs a phase when it was asked for; a skipped one prints as n/a. */
 const phase = <T>(name: (typeof PHASES)[number], label: string, fn: () => Promise<T>) =>
   ONLY.has(name) ? measure(label, fn) : Promise.resolve(undefined);
-/** Time for allocator and GC to settle before RSS is read, the same for both peers. */
+/** Time for allocator and GC to settle before timing starts, the same for both peers. */
 const SETTLE_MS = 2_000;
+/**
+ * How long the functions sit idle before RSS is read, the same for both peers. Read 2 s after the
+ * deploy burst, `grove up`'s own process still held that burst's garbage: its growth over 499
+ * functions ranged from 5 to 29 MiB between runs of one build. V8 shrinks a heap that has stopped
+ * growing some seconds later (its memory reducer), so idle is measured once that has had time.
+ */
+const IDLE_MS = 10_000;
 
 /**
  * `grove up`'s in-process cell offers 8192 MB and 1000 instance slots (cli/platform.ts), and `grove up`
@@ -291,7 +298,7 @@ async function groveMemory(m: number): Promise<MemoryResult> {
     await deploy(grove, appName(0), functionCode(0), hostOf(0), { memoryMb: FUNCTION_MEMORY_MB });
     await untilRunning(grove, appName(0));
     await serveOnce(0);
-    await sleep(SETTLE_MS);
+    await sleep(IDLE_MS);
     const before = treeMemory(pid);
     const rest = Array.from({ length: m - 1 }, (_, i) => i + 1);
     await pool(rest, PARALLEL, async (i) => {
@@ -299,7 +306,7 @@ async function groveMemory(m: number): Promise<MemoryResult> {
       await untilRunning(grove, appName(i));
     });
     await pool(rest, PARALLEL, serveOnce);
-    await sleep(SETTLE_MS);
+    await sleep(IDLE_MS);
     return { before, after: treeMemory(pid), functions: m };
   } finally {
     await grove.stop();
@@ -373,7 +380,7 @@ async function workerdServing(count: number, tag: string): Promise<TreeMemory> {
       const body = await r.body.text();
       if (r.statusCode !== 200) throw new Error(`workerd on ${port} answered ${r.statusCode}: ${body}`);
     });
-    await sleep(SETTLE_MS);
+    await sleep(IDLE_MS);
     return treeMemory(workerd.pid!);
   } finally {
     await stopChild(workerd);

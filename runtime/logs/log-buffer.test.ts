@@ -14,6 +14,16 @@ describe('LogBuffer', () => {
     expect(logs.recent('nobody')).toEqual([]);
   });
 
+  it('answers with the newest lines at every fill, before the ring is full and after it wraps', () => {
+    const logs = new LogBuffer({ linesPerApp: 4 });
+    const sent: string[] = [];
+    for (let i = 0; i < 11; i++) {
+      for (const limit of [1, 3, 4, 10]) expect(logs.recent('x', limit).map((l) => l.message)).toEqual(sent.slice(-Math.min(limit, 4)).slice(-limit));
+      sent.push(String(i));
+      logs.append(line('x', String(i)));
+    }
+  });
+
   it('drops the buffer of the least recently written app beyond the app cap', () => {
     const logs = new LogBuffer({ maxApps: 2 });
     logs.append(line('a', '1'));

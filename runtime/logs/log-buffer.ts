@@ -24,27 +24,32 @@ export interface LogBufferOptions {
   now?: () => number;
 }
 
-/** A fixed-size ring: appending is O(1) however full it is (the router appends on every request). */
+/**
+ * A ring of at most `capacity` entries: appending is O(1) however full it is (the router appends on
+ * every request). It grows as lines come rather than starting at its capacity: a platform of many quiet
+ * apps would otherwise hold an 8 KiB array (1000 slots) for each app that logged once.
+ */
 class Ring {
-  private readonly slots: (LogEntry | undefined)[];
+  private readonly slots: LogEntry[] = [];
+  /** Where the next entry goes, and so the oldest entry, once the ring is full. */
   private next = 0;
-  private count = 0;
 
-  constructor(capacity: number) {
-    this.slots = new Array<LogEntry | undefined>(capacity);
-  }
+  constructor(private readonly capacity: number) {}
 
   push(entry: LogEntry): void {
+    if (this.slots.length < this.capacity) {
+      this.slots.push(entry);
+      return;
+    }
     this.slots[this.next] = entry;
-    this.next = (this.next + 1) % this.slots.length;
-    if (this.count < this.slots.length) this.count++;
+    this.next = (this.next + 1) % this.capacity;
   }
 
   /** The newest `limit` entries, oldest first. */
   last(limit: number): LogEntry[] {
-    const n = Math.min(limit, this.count);
+    const size = this.slots.length;
     const out: LogEntry[] = [];
-    for (let i = n; i > 0; i--) out.push(this.slots[(this.next - i + this.slots.length) % this.slots.length]!);
+    for (let i = size - Math.min(limit, size); i < size; i++) out.push(this.slots[(this.next + i) % size]!);
     return out;
   }
 }

@@ -70,6 +70,64 @@ describe('IsolateDriver', () => {
     expect(res.headers).toContainEqual(['content-type', 'text/plain;charset=UTF-8']);
   });
 
+  it('names every global function, class and method as Workers does, although the prelude is minified', async () => {
+    // Built-ins are skipped: V8 names them (and a few, like String.prototype.trimLeft, are aliases).
+    const code = `export default { async fetch() {
+      const builtins = new Set(['Object', 'Function', 'Array', 'Number', 'Boolean', 'String', 'Symbol', 'Date', 'Promise', 'RegExp',
+        'Error', 'AggregateError', 'EvalError', 'RangeError', 'ReferenceError', 'SyntaxError', 'TypeError', 'URIError', 'ArrayBuffer',
+        'Uint8Array', 'Int8Array', 'Uint16Array', 'Int16Array', 'Uint32Array', 'Int32Array', 'Float32Array', 'Float64Array',
+        'Uint8ClampedArray', 'BigUint64Array', 'BigInt64Array', 'DataView', 'Map', 'BigInt', 'Set', 'WeakMap', 'WeakSet', 'Proxy',
+        'Reflect', 'FinalizationRegistry', 'WeakRef', 'SharedArrayBuffer', 'parseFloat', 'parseInt', 'decodeURI', 'decodeURIComponent',
+        'encodeURI', 'encodeURIComponent', 'escape', 'unescape', 'eval', 'isFinite', 'isNaN']);
+      const wrong = [];
+      const check = (where, obj) => {
+        for (const key of Object.getOwnPropertyNames(obj)) {
+          if (key === 'constructor' || builtins.has(key)) continue;
+          const d = Object.getOwnPropertyDescriptor(obj, key);
+          if (typeof d.value === 'function' && d.value.name !== key) wrong.push(where + key + ' is named ' + d.value.name);
+          if (where !== '' && d.get && d.get.name !== 'get ' + key) wrong.push(where + key + ' has a getter named ' + d.get.name);
+          if (where === '' && typeof d.value === 'function' && d.value.prototype) {
+            check(key + '.', d.value);
+            check(key + '.prototype.', d.value.prototype);
+          }
+        }
+      };
+      new ReadableStream(); new URLPattern({}); crypto.subtle; // loaded on first use
+      check('', globalThis);
+      for (const [where, obj] of [['crypto.', crypto], ['SubtleCrypto.prototype.', SubtleCrypto.prototype], ['console.', console]]) check(where, obj);
+      return Response.json({ wrong, setTimeout: setTimeout.name, Response: Response.name, text: Response.prototype.text.name });
+    } }`;
+    const res = await run(code);
+    expect(JSON.parse(res.text)).toEqual({ wrong: [], setTimeout: 'setTimeout', Response: 'Response', text: 'text' });
+  });
+
+  it('makes the rarely used globals on first use, so serving a request makes none of them', async () => {
+    const code = `export default { async fetch(request) {
+      const lazyNames = ['ReadableStream', 'WritableStream', 'TransformStream', 'URLPattern', 'CryptoKey', 'SubtleCrypto', 'Blob', 'File',
+        'FormData', 'Event', 'EventTarget', 'AbortController', 'AbortSignal'];
+      const accessors = () => lazyNames.filter((n) => typeof Object.getOwnPropertyDescriptor(globalThis, n).get === 'function');
+      const subtleAccessor = () => typeof Object.getOwnPropertyDescriptor(crypto, 'subtle').get;
+      const res = new Response(await request.text(), { headers: request.headers });
+      const afterRequest = accessors();
+      let notASignal = null;
+      try { new Request('http://x/', { signal: { aborted: false } }); } catch (e) { notASignal = e.constructor.name; }
+      const used = [new Blob(['a']).size, new AbortController().signal.aborted, typeof new URLPattern({}).exec, typeof crypto.subtle.digest];
+      return Response.json({ afterRequest, notASignal, used, left: accessors(), subtle: subtleAccessor(), status: res.status,
+        hooks: Object.getOwnPropertyNames(globalThis).filter((n) => n.startsWith('__grove')) });
+    } }`;
+    const res = await run(code, { method: 'POST', url: 'http://hello.localhost/', headers: [['content-type', 'text/plain']], body: enc.encode('hi') });
+    expect(JSON.parse(res.text)).toEqual({
+      afterRequest: ['ReadableStream', 'WritableStream', 'TransformStream', 'URLPattern', 'CryptoKey', 'SubtleCrypto', 'Blob', 'File', 'FormData', 'Event', 'EventTarget', 'AbortController', 'AbortSignal'],
+      notASignal: 'TypeError',
+      used: [1, false, 'function', 'function'],
+      // Used: Blob (with File and FormData), the abort group, URLPattern, crypto.subtle (with its classes).
+      left: ['ReadableStream', 'WritableStream', 'TransformStream'],
+      subtle: 'function',
+      status: 200,
+      hooks: [],
+    });
+  });
+
   it('gives the handler a Request with method, URL, headers and body, and env', async () => {
     const code = `export default {
       async fetch(request, env) {

@@ -1,10 +1,17 @@
 /**
- * The prelude as isolates get it: its parts joined in order and stripped of comments and layout, in
- * ASCII. Why: each isolate keeps its own copy of the source it ran (functions compile lazily from
- * it), a byte per character, or two for every character once one is outside Latin-1 (the comments
- * have arrows and dashes). Measured with 300 isolates in one process, each having served a hello
- * world: 130 KiB of source and 1.59 MiB RSS per isolate from the bundle (133 k characters) against
- * 378 KiB and 1.83 MiB from the commented parts (193 k characters, held as two-byte).
+ * The prelude as isolates get it: its parts joined in order, stripped of comments and layout, local
+ * identifiers shortened, in ASCII. Why: each isolate keeps its own copy of the source it ran (functions
+ * compile lazily from it), a byte per character, or two for every character once one is outside
+ * Latin-1 (the comments have arrows and dashes). Measured with 300 isolates in one process, each having
+ * served a hello world: 378 KiB of source and 1.83 MiB RSS per isolate from the commented parts
+ * (193 k characters, held as two-byte); 130 KiB and 1.59 MiB with comments and layout stripped
+ * (133 k); 91 KiB and ~1.47 MiB with identifiers shortened too and the streams, URLPattern and
+ * crypto.subtle parts loaded on first use (1.50 MiB with the lazy parts but long identifiers).
+ *
+ * Shortened identifiers would rename the classes and functions a worker can see (`Response.name`
+ * would be "L"); the parts' `define` helpers give each global its Web name back, which a test checks
+ * for every global, method and getter. esbuild's keepNames would do it for every function instead and
+ * cost more memory than shortening saves (measured: 1.67 MiB).
  *
  * Built ahead of time by `npm run build:prelude` (npm's `prepare` runs it on install) into
  * prelude.bundle.js, whose first line names the hash of the parts it was made from. A bundle that is
@@ -18,16 +25,17 @@ import { fileURLToPath } from 'node:url';
 import { GroveError } from '../../../scheduler/model/index.js';
 
 /**
- * One script made of parts, compiled (and code-cached) once per isolate host. Order matters: streams
- * come first so the core part can capture ReadableStream for bodies before user code could replace
- * it; URLPattern and crypto.subtle build on the core's URL, DOMException and TextEncoder.
+ * One script made of parts, compiled (and code-cached) once per isolate host. Order matters: globals.js
+ * first, with the helpers every part defines its globals with; then streams, so the core part can take
+ * their hooks for bodies before user code could replace anything; URLPattern and crypto.subtle build on
+ * the core's URL, DOMException and TextEncoder, and subtle.js, last, removes globals.js's hook.
  */
-export const PRELUDE_PARTS = ['streams.js', 'prelude.js', 'urlpattern.js', 'subtle.js'] as const;
+export const PRELUDE_PARTS = ['globals.js', 'streams.js', 'prelude.js', 'urlpattern.js', 'subtle.js'] as const;
 
 export const PRELUDE_BUNDLE = fileURLToPath(new URL('./prelude.bundle.js', import.meta.url));
 const HEADER = '// grove prelude bundle ';
 /** Part of the hash, so a change in how the bundle is made also makes it stale. */
-const RECIPE = 'esbuild minifyWhitespace charset=ascii legalComments=none v1';
+const RECIPE = 'esbuild minifyWhitespace minifyIdentifiers charset=ascii legalComments=none v2';
 
 function partsSource(): string {
   return PRELUDE_PARTS.map((part) => readFileSync(new URL(`./${part}`, import.meta.url), 'utf8')).join('\n;\n');
@@ -48,7 +56,7 @@ function freshBundle(path: string, source: string): string | null {
 export async function buildPreludeBundle(path = PRELUDE_BUNDLE): Promise<string> {
   const { transform } = await import('esbuild');
   const source = partsSource();
-  const { code } = await transform(source, { minifyWhitespace: true, charset: 'ascii', legalComments: 'none' });
+  const { code } = await transform(source, { minifyWhitespace: true, minifyIdentifiers: true, charset: 'ascii', legalComments: 'none' });
   const temp = `${path}.${process.pid}.tmp`;
   writeFileSync(temp, `${HEADER}${hashOf(source)}\n${code}`);
   renameSync(temp, path);

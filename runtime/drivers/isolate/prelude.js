@@ -40,13 +40,14 @@
   // __grove_done is taken further down, next to the dispatcher that uses it.
   delete g.__grove_url;
   delete g.__grove_log;
+  // The streams part loads on first use (see streams.js); its classes come from here, not from the
+  // globals, which user code may have replaced by then.
   const streams = g.__grove_streams;
   delete g.__grove_streams;
-  // Taken now, before user code could replace the global.
-  const TransformStream = g.TransformStream;
 
-  const define = (name, value) =>
-    Object.defineProperty(g, name, { value, writable: true, configurable: true, enumerable: false });
+  // Globals as Workers has them, named as Workers names them although the bundle's identifiers are
+  // shortened (`Response.name`, `console.log.name`), some made on first use: see globals.js.
+  const { define, named, lazy } = g.__grove_globals;
 
   // ── TextEncoder / TextDecoder (UTF-8 only, as in Workers) ─────────────────────────────────────
 
@@ -220,7 +221,7 @@
     constructor() {
       // A surrogate pair may be split across chunks: a lead surrogate ending one chunk waits for the next.
       let lead = '';
-      this.#transform = new TransformStream({
+      this.#transform = new (streams.classes().TransformStream)({
         transform(chunk, controller) {
           let s = lead + String(chunk);
           lead = '';
@@ -257,7 +258,7 @@
       // The decoder's stream mode keeps a multi-byte character split across chunks until it is whole.
       const dec = new TextDecoder(label, options);
       this.#decoder = dec;
-      this.#transform = new TransformStream({
+      this.#transform = new (streams.classes().TransformStream)({
         transform(chunk, controller) {
           const s = dec.decode(toBytes(chunk, 'TextDecoderStream'), { stream: true });
           if (s) controller.enqueue(s);
@@ -664,187 +665,191 @@
 
   // ── Blob, File, FormData ─────────────────────────────────────────────────────────────────────────
 
-  const blobBytes = new WeakMap(); // Blob → Uint8Array
-  const concat = (chunks) => {
-    const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-    let offset = 0;
-    for (const c of chunks) {
-      out.set(c, offset);
-      offset += c.length;
-    }
-    return out;
-  };
-  class Blob {
-    #type;
-    constructor(parts = [], options = {}) {
-      if (typeof parts !== 'object' || parts === null || typeof parts[Symbol.iterator] !== 'function') {
-        throw new TypeError('Blob parts must be an iterable');
+  // Made on first use (see globals.js).
+  const blobs = lazy(['Blob', 'File', 'FormData'], () => {
+    const blobBytes = new WeakMap(); // Blob → Uint8Array
+    const concat = (chunks) => {
+      const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+      let offset = 0;
+      for (const c of chunks) {
+        out.set(c, offset);
+        offset += c.length;
       }
+      return out;
+    };
+    class Blob {
+      #type;
+      constructor(parts = [], options = {}) {
+        if (typeof parts !== 'object' || parts === null || typeof parts[Symbol.iterator] !== 'function') {
+          throw new TypeError('Blob parts must be an iterable');
+        }
+        const chunks = [];
+        for (const part of parts) {
+          if (part instanceof Blob) chunks.push(blobBytes.get(part));
+          else if (part instanceof ArrayBuffer) chunks.push(new Uint8Array(part.slice(0)));
+          else if (ArrayBuffer.isView(part)) chunks.push(new Uint8Array(part.buffer.slice(part.byteOffset, part.byteOffset + part.byteLength)));
+          else chunks.push(utf8Encode(String(part)));
+        }
+        blobBytes.set(this, concat(chunks));
+        const type = options.type === undefined ? '' : String(options.type);
+        this.#type = /^[\x20-\x7e]*$/.test(type) ? type.toLowerCase() : '';
+      }
+      get size() {
+        return blobBytes.get(this).length;
+      }
+      get type() {
+        return this.#type;
+      }
+      async arrayBuffer() {
+        return blobBytes.get(this).slice().buffer;
+      }
+      async bytes() {
+        return blobBytes.get(this).slice();
+      }
+      async text() {
+        return decoder.decode(blobBytes.get(this));
+      }
+      slice(start = 0, end = undefined, type = '') {
+        const bytes = blobBytes.get(this);
+        const clamp = (n) => (n < 0 ? Math.max(bytes.length + n, 0) : Math.min(n, bytes.length));
+        const from = clamp(Number(start) || 0);
+        const to = end === undefined ? bytes.length : clamp(Number(end) || 0);
+        return new Blob([bytes.subarray(from, Math.max(from, to))], { type });
+      }
+      get [Symbol.toStringTag]() {
+        return 'Blob';
+      }
+    }
+
+    class File extends Blob {
+      #name;
+      #lastModified;
+      constructor(bits, name, options = {}) {
+        if (arguments.length < 2) throw new TypeError('File needs its contents and a name');
+        super(bits, options);
+        this.#name = String(name);
+        this.#lastModified = options.lastModified === undefined ? Date.now() : Number(options.lastModified);
+      }
+      get name() {
+        return this.#name;
+      }
+      get lastModified() {
+        return this.#lastModified;
+      }
+      get [Symbol.toStringTag]() {
+        return 'File';
+      }
+    }
+
+    const formEntries = new WeakMap(); // FormData → [[name, string | File]]
+    const toFormValue = (value, filename) => {
+      if (value instanceof Blob) {
+        if (value instanceof File && filename === undefined) return value;
+        return new File([value], filename !== undefined ? String(filename) : value instanceof File ? value.name : 'blob', { type: value.type });
+      }
+      return String(value);
+    };
+    class FormData {
+      constructor(form) {
+        if (form !== undefined) throw new TypeError('FormData takes no form element in a worker');
+        formEntries.set(this, []);
+      }
+      append(name, value, filename) {
+        formEntries.get(this).push([String(name), toFormValue(value, filename)]);
+      }
+      delete(name) {
+        formEntries.set(this, formEntries.get(this).filter(([n]) => n !== String(name)));
+      }
+      get(name) {
+        const hit = formEntries.get(this).find(([n]) => n === String(name));
+        return hit ? hit[1] : null;
+      }
+      getAll(name) {
+        return formEntries.get(this).filter(([n]) => n === String(name)).map(([, v]) => v);
+      }
+      has(name) {
+        return formEntries.get(this).some(([n]) => n === String(name));
+      }
+      set(name, value, filename) {
+        const list = formEntries.get(this);
+        const entry = [String(name), toFormValue(value, filename)];
+        const i = list.findIndex(([n]) => n === entry[0]);
+        if (i === -1) list.push(entry);
+        else formEntries.set(this, [...list.slice(0, i), entry, ...list.slice(i + 1).filter(([n]) => n !== entry[0])]);
+      }
+      forEach(callback, thisArg) {
+        for (const [n, v] of this.entries()) callback.call(thisArg, v, n, this);
+      }
+      *entries() {
+        for (const [n, v] of formEntries.get(this)) yield [n, v];
+      }
+      *keys() {
+        for (const [n] of formEntries.get(this)) yield n;
+      }
+      *values() {
+        for (const [, v] of formEntries.get(this)) yield v;
+      }
+      [Symbol.iterator]() {
+        return this.entries();
+      }
+      get [Symbol.toStringTag]() {
+        return 'FormData';
+      }
+    }
+
+    const escapeFormName = (s) => s.replace(/\n/g, '%0A').replace(/\r/g, '%0D').replace(/"/g, '%22');
+    function encodeMultipart(form) {
+      const boundary = `----GroveFormBoundary${Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => b.toString(16).padStart(2, '0')).join('')}`;
       const chunks = [];
-      for (const part of parts) {
-        if (part instanceof Blob) chunks.push(blobBytes.get(part));
-        else if (part instanceof ArrayBuffer) chunks.push(new Uint8Array(part.slice(0)));
-        else if (ArrayBuffer.isView(part)) chunks.push(new Uint8Array(part.buffer.slice(part.byteOffset, part.byteOffset + part.byteLength)));
-        else chunks.push(utf8Encode(String(part)));
+      for (const [name, value] of form) {
+        let head = `--${boundary}\r\nContent-Disposition: form-data; name="${escapeFormName(name)}"`;
+        if (value instanceof File) {
+          head += `; filename="${escapeFormName(value.name)}"\r\nContent-Type: ${value.type || 'application/octet-stream'}`;
+        }
+        chunks.push(utf8Encode(`${head}\r\n\r\n`), value instanceof File ? blobBytes.get(value) : utf8Encode(value), utf8Encode('\r\n'));
       }
-      blobBytes.set(this, concat(chunks));
-      const type = options.type === undefined ? '' : String(options.type);
-      this.#type = /^[\x20-\x7e]*$/.test(type) ? type.toLowerCase() : '';
+      chunks.push(utf8Encode(`--${boundary}--\r\n`));
+      return { bytes: concat(chunks), type: `multipart/form-data; boundary=${boundary}` };
     }
-    get size() {
-      return blobBytes.get(this).length;
-    }
-    get type() {
-      return this.#type;
-    }
-    async arrayBuffer() {
-      return blobBytes.get(this).slice().buffer;
-    }
-    async bytes() {
-      return blobBytes.get(this).slice();
-    }
-    async text() {
-      return decoder.decode(blobBytes.get(this));
-    }
-    slice(start = 0, end = undefined, type = '') {
-      const bytes = blobBytes.get(this);
-      const clamp = (n) => (n < 0 ? Math.max(bytes.length + n, 0) : Math.min(n, bytes.length));
-      const from = clamp(Number(start) || 0);
-      const to = end === undefined ? bytes.length : clamp(Number(end) || 0);
-      return new Blob([bytes.subarray(from, Math.max(from, to))], { type });
-    }
-    get [Symbol.toStringTag]() {
-      return 'Blob';
-    }
-  }
 
-  class File extends Blob {
-    #name;
-    #lastModified;
-    constructor(bits, name, options = {}) {
-      if (arguments.length < 2) throw new TypeError('File needs its contents and a name');
-      super(bits, options);
-      this.#name = String(name);
-      this.#lastModified = options.lastModified === undefined ? Date.now() : Number(options.lastModified);
-    }
-    get name() {
-      return this.#name;
-    }
-    get lastModified() {
-      return this.#lastModified;
-    }
-    get [Symbol.toStringTag]() {
-      return 'File';
-    }
-  }
-
-  const formEntries = new WeakMap(); // FormData → [[name, string | File]]
-  const toFormValue = (value, filename) => {
-    if (value instanceof Blob) {
-      if (value instanceof File && filename === undefined) return value;
-      return new File([value], filename !== undefined ? String(filename) : value instanceof File ? value.name : 'blob', { type: value.type });
-    }
-    return String(value);
-  };
-  class FormData {
-    constructor(form) {
-      if (form !== undefined) throw new TypeError('FormData takes no form element in a worker');
-      formEntries.set(this, []);
-    }
-    append(name, value, filename) {
-      formEntries.get(this).push([String(name), toFormValue(value, filename)]);
-    }
-    delete(name) {
-      formEntries.set(this, formEntries.get(this).filter(([n]) => n !== String(name)));
-    }
-    get(name) {
-      const hit = formEntries.get(this).find(([n]) => n === String(name));
-      return hit ? hit[1] : null;
-    }
-    getAll(name) {
-      return formEntries.get(this).filter(([n]) => n === String(name)).map(([, v]) => v);
-    }
-    has(name) {
-      return formEntries.get(this).some(([n]) => n === String(name));
-    }
-    set(name, value, filename) {
-      const list = formEntries.get(this);
-      const entry = [String(name), toFormValue(value, filename)];
-      const i = list.findIndex(([n]) => n === entry[0]);
-      if (i === -1) list.push(entry);
-      else formEntries.set(this, [...list.slice(0, i), entry, ...list.slice(i + 1).filter(([n]) => n !== entry[0])]);
-    }
-    forEach(callback, thisArg) {
-      for (const [n, v] of this.entries()) callback.call(thisArg, v, n, this);
-    }
-    *entries() {
-      for (const [n, v] of formEntries.get(this)) yield [n, v];
-    }
-    *keys() {
-      for (const [n] of formEntries.get(this)) yield n;
-    }
-    *values() {
-      for (const [, v] of formEntries.get(this)) yield v;
-    }
-    [Symbol.iterator]() {
-      return this.entries();
-    }
-    get [Symbol.toStringTag]() {
-      return 'FormData';
-    }
-  }
-
-  const escapeFormName = (s) => s.replace(/\n/g, '%0A').replace(/\r/g, '%0D').replace(/"/g, '%22');
-  function encodeMultipart(form) {
-    const boundary = `----GroveFormBoundary${Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => b.toString(16).padStart(2, '0')).join('')}`;
-    const chunks = [];
-    for (const [name, value] of form) {
-      let head = `--${boundary}\r\nContent-Disposition: form-data; name="${escapeFormName(name)}"`;
-      if (value instanceof File) {
-        head += `; filename="${escapeFormName(value.name)}"\r\nContent-Type: ${value.type || 'application/octet-stream'}`;
+    function indexOfBytes(haystack, needle, from) {
+      outer: for (let i = from; i <= haystack.length - needle.length; i++) {
+        for (let j = 0; j < needle.length; j++) if (haystack[i + j] !== needle[j]) continue outer;
+        return i;
       }
-      chunks.push(utf8Encode(`${head}\r\n\r\n`), value instanceof File ? blobBytes.get(value) : utf8Encode(value), utf8Encode('\r\n'));
+      return -1;
     }
-    chunks.push(utf8Encode(`--${boundary}--\r\n`));
-    return { bytes: concat(chunks), type: `multipart/form-data; boundary=${boundary}` };
-  }
 
-  function indexOfBytes(haystack, needle, from) {
-    outer: for (let i = from; i <= haystack.length - needle.length; i++) {
-      for (let j = 0; j < needle.length; j++) if (haystack[i + j] !== needle[j]) continue outer;
-      return i;
-    }
-    return -1;
-  }
-
-  function parseMultipart(bytes, boundary) {
-    const form = new FormData();
-    const delimiter = utf8Encode(`--${boundary}`);
-    let pos = indexOfBytes(bytes, delimiter, 0);
-    if (pos === -1) throw new TypeError('the multipart body has no part with the declared boundary');
-    for (;;) {
-      pos += delimiter.length;
-      if (bytes[pos] === 0x2d && bytes[pos + 1] === 0x2d) break; // closing delimiter
-      pos += 2; // CRLF after the delimiter
-      const headerEnd = indexOfBytes(bytes, utf8Encode('\r\n\r\n'), pos);
-      if (headerEnd === -1) throw new TypeError('a multipart part has no header end');
-      const headers = decoder.decode(bytes.subarray(pos, headerEnd)).split('\r\n');
-      const next = indexOfBytes(bytes, delimiter, headerEnd + 4);
-      if (next === -1) throw new TypeError('the multipart body is not closed');
-      const content = bytes.subarray(headerEnd + 4, next - 2); // minus the CRLF before the delimiter
-      const disposition = headers.find((h) => /^content-disposition:/i.test(h)) || '';
-      const name = /\bname="([^"]*)"/i.exec(disposition);
-      const filename = /\bfilename="([^"]*)"/i.exec(disposition);
-      const type = (headers.find((h) => /^content-type:/i.test(h)) || '').replace(/^content-type:\s*/i, '');
-      if (name) {
-        const unescape = (s) => s.replace(/%0A/g, '\n').replace(/%0D/g, '\r').replace(/%22/g, '"');
-        if (filename) form.append(unescape(name[1]), new File([content], unescape(filename[1]), { type }));
-        else form.append(unescape(name[1]), decoder.decode(content));
+    function parseMultipart(bytes, boundary) {
+      const form = new FormData();
+      const delimiter = utf8Encode(`--${boundary}`);
+      let pos = indexOfBytes(bytes, delimiter, 0);
+      if (pos === -1) throw new TypeError('the multipart body has no part with the declared boundary');
+      for (;;) {
+        pos += delimiter.length;
+        if (bytes[pos] === 0x2d && bytes[pos + 1] === 0x2d) break; // closing delimiter
+        pos += 2; // CRLF after the delimiter
+        const headerEnd = indexOfBytes(bytes, utf8Encode('\r\n\r\n'), pos);
+        if (headerEnd === -1) throw new TypeError('a multipart part has no header end');
+        const headers = decoder.decode(bytes.subarray(pos, headerEnd)).split('\r\n');
+        const next = indexOfBytes(bytes, delimiter, headerEnd + 4);
+        if (next === -1) throw new TypeError('the multipart body is not closed');
+        const content = bytes.subarray(headerEnd + 4, next - 2); // minus the CRLF before the delimiter
+        const disposition = headers.find((h) => /^content-disposition:/i.test(h)) || '';
+        const name = /\bname="([^"]*)"/i.exec(disposition);
+        const filename = /\bfilename="([^"]*)"/i.exec(disposition);
+        const type = (headers.find((h) => /^content-type:/i.test(h)) || '').replace(/^content-type:\s*/i, '');
+        if (name) {
+          const unescape = (s) => s.replace(/%0A/g, '\n').replace(/%0D/g, '\r').replace(/%22/g, '"');
+          if (filename) form.append(unescape(name[1]), new File([content], unescape(filename[1]), { type }));
+          else form.append(unescape(name[1]), decoder.decode(content));
+        }
+        pos = next;
       }
-      pos = next;
+      return form;
     }
-    return form;
-  }
+    return { Blob, File, FormData, blobBytes, encodeMultipart, parseMultipart };
+  });
 
   // ── Bodies, Request, Response ─────────────────────────────────────────────────────────────────
   // A body stays the bytes it was made from (a string, a buffer, what the host sent) until someone
@@ -870,8 +875,11 @@
       if (streams.isDisturbed(body) || streams.isLocked(body)) throw new TypeError('the body stream has already been read from or is locked to a reader');
       return { bytes: null, stream: body, type: null };
     }
-    if (body instanceof Blob) return { bytes: blobBytes.get(body).slice(), stream: null, type: body.type || null };
-    if (body instanceof FormData) return { ...encodeMultipart(body), stream: null };
+    if (blobs.loaded()) {
+      const { Blob, FormData, blobBytes, encodeMultipart } = blobs();
+      if (body instanceof Blob) return { bytes: blobBytes.get(body).slice(), stream: null, type: body.type || null };
+      if (body instanceof FormData) return { ...encodeMultipart(body), stream: null };
+    }
     return { bytes: utf8Encode(String(body)), stream: null, type: 'text/plain;charset=UTF-8' };
   }
 
@@ -961,18 +969,18 @@
     }
     async blob() {
       const type = this.headers.get('content-type') || '';
-      return new Blob([await this.#consume()], { type });
+      return new (blobs().Blob)([await this.#consume()], { type });
     }
     async formData() {
       const type = this.headers.get('content-type') || '';
       const bytes = await this.#consume();
       if (/^application\/x-www-form-urlencoded\b/i.test(type)) {
-        const form = new FormData();
+        const form = new (blobs().FormData)();
         for (const [k, v] of new URLSearchParams(decoder.decode(bytes))) form.append(k, v);
         return form;
       }
       const boundary = /^multipart\/form-data\s*;.*\bboundary=(?:"([^"]+)"|([^;\s]+))/i.exec(type);
-      if (boundary) return parseMultipart(bytes, boundary[1] || boundary[2]);
+      if (boundary) return blobs().parseMultipart(bytes, boundary[1] || boundary[2]);
       throw new TypeError(`formData() needs a multipart/form-data or application/x-www-form-urlencoded body, not "${type}"`);
     }
   }
@@ -1004,7 +1012,9 @@
       this.#headers = new Headers(init.headers ?? (from ? from.headers : undefined));
       this.#redirect = init.redirect ?? (from ? from.redirect : 'follow');
       const signal = init.signal !== undefined ? init.signal : from ? from.signal : null;
-      if (signal !== null && signal !== undefined && !(signal instanceof AbortSignal)) throw new TypeError('Request signal must be an AbortSignal');
+      if (signal !== null && signal !== undefined && !(aborts.loaded() && signal instanceof aborts().AbortSignal)) {
+        throw new TypeError('Request signal must be an AbortSignal');
+      }
       this.#signal = signal ?? null;
       if ((method === 'GET' || method === 'HEAD') && (stream !== null || (bytes !== null && bytes.length > 0))) {
         throw new TypeError('Request with GET/HEAD method cannot have body.');
@@ -1170,6 +1180,7 @@
       timers.delete(label);
     },
   };
+  for (const key of Object.keys(console)) named(console[key], key);
 
   // ── Timers (kept by the host, which calls __grove_fire when one is due) ────────────────────────
 
@@ -1202,159 +1213,163 @@
 
   // ── Event, EventTarget, AbortController, AbortSignal ────────────────────────────────────────────
 
-  const eventState = new WeakMap(); // Event → { target, currentTarget, stop, stopImmediate, canceled }
-  class Event {
-    #type;
-    #bubbles;
-    #cancelable;
-    #timeStamp = Date.now();
-    constructor(type, init = {}) {
-      if (arguments.length === 0) throw new TypeError('Event needs a type');
-      this.#type = String(type);
-      this.#bubbles = Boolean(init.bubbles);
-      this.#cancelable = Boolean(init.cancelable);
-      eventState.set(this, { target: null, currentTarget: null, stopImmediate: false, canceled: false });
+  // Made on first use (see globals.js).
+  const aborts = lazy(['Event', 'EventTarget', 'AbortController', 'AbortSignal'], () => {
+    const eventState = new WeakMap(); // Event → { target, currentTarget, stop, stopImmediate, canceled }
+    class Event {
+      #type;
+      #bubbles;
+      #cancelable;
+      #timeStamp = Date.now();
+      constructor(type, init = {}) {
+        if (arguments.length === 0) throw new TypeError('Event needs a type');
+        this.#type = String(type);
+        this.#bubbles = Boolean(init.bubbles);
+        this.#cancelable = Boolean(init.cancelable);
+        eventState.set(this, { target: null, currentTarget: null, stopImmediate: false, canceled: false });
+      }
+      get type() {
+        return this.#type;
+      }
+      get bubbles() {
+        return this.#bubbles;
+      }
+      get cancelable() {
+        return this.#cancelable;
+      }
+      get composed() {
+        return false;
+      }
+      get timeStamp() {
+        return this.#timeStamp;
+      }
+      get target() {
+        return eventState.get(this).target;
+      }
+      get currentTarget() {
+        return eventState.get(this).currentTarget;
+      }
+      get defaultPrevented() {
+        return eventState.get(this).canceled;
+      }
+      preventDefault() {
+        if (this.#cancelable) eventState.get(this).canceled = true;
+      }
+      stopPropagation() {}
+      stopImmediatePropagation() {
+        eventState.get(this).stopImmediate = true;
+      }
+      get [Symbol.toStringTag]() {
+        return 'Event';
+      }
     }
-    get type() {
-      return this.#type;
-    }
-    get bubbles() {
-      return this.#bubbles;
-    }
-    get cancelable() {
-      return this.#cancelable;
-    }
-    get composed() {
-      return false;
-    }
-    get timeStamp() {
-      return this.#timeStamp;
-    }
-    get target() {
-      return eventState.get(this).target;
-    }
-    get currentTarget() {
-      return eventState.get(this).currentTarget;
-    }
-    get defaultPrevented() {
-      return eventState.get(this).canceled;
-    }
-    preventDefault() {
-      if (this.#cancelable) eventState.get(this).canceled = true;
-    }
-    stopPropagation() {}
-    stopImmediatePropagation() {
-      eventState.get(this).stopImmediate = true;
-    }
-    get [Symbol.toStringTag]() {
-      return 'Event';
-    }
-  }
 
-  class EventTarget {
-    #listeners = new Map(); // type → [{ callback, once }]
-    addEventListener(type, callback, options = {}) {
-      if (callback === null || callback === undefined) return;
-      const opts = typeof options === 'boolean' ? {} : options;
-      if (opts.signal && opts.signal.aborted) return;
-      const list = this.#listeners.get(String(type)) || [];
-      if (list.some((l) => l.callback === callback)) return;
-      const entry = { callback, once: Boolean(opts.once) };
-      list.push(entry);
-      this.#listeners.set(String(type), list);
-      if (opts.signal) opts.signal.addEventListener('abort', () => this.removeEventListener(type, callback));
+    class EventTarget {
+      #listeners = new Map(); // type → [{ callback, once }]
+      addEventListener(type, callback, options = {}) {
+        if (callback === null || callback === undefined) return;
+        const opts = typeof options === 'boolean' ? {} : options;
+        if (opts.signal && opts.signal.aborted) return;
+        const list = this.#listeners.get(String(type)) || [];
+        if (list.some((l) => l.callback === callback)) return;
+        const entry = { callback, once: Boolean(opts.once) };
+        list.push(entry);
+        this.#listeners.set(String(type), list);
+        if (opts.signal) opts.signal.addEventListener('abort', () => this.removeEventListener(type, callback));
+      }
+      removeEventListener(type, callback) {
+        const list = this.#listeners.get(String(type));
+        if (list) this.#listeners.set(String(type), list.filter((l) => l.callback !== callback));
+      }
+      dispatchEvent(event) {
+        if (!(event instanceof Event)) throw new TypeError('dispatchEvent needs an Event');
+        const state = eventState.get(event);
+        state.target = this;
+        state.currentTarget = this;
+        for (const entry of [...(this.#listeners.get(event.type) || [])]) {
+          if (state.stopImmediate) break;
+          if (entry.once) this.removeEventListener(event.type, entry.callback);
+          try {
+            if (typeof entry.callback === 'function') entry.callback.call(this, event);
+            else entry.callback.handleEvent(event);
+          } catch (err) {
+            console.error('uncaught exception in an event listener:', err);
+          }
+        }
+        state.currentTarget = null;
+        return !state.canceled;
+      }
     }
-    removeEventListener(type, callback) {
-      const list = this.#listeners.get(String(type));
-      if (list) this.#listeners.set(String(type), list.filter((l) => l.callback !== callback));
+
+    const abortState = new WeakMap(); // AbortSignal → { aborted, reason }
+    const abortedError = () => new DOMException('This operation was aborted', 'AbortError');
+    class AbortSignal extends EventTarget {
+      constructor(key) {
+        if (key !== abortState) throw new TypeError('Illegal constructor: use new AbortController().signal');
+        super();
+        abortState.set(this, { aborted: false, reason: undefined });
+        this.onabort = null;
+      }
+      get aborted() {
+        return abortState.get(this).aborted;
+      }
+      get reason() {
+        return abortState.get(this).reason;
+      }
+      throwIfAborted() {
+        if (this.aborted) throw this.reason;
+      }
+      static abort(reason) {
+        const signal = new AbortSignal(abortState);
+        signalAbort(signal, reason === undefined ? abortedError() : reason);
+        return signal;
+      }
+      static timeout(ms) {
+        const signal = new AbortSignal(abortState);
+        setTimeout(() => signalAbort(signal, new DOMException('The operation timed out', 'TimeoutError')), ms);
+        return signal;
+      }
+      static any(signals) {
+        const signal = new AbortSignal(abortState);
+        for (const s of signals) {
+          if (s.aborted) {
+            signalAbort(signal, s.reason);
+            return signal;
+          }
+        }
+        for (const s of signals) s.addEventListener('abort', () => signalAbort(signal, s.reason), { once: true });
+        return signal;
+      }
+      get [Symbol.toStringTag]() {
+        return 'AbortSignal';
+      }
     }
-    dispatchEvent(event) {
-      if (!(event instanceof Event)) throw new TypeError('dispatchEvent needs an Event');
-      const state = eventState.get(event);
-      state.target = this;
-      state.currentTarget = this;
-      for (const entry of [...(this.#listeners.get(event.type) || [])]) {
-        if (state.stopImmediate) break;
-        if (entry.once) this.removeEventListener(event.type, entry.callback);
+    function signalAbort(signal, reason) {
+      const state = abortState.get(signal);
+      if (state.aborted) return;
+      state.aborted = true;
+      state.reason = reason;
+      const event = new Event('abort');
+      if (typeof signal.onabort === 'function') {
         try {
-          if (typeof entry.callback === 'function') entry.callback.call(this, event);
-          else entry.callback.handleEvent(event);
+          signal.onabort(event);
         } catch (err) {
-          console.error('uncaught exception in an event listener:', err);
+          console.error('uncaught exception in onabort:', err);
         }
       }
-      state.currentTarget = null;
-      return !state.canceled;
+      signal.dispatchEvent(event);
     }
-  }
-
-  const abortState = new WeakMap(); // AbortSignal → { aborted, reason }
-  const abortedError = () => new DOMException('This operation was aborted', 'AbortError');
-  class AbortSignal extends EventTarget {
-    constructor(key) {
-      if (key !== abortState) throw new TypeError('Illegal constructor: use new AbortController().signal');
-      super();
-      abortState.set(this, { aborted: false, reason: undefined });
-      this.onabort = null;
-    }
-    get aborted() {
-      return abortState.get(this).aborted;
-    }
-    get reason() {
-      return abortState.get(this).reason;
-    }
-    throwIfAborted() {
-      if (this.aborted) throw this.reason;
-    }
-    static abort(reason) {
-      const signal = new AbortSignal(abortState);
-      signalAbort(signal, reason === undefined ? abortedError() : reason);
-      return signal;
-    }
-    static timeout(ms) {
-      const signal = new AbortSignal(abortState);
-      setTimeout(() => signalAbort(signal, new DOMException('The operation timed out', 'TimeoutError')), ms);
-      return signal;
-    }
-    static any(signals) {
-      const signal = new AbortSignal(abortState);
-      for (const s of signals) {
-        if (s.aborted) {
-          signalAbort(signal, s.reason);
-          return signal;
-        }
+    class AbortController {
+      #signal = new AbortSignal(abortState);
+      get signal() {
+        return this.#signal;
       }
-      for (const s of signals) s.addEventListener('abort', () => signalAbort(signal, s.reason), { once: true });
-      return signal;
-    }
-    get [Symbol.toStringTag]() {
-      return 'AbortSignal';
-    }
-  }
-  function signalAbort(signal, reason) {
-    const state = abortState.get(signal);
-    if (state.aborted) return;
-    state.aborted = true;
-    state.reason = reason;
-    const event = new Event('abort');
-    if (typeof signal.onabort === 'function') {
-      try {
-        signal.onabort(event);
-      } catch (err) {
-        console.error('uncaught exception in onabort:', err);
+      abort(reason) {
+        signalAbort(this.#signal, reason === undefined ? abortedError() : reason);
       }
     }
-    signal.dispatchEvent(event);
-  }
-  class AbortController {
-    #signal = new AbortSignal(abortState);
-    get signal() {
-      return this.#signal;
-    }
-    abort(reason) {
-      signalAbort(this.#signal, reason === undefined ? abortedError() : reason);
-    }
-  }
+    return { Event, EventTarget, AbortController, AbortSignal };
+  });
 
   // ── fetch (performed by the host, behind its SSRF policy) ────────────────────────────────────────
 
@@ -1423,7 +1438,7 @@
     const hex = Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
     return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
   }
-  const crypto = Object.freeze({ getRandomValues, randomUUID });
+  const crypto = Object.freeze({ getRandomValues: named(getRandomValues, 'getRandomValues'), randomUUID: named(randomUUID, 'randomUUID') });
 
   // ── env.EVENTS (publishes CloudEvents through the platform, with a token the host keeps) ──────
 
@@ -1625,18 +1640,11 @@
   define('navigator', Object.freeze({ userAgent: 'Grove/0.1' }));
   define('setTimeout', setTimeout);
   define('setInterval', setInterval);
-  define('clearTimeout', clearTimer);
-  define('clearInterval', clearTimer);
+  define('clearTimeout', (id) => clearTimer(id));
+  define('clearInterval', (id) => clearTimer(id));
   define('crypto', crypto);
   define('fetch', fetch);
-  define('Blob', Blob);
-  define('File', File);
-  define('FormData', FormData);
-  define('Event', Event);
-  define('EventTarget', EventTarget);
-  define('AbortController', AbortController);
-  define('AbortSignal', AbortSignal);
-  streams.useAbort(AbortController, AbortSignal);
+  streams.useAbort(aborts);
   define('structuredClone', structuredClone);
   define('performance', performance);
 
@@ -1663,7 +1671,7 @@
 
   const uploads = new Map(); // invocation id → the pull waiting for the host's next chunk
   function uploadStream(id) {
-    return new ReadableStream(
+    return new (streams.classes().ReadableStream)(
       {
         pull(controller) {
           return new Promise((resolve) => {

@@ -48,17 +48,55 @@ describe('WHATWG streams in the isolate', () => {
   /** Runs `body` as an async fetch handler that returns Response.json of what it returns. */
   const json = async (body: string, request?: WireRequest) => JSON.parse((await run(`export default { async fetch(request) { return Response.json(await (async () => { ${body} })()) } }`, request)).text);
 
+  const STREAM_GLOBALS = `['ReadableStream', 'ReadableStreamDefaultReader', 'ReadableStreamDefaultController', 'WritableStream',
+    'WritableStreamDefaultWriter', 'WritableStreamDefaultController', 'TransformStream', 'TransformStreamDefaultController',
+    'ByteLengthQueuingStrategy', 'CountQueuingStrategy']`;
+  /** Which stream globals are still the lazy part's accessors (the part has not loaded). */
+  const LAZY = `${STREAM_GLOBALS}.filter((n) => typeof Object.getOwnPropertyDescriptor(globalThis, n)?.get === 'function')`;
+
   it('installs the stream classes as non-enumerable, writable, configurable globals', async () => {
     const out = await json(`
-      const names = ['ReadableStream', 'ReadableStreamDefaultReader', 'ReadableStreamDefaultController', 'WritableStream',
-        'WritableStreamDefaultWriter', 'WritableStreamDefaultController', 'TransformStream', 'TransformStreamDefaultController',
-        'ByteLengthQueuingStrategy', 'CountQueuingStrategy', 'TextEncoderStream', 'TextDecoderStream'];
+      const names = [...${STREAM_GLOBALS}, 'TextEncoderStream', 'TextDecoderStream'];
+      const tag = String(new ReadableStream());
       const bad = names.filter((n) => { const d = Object.getOwnPropertyDescriptor(globalThis, n); return !d || d.enumerable || !d.writable || !d.configurable || typeof d.value !== 'function'; });
       let illegal = 'constructed';
       try { new ReadableStreamDefaultController(); } catch (e) { illegal = e.constructor.name; }
-      return { bad, illegal, hooks: typeof globalThis.__grove_streams, tag: String(new ReadableStream()) };
+      return { bad, illegal, hooks: typeof globalThis.__grove_streams, tag };
     `);
     expect(out).toEqual({ bad: [], illegal: 'TypeError', hooks: 'undefined', tag: '[object ReadableStream]' });
+  });
+
+  it('loads the streams part only when a stream is first needed, and a hello world never needs one', async () => {
+    const out = await json(`
+      const before = ${LAZY}.length;
+      const res = new Response('hello', { headers: { 'x-a': 'b' } });
+      const text = await new Response('again').text();
+      const afterBodies = ${LAZY}.length;
+      const kinds = [typeof WritableStream, 'TransformStream' in globalThis];
+      const afterTypeof = ${LAZY};
+      return { before, afterBodies, text, kinds, afterTypeof, body: String(res.body) };
+    `);
+    expect(out).toEqual({ before: 10, afterBodies: 10, text: 'again', kinds: ['function', true], afterTypeof: [], body: '[object ReadableStream]' });
+  });
+
+  it('keeps what a worker assigned to or deleted from a stream global before the part loaded', async () => {
+    const out = await json(`
+      globalThis.WritableStream = 'mine';
+      delete globalThis.CountQueuingStrategy;
+      // Replaced built-ins do not reach the streams, which took the originals before any user code.
+      // (Put back before the handler first awaits: the dispatcher's own promises need it.)
+      const then = Promise.prototype.then;
+      Promise.prototype.then = function () { throw new Error('replaced then') };
+      let body;
+      try {
+        body = new Response('streamed').body;
+      } finally {
+        Promise.prototype.then = then;
+      }
+      const text = await new Response(body).text();
+      return { w: globalThis.WritableStream, c: 'CountQueuingStrategy' in globalThis, r: typeof ReadableStream, text };
+    `);
+    expect(out).toEqual({ w: 'mine', c: false, r: 'function', text: 'streamed' });
   });
 
   it('reads chunks in order, and pulls only while desiredSize is above zero (backpressure)', async () => {

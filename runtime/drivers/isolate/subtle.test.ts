@@ -69,11 +69,16 @@ export default { async fetch(request) {
     const out = await scenario(`
       const methods = ['encrypt', 'decrypt', 'sign', 'verify', 'digest', 'generateKey', 'deriveKey', 'deriveBits',
         'importKey', 'exportKey', 'wrapKey', 'unwrapKey'];
+      // Loaded on first use: accessors until then.
+      const lazy = [Object.getOwnPropertyDescriptor(crypto, 'subtle'), Object.getOwnPropertyDescriptor(globalThis, 'CryptoKey')]
+        .map((d) => typeof d.get);
       let constructed = null;
       try { new CryptoKey(); constructed = 'yes'; } catch (e) { constructed = e.name; }
+      const classes = ['CryptoKey', 'SubtleCrypto'].map((n) => typeof Object.getOwnPropertyDescriptor(globalThis, n).value);
       let newSubtle = null;
       try { new SubtleCrypto(); newSubtle = 'yes'; } catch (e) { newSubtle = e.name; }
       return {
+        lazy, classes,
         isSubtle: crypto.subtle instanceof SubtleCrypto,
         tag: Object.prototype.toString.call(crypto.subtle),
         methods: methods.filter((m) => typeof crypto.subtle[m] === 'function'),
@@ -86,6 +91,8 @@ export default { async fetch(request) {
         timingSafe: [crypto.subtle.timingSafeEqual(utf8('abc'), utf8('abc')), crypto.subtle.timingSafeEqual(utf8('abc'), utf8('abd'))],
       };`);
     expect(out).toEqual({
+      lazy: ['function', 'function'],
+      classes: ['function', 'function'],
       isSubtle: true,
       tag: '[object SubtleCrypto]',
       methods: ['encrypt', 'decrypt', 'sign', 'verify', 'digest', 'generateKey', 'deriveKey', 'deriveBits', 'importKey', 'exportKey', 'wrapKey', 'unwrapKey'],

@@ -55,12 +55,23 @@ describe('URLPattern in the isolate prelude', () => {
   }
 
   it('installs URLPattern as a non-enumerable, writable, configurable global', async () => {
+    // Loaded on first use: an accessor until then, the class itself after.
     const out = await evaluate(`
+      const lazy = typeof Object.getOwnPropertyDescriptor(globalThis, 'URLPattern').get;
+      const type = typeof URLPattern;
       const d = Object.getOwnPropertyDescriptor(globalThis, 'URLPattern');
-      return { type: typeof URLPattern, writable: d.writable, enumerable: d.enumerable, configurable: d.configurable,
+      return { lazy, type, value: d.value === URLPattern, writable: d.writable, enumerable: d.enumerable, configurable: d.configurable,
         listed: Object.keys(globalThis).includes('URLPattern'), tag: String(new URLPattern({})) };
     `);
-    expect(out).toEqual({ type: 'function', writable: true, enumerable: false, configurable: true, listed: false, tag: '[object URLPattern]' });
+    expect(out).toEqual({ lazy: 'function', type: 'function', value: true, writable: true, enumerable: false, configurable: true, listed: false, tag: '[object URLPattern]' });
+  });
+
+  it('keeps a URLPattern global the worker replaced before first use', async () => {
+    const out = await evaluate(`
+      globalThis.URLPattern = 'mine';
+      return URLPattern;
+    `);
+    expect(out).toBe('mine');
   });
 
   it('matches and extracts groups', async () => {
