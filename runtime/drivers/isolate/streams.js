@@ -504,7 +504,6 @@
 
     // ── pipeTo ──
 
-
     function readableStreamPipeTo(source, dest, preventClose, preventAbort, preventCancel, signal) {
       const reader = acquireReader(source);
       const writer = acquireWriter(dest);
