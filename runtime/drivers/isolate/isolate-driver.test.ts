@@ -495,6 +495,65 @@ describe('IsolateDriver', () => {
     expect(res.text).toBe('2,4,6');
   });
 
+  it('answers a handler that returns at once within the same turn, without a trip through the event loop', async () => {
+    const s = spec('export default { fetch() { return new Response("now") } }');
+    await driver.start(s);
+    let answered = false;
+    const answer = driver.fetch(s.instanceId, get('http://h/')).then((res) => ((answered = true), res));
+    // A macrotask queued now runs after the answer only if the answer did not need one.
+    const nextTurn = new Promise<boolean>((resolve) => setImmediate(() => resolve(answered)));
+    // A few microtask ticks (the driver's own promise chain), no macrotask.
+    for (let i = 0; i < 10; i++) await Promise.resolve();
+    expect(answered).toBe(true);
+    expect(await nextTurn).toBe(true);
+    expect(dec.decode((await answer).body!)).toBe('now');
+    // One that awaits first is answered too, after its promise settles.
+    const later = await run('export default { async fetch() { await null; return new Response("later") } }');
+    expect(later.text).toBe('later');
+  });
+
+  it('still answers a request that settled in the same entry as another request\'s CPU-limit breach', async () => {
+    // The first request waits on a gate; the second opens it, and its own continuation then spins.
+    // The first one's answer is reported before the spin, inside the same entry, and reaches its
+    // caller; the second is ended like Workers error 1102 and the isolate recycled.
+    const s = spec(`let open; const gate = new Promise((r) => (open = r));
+      export default { async fetch(request) {
+        if (new URL(request.url).pathname === '/wait') { await gate; return new Response('waited'); }
+        open(); await null; await null; while (true) {}
+      } }`, { limits: { ...DEFAULT_LIMITS, cpuMs: 30 } });
+    await driver.start(s);
+    const exits: string[] = [];
+    driver.onExit((id, reason) => exits.push(`${id}: ${reason}`));
+    const waiting = driver.fetch(s.instanceId, get('http://h/wait'));
+    const spinning = driver.fetch(s.instanceId, get('http://h/spin')).catch((e: unknown) => e);
+    expect(dec.decode((await waiting).body!)).toBe('waited');
+    expect(((await spinning) as GroveError).code).toBe('WORKER_LIMIT_EXCEEDED');
+    expect(exits).toEqual([`${s.instanceId}: exceeded the CPU-time limit of 30 ms`]);
+  });
+
+  it('gives the incoming request its headers as sent: names lower-cased, repeats joined, made on first read', async () => {
+    const code = `export default { fetch(request) {
+      const first = request.headers;
+      return Response.json({
+        same: first === request.headers,
+        pairs: [...request.headers],
+        accept: request.headers.get('ACCEPT'),
+        cookie: request.headers.getSetCookie(),
+      });
+    } }`;
+    const res = await run(code, get('http://h/', [['Accept', 'text/html'], ['x-b', '2'], ['accept', 'application/json'], ['set-cookie', 'a=1'], ['set-cookie', 'b=2']]));
+    expect(JSON.parse(res.text)).toEqual({
+      same: true,
+      pairs: [['accept', 'text/html, application/json'], ['set-cookie', 'a=1'], ['set-cookie', 'b=2'], ['x-b', '2']],
+      accept: 'text/html, application/json',
+      cookie: ['a=1', 'b=2'],
+    });
+    // A worker that never reads them still answers, and a GET that carries a body is refused as before.
+    expect((await run('export default { fetch() { return new Response("ok") } }', get('http://h/', [['x', '1']]))).text).toBe('ok');
+    const refused = await run('export default { fetch() { return new Response("no") } }', { method: 'GET', url: 'http://h/', headers: [], body: enc.encode('x') }).catch((e: unknown) => e);
+    expect((refused as GroveError).message).toMatch(/GET\/HEAD method cannot have body/);
+  });
+
   it('stops a synchronous infinite loop at the startup limit', async () => {
     const err = await driver.start(spec('while (true) {} export default { fetch() {} }')).catch((e: unknown) => e);
     expect((err as GroveError).message).toMatch(/timed out/i);

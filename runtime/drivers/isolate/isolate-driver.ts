@@ -57,6 +57,8 @@ interface Running {
   eventEntry: ivm.Reference<(id: number, kind: string, payload: unknown) => void>;
   /** Requests in flight, by the id the isolate hands back with the outcome. */
   pending: Map<number, PendingRequest>;
+  /** Outcomes the isolate reported during a synchronous entry, settled once the entry returns. */
+  outcomes: Outcomes;
   /** The isolate's setTimeout/setInterval timers, kept on the host and cleared when it stops. */
   timers: Map<number, NodeJS.Timeout>;
   /** crypto.subtle's keys, held on the host and forgotten when the instance stops. */
@@ -159,7 +161,7 @@ export class IsolateDriver implements WorkloadDriver {
         timeout: this.startupTimeoutMs,
       });
       boot.release();
-      const { dispatch, taskEntry, eventEntry, pending, budget, sinks, streamCancel, uploads } = shell;
+      const { dispatch, taskEntry, eventEntry, pending, outcomes, budget, sinks, streamCancel, uploads } = shell;
       this.instances.set(spec.instanceId, {
         spec,
         isolate,
@@ -168,6 +170,7 @@ export class IsolateDriver implements WorkloadDriver {
         taskEntry,
         eventEntry,
         pending,
+        outcomes,
         timers,
         subtle,
         budget,
@@ -325,16 +328,19 @@ export class IsolateDriver implements WorkloadDriver {
         }),
       );
       const pending: Running['pending'] = new Map();
+      const outcomes: Outcomes = { entered: false, stash: [] };
+      // A synchronous callback: a fire-and-forget one reaches this thread only on a later turn of the
+      // event loop, which cost a hello-world request ~9 µs (a quarter of the isolate's share). Settling
+      // may stop the instance, so it never runs while the isolate is on this thread's stack: outcomes
+      // reported during a synchronous entry wait for it to return (see enter), and any other — from
+      // code running on isolated-vm's own thread, a timer's or a fetch's continuation — is settled on
+      // the next turn, as the fire-and-forget callback did.
       await global.set(
         '__grove_done',
-        new ivm.Callback(
-          (id: unknown, error: unknown, response: unknown) => {
-            const request = pending.get(id as number);
-            pending.delete(id as number);
-            request?.settle(error as WorkerError | null, response as WireResponse | null);
-          },
-          { ignored: true },
-        ),
+        new ivm.Callback((id: unknown, error: unknown, response: unknown) => {
+          if (outcomes.entered) outcomes.stash.push({ id: id as number, error: error as WorkerError | null, response: response as WireResponse | null });
+          else setImmediate(settleOutcome, pending, { id: id as number, error: error as WorkerError | null, response: response as WireResponse | null });
+        }),
       );
       // Timers live on the host: the isolate asks for one, the host calls back into the isolate when it
       // fires. A stopped instance's timers are cleared with it.
@@ -540,7 +546,7 @@ export class IsolateDriver implements WorkloadDriver {
       await global.delete('__grove_event');
       await global.delete('__grove_fetch');
       await global.delete('__grove_task');
-      return { bound, isolate, context, boot, dispatch, taskEntry, eventEntry, subtleDone, pending, timers, subtle, budget, sinks, streamCancel, uploads };
+      return { bound, isolate, context, boot, dispatch, taskEntry, eventEntry, subtleDone, pending, outcomes, timers, subtle, budget, sinks, streamCancel, uploads };
     } catch (err) {
       for (const handle of timers.values()) clearTimeout(handle);
       subtle.close();
@@ -642,9 +648,9 @@ export class IsolateDriver implements WorkloadDriver {
       inst.dispatch,
       (id) => {
         callId = id;
-        if (!upload) return [id, new ivm.ExternalCopy(wire).copyInto()];
+        if (!upload) return [id, wire];
         inst.uploads.set(id, upload[Symbol.asyncIterator]());
-        return [id, new ivm.ExternalCopy({ ...wire, body: null, streamed: true }).copyInto()];
+        return [id, { ...wire, body: null, streamed: true }];
       },
       (id, value) => {
       const { streamed, ...head } = value as WireResponse & { streamed?: boolean };
@@ -683,7 +689,7 @@ export class IsolateDriver implements WorkloadDriver {
     const inst = this.instances.get(instanceId);
     if (!inst) throw new GroveError('NO_INSTANCE', `instance ${instanceId} is not running on this cell`);
     const { kind, ...payload } = event;
-    return this.enter<WorkerEventOutcome>(inst, inst.eventEntry, (id) => [id, kind, new ivm.ExternalCopy(payload).copyInto()]);
+    return this.enter<WorkerEventOutcome>(inst, inst.eventEntry, (id) => [id, kind, payload]);
   }
 
   /**
@@ -756,16 +762,25 @@ export class IsolateDriver implements WorkloadDriver {
       };
       const args = makeArgs(id) as never[];
       const cpuStart = cpuNow(inst.isolate);
-      // The synchronous part of a handler is pure CPU, so it is bounded by the CPU-time limit.
+      // The synchronous part of a handler is pure CPU, so it is bounded by the CPU-time limit. The
+      // arguments are copied in by isolated-vm (plain data; cheaper than an ExternalCopy of each).
       if (cpuMs <= SYNC_ENTRY_MAX_CPU_MS) {
         // Entered on this thread: a handler that settles at once answers without a thread hop.
+        const { outcomes } = inst;
+        let failure: { err: unknown } | null = null;
+        outcomes.entered = true;
         try {
-          entry.applySync(undefined, args, { timeout: cpuMs });
+          entry.applySync(undefined, args, { timeout: cpuMs, arguments: { copy: true } });
         } catch (err) {
-          onEntryError(err);
+          failure = { err };
+        } finally {
+          outcomes.entered = false;
         }
+        // What the isolate reported before it returned (or was stopped) is settled first.
+        for (const outcome of outcomes.stash.splice(0)) settleOutcome(inst.pending, outcome);
+        if (failure) onEntryError(failure.err);
       } else {
-        entry.apply(undefined, args, { timeout: cpuMs }).catch(onEntryError);
+        entry.apply(undefined, args, { timeout: cpuMs, arguments: { copy: true } }).catch(onEntryError);
       }
     });
   }
@@ -809,6 +824,25 @@ export class IsolateDriver implements WorkloadDriver {
   }
 }
 
+/** What the isolate reports through `__grove_done` for an invocation. */
+interface Outcome {
+  id: number;
+  error: WorkerError | null;
+  response: WireResponse | null;
+}
+
+/** Whether the isolate is in a synchronous entry on this thread, and the outcomes it reported meanwhile. */
+interface Outcomes {
+  entered: boolean;
+  stash: Outcome[];
+}
+
+function settleOutcome(pending: Map<number, PendingRequest>, outcome: Outcome): void {
+  const request = pending.get(outcome.id);
+  pending.delete(outcome.id);
+  request?.settle(outcome.error, outcome.response);
+}
+
 /** An isolate with the prelude loaded and its host callbacks installed, not yet running an app. */
 interface Shell {
   /** The instance the callbacks serve: a placeholder until the shell is taken by a start. */
@@ -821,6 +855,7 @@ interface Shell {
   eventEntry: Running['eventEntry'];
   subtleDone: ivm.Reference<(id: number, error: unknown, result: unknown) => void>;
   pending: Running['pending'];
+  outcomes: Running['outcomes'];
   timers: Running['timers'];
   subtle: SubtleHost;
   budget: Running['budget'];

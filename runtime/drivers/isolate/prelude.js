@@ -600,8 +600,34 @@
     return v;
   };
 
+  // The core's own access to a Headers' list; set in its static block.
+  let fillTrusted; // (headers, pairs) → adds pairs the host already checked, without checking again
+  let headerPairs; // (headers) → [name, value] pairs in the order entries() gives, as an array
+
   class Headers {
     #map = new Map(); // lowercase name → values in insertion order
+    static {
+      fillTrusted = (h, pairs) => {
+        for (let i = 0; i < pairs.length; i++) {
+          const n = String(pairs[i][0]).toLowerCase();
+          const v = String(pairs[i][1]);
+          const list = h.#map.get(n);
+          if (list) list.push(v);
+          else h.#map.set(n, [v]);
+        }
+      };
+      // What entries() yields, without its generator and sorted copy of the names: a response head
+      // is made from this on every request.
+      headerPairs = (h) => {
+        const out = [];
+        for (const [n, vs] of h.#map) {
+          if (n === 'set-cookie') for (const v of vs) out.push([n, v]);
+          else out.push([n, vs.length === 1 ? vs[0] : vs.join(', ')]);
+        }
+        if (out.length > 1) out.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+        return out;
+      };
+    }
     constructor(init) {
       if (init === undefined || init === null) return;
       if (init instanceof Headers) {
@@ -989,14 +1015,29 @@
   // Set only while the dispatcher builds the incoming request: the host has already parsed its URL,
   // and skipping a second parse saves a host round trip (a thread hop) on every request.
   let trustedUrl = null;
+  // The dispatcher's own first argument for the incoming request (never reachable by a worker): its
+  // URL was parsed and its headers checked by the host, so it is made without checking them again,
+  // and its Headers object only when the worker first reads request.headers.
+  const INCOMING = {};
 
   class Request extends Body {
     #method;
     #url;
     #headers;
+    #pairs = null; // the incoming request's header pairs, until its Headers is made
     #redirect;
     #signal;
     constructor(input, init = {}) {
+      if (input === INCOMING) {
+        super(init.bytes, init.stream);
+        this.#method = init.method;
+        this.#url = init.url;
+        this.#headers = null;
+        this.#pairs = init.headers;
+        this.#redirect = 'follow';
+        this.#signal = null;
+        return;
+      }
       const from = input instanceof Request ? input : null;
       let method = String(init.method ?? (from ? from.method : 'GET'));
       if (!TOKEN.test(method)) throw new TypeError(`Invalid request method: ${method}`);
@@ -1028,6 +1069,11 @@
       return this.#url;
     }
     get headers() {
+      if (this.#headers === null) {
+        this.#headers = new Headers();
+        fillTrusted(this.#headers, this.#pairs);
+        this.#pairs = null;
+      }
       return this.#headers;
     }
     get redirect() {
@@ -1697,15 +1743,18 @@
     waiting.resolve();
   });
 
-  async function handleFetch(wire, id, target = handlers) {
+  // A request runs in two halves so that a handler answering at once is answered in the same entry,
+  // without a trip through the microtask queue: the call, then the head made from its Response.
+  function callFetch(wire, id, target) {
     if (typeof target.fetch !== 'function') throw new TypeError('the module has no fetch handler: export default { fetch(request, env, ctx) { … } }');
-    trustedUrl = wire.url;
-    let request;
-    try {
-      request = new Request(wire.url, { method: wire.method, headers: wire.headers, body: wire.streamed ? uploadStream(id) : wire.body });
-    } finally {
-      trustedUrl = null;
+    const stream = wire.streamed ? uploadStream(id) : null;
+    const body = wire.body;
+    // The host's copy is the worker's own: it is not copied again.
+    const bytes = stream !== null || body === null || body === undefined ? null : body instanceof Uint8Array ? body : extractBody(body).bytes;
+    if ((wire.method === 'GET' || wire.method === 'HEAD') && (stream !== null || (bytes !== null && bytes.length > 0))) {
+      throw new TypeError('Request with GET/HEAD method cannot have body.');
     }
+    const request = new Request(INCOMING, { method: wire.method, url: wire.url, headers: wire.headers, bytes, stream });
     const ctx = Object.freeze({
       waitUntil(promise) {
         hostBusy(1);
@@ -1715,7 +1764,9 @@
       },
       passThroughOnException() {},
     });
-    const response = await target.fetch.call(target, request, env, ctx);
+    return target.fetch.call(target, request, env, ctx);
+  }
+  function responseHead(response) {
     if (!(response instanceof Response)) {
       throw new TypeError(`the fetch handler must return a Response, it returned ${inspect(response, 1, [])}`);
     }
@@ -1724,11 +1775,32 @@
     const head = {
       status: response.status,
       statusText: response.statusText,
-      headers: [...response.headers],
+      headers: headerPairs(response.headers),
       body: stream === null ? wireBody(response, 'the response') : null,
       streamed: stream !== null,
     };
     return { head, stream };
+  }
+  // Runs the fetch handler and hands its outcome to `answer(error, head, stream)`: at once when the
+  // handler returned a Response, after it settles when it returned a promise.
+  function handleFetch(wire, id, target, answer) {
+    let result;
+    try {
+      result = callFetch(wire, id, target);
+    } catch (err) {
+      return answer(err, null, null);
+    }
+    const reply = (response) => {
+      let made;
+      try {
+        made = responseHead(response);
+      } catch (err) {
+        return answer(err, null, null);
+      }
+      answer(null, made.head, made.stream);
+    };
+    if (result instanceof Response) return reply(result);
+    Promise.resolve(result).then(reply, (err) => answer(err, null, null));
   }
 
   // Streamed response bodies: each chunk crosses to the host as soon as the worker's stream yields
@@ -1898,17 +1970,16 @@
     // The whole entry path too, with a handler of the prelude's own (never the module's: it may not
     // run before its first event), through to the head that would cross back to the host.
     const warmWire = { method: 'GET', url: 'http://warm.invalid/', headers: [['host', 'warm.invalid'], ['x-request-id', 'warm']], body: null };
-    handleFetch(warmWire, 0, { fetch: () => new Response('warm') }).then(({ head }) => head.headers.length);
+    handleFetch(warmWire, 0, { fetch: (req) => new Response(req.headers.get('x-request-id')) }, (_err, head) => head && head.headers.length);
+    handleFetch(warmWire, 0, { fetch: async () => new Response('warm') }, (_err, head) => head && head.headers.length);
     return [...response.headers].length + [...request.headers].length + String(responseStream(response, 'the response')) + String(wireBody(response, 'the response'));
   });
 
   define('__grove_fetch', (id, wire) => {
-    handleFetch(wire, id).then(
-      ({ head, stream }) => {
-        done(id, null, head);
-        if (stream !== null) pump(id, stream);
-      },
-      (err) => done(id, err instanceof Error ? { name: err.name, message: err.message, stack: String(err.stack) } : { name: 'Error', message: String(err), stack: '' }, null),
-    );
+    handleFetch(wire, id, handlers, (err, head, stream) => {
+      if (head === null) return done(id, errorWire(err), null);
+      done(id, null, head);
+      if (stream !== null) pump(id, stream);
+    });
   });
 })();
