@@ -87,8 +87,8 @@ const MEMORY_CHECK_CPU_MS = 1;
 
 /**
  * Runs isolate instances with isolated-vm: one V8 isolate per instance, the Grove prelude first, then
- * the app's ES module. This first driver hosts isolates in the cell's own process; moving them into
- * supervised isolate-host processes is the isolate runtime's next step.
+ * the app's ES module. The cell runs it inside isolate-host child processes (isolate-host.ts), so a
+ * crash costs one host, not the cell.
  */
 export class IsolateDriver implements WorkloadDriver {
   readonly kind = 'isolate' as const;
