@@ -512,25 +512,6 @@ describe('IsolateDriver', () => {
     expect(later.text).toBe('later');
   });
 
-  it('still answers a request that settled in the same entry as another request\'s CPU-limit breach', async () => {
-    // The first request waits on a gate; the second opens it, and its own continuation then spins.
-    // The first one's answer is reported before the spin, inside the same entry, and reaches its
-    // caller; the second is ended like Workers error 1102 and the isolate recycled.
-    const s = spec(`let open; const gate = new Promise((r) => (open = r));
-      export default { async fetch(request) {
-        if (new URL(request.url).pathname === '/wait') { await gate; return new Response('waited'); }
-        open(); await null; await null; while (true) {}
-      } }`, { limits: { ...DEFAULT_LIMITS, cpuMs: 30 } });
-    await driver.start(s);
-    const exits: string[] = [];
-    driver.onExit((id, reason) => exits.push(`${id}: ${reason}`));
-    const waiting = driver.fetch(s.instanceId, get('http://h/wait'));
-    const spinning = driver.fetch(s.instanceId, get('http://h/spin')).catch((e: unknown) => e);
-    expect(dec.decode((await waiting).body!)).toBe('waited');
-    expect(((await spinning) as GroveError).code).toBe('WORKER_LIMIT_EXCEEDED');
-    expect(exits).toEqual([`${s.instanceId}: exceeded the CPU-time limit of 30 ms`]);
-  });
-
   it('gives the incoming request its headers as sent: names lower-cased, repeats joined, made on first read', async () => {
     const code = `export default { fetch(request) {
       const first = request.headers;

@@ -329,17 +329,29 @@ export class IsolateDriver implements WorkloadDriver {
       );
       const pending: Running['pending'] = new Map();
       const outcomes: Outcomes = { entered: false, stash: [] };
-      // A synchronous callback: a fire-and-forget one reaches this thread only on a later turn of the
-      // event loop, which cost a hello-world request ~9 µs (a quarter of the isolate's share). Settling
-      // may stop the instance, so it never runs while the isolate is on this thread's stack: outcomes
-      // reported during a synchronous entry wait for it to return (see enter), and any other — from
-      // code running on isolated-vm's own thread, a timer's or a fetch's continuation — is settled on
-      // the next turn, as the fire-and-forget callback did.
+      // Outcomes come back through a fire-and-forget callback, which reaches this thread on a later
+      // turn of the event loop: the isolate may be running on isolated-vm's own thread (a timer's or a
+      // fetch's continuation), and a synchronous callback from there would hold that thread, and the
+      // isolate, until this one takes it — while this one may be waiting for the isolate.
       await global.set(
         '__grove_done',
+        new ivm.Callback(
+          (id: unknown, error: unknown, response: unknown) => {
+            settleOutcome(pending, { id: id as number, error: error as WorkerError | null, response: response as WireResponse | null });
+          },
+          { ignored: true },
+        ),
+      );
+      // A handler that answers at once, inside a synchronous entry (isolate on this very thread), reports
+      // through this synchronous one instead: the later turn cost a hello-world request ~9 µs, a quarter
+      // of the isolate's share. Settling may stop the instance, which must not happen while its isolate
+      // is on this thread's stack, so the outcome waits until the entry returns (see enter).
+      await global.set(
+        '__grove_done_now',
         new ivm.Callback((id: unknown, error: unknown, response: unknown) => {
-          if (outcomes.entered) outcomes.stash.push({ id: id as number, error: error as WorkerError | null, response: response as WireResponse | null });
-          else setImmediate(settleOutcome, pending, { id: id as number, error: error as WorkerError | null, response: response as WireResponse | null });
+          const outcome = { id: id as number, error: error as WorkerError | null, response: response as WireResponse | null };
+          if (outcomes.entered) outcomes.stash.push(outcome);
+          else setImmediate(settleOutcome, pending, outcome);
         }),
       );
       // Timers live on the host: the isolate asks for one, the host calls back into the isolate when it
@@ -760,11 +772,13 @@ export class IsolateDriver implements WorkloadDriver {
           reject(new GroveError('WORKER_EXCEPTION', `the worker threw an exception: ${message}`, { cause: err }));
         });
       };
-      const args = makeArgs(id) as never[];
+      const sync = cpuMs <= SYNC_ENTRY_MAX_CPU_MS;
+      // The last argument tells the prelude whether it was entered on this thread (see __grove_done_now).
+      const args = [...makeArgs(id), sync] as never[];
       const cpuStart = cpuNow(inst.isolate);
       // The synchronous part of a handler is pure CPU, so it is bounded by the CPU-time limit. The
       // arguments are copied in by isolated-vm (plain data; cheaper than an ExternalCopy of each).
-      if (cpuMs <= SYNC_ENTRY_MAX_CPU_MS) {
+      if (sync) {
         // Entered on this thread: a handler that settles at once answers without a thread hop.
         const { outcomes } = inst;
         let failure: { err: unknown } | null = null;
@@ -776,7 +790,7 @@ export class IsolateDriver implements WorkloadDriver {
         } finally {
           outcomes.entered = false;
         }
-        // What the isolate reported before it returned (or was stopped) is settled first.
+        // What the handler answered before the entry returned (or was stopped) is settled first.
         for (const outcome of outcomes.stash.splice(0)) settleOutcome(inst.pending, outcome);
         if (failure) onEntryError(failure.err);
       } else {

@@ -1847,6 +1847,9 @@
   // at once, and still correct when it awaits something and settles later.
   const done = g.__grove_done;
   delete g.__grove_done;
+  // For an answer made within a synchronous entry, while the host waits on this thread (see the driver).
+  const doneNow = g.__grove_done_now;
+  delete g.__grove_done_now;
   // Tasks (run-to-completion work, `grove run-task`): `export default { task(command, env, ctx) }`.
   define('__grove_task', (id, command) => {
     (async () => {
@@ -1975,11 +1978,15 @@
     return [...response.headers].length + [...request.headers].length + String(responseStream(response, 'the response')) + String(wireBody(response, 'the response'));
   });
 
-  define('__grove_fetch', (id, wire) => {
+  define('__grove_fetch', (id, wire, sync) => {
+    // True only while handleFetch runs: an answer made after it (a settled promise) goes through `done`.
+    let now = sync === true;
     handleFetch(wire, id, handlers, (err, head, stream) => {
-      if (head === null) return done(id, errorWire(err), null);
-      done(id, null, head);
+      const report = now ? doneNow : done;
+      if (head === null) return report(id, errorWire(err), null);
+      report(id, null, head);
       if (stream !== null) pump(id, stream);
     });
+    now = false;
   });
 })();
