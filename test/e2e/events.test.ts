@@ -148,7 +148,12 @@ describe('map-event on the embedded broker (deliveries in the Store)', () => {
     expect(replay.json).toEqual({ replayed: 1 });
     await waitFor('the replayed delivery', async () => (sink.records.some((r) => r.body?.app === 'flaky' && r.body.mode === 'ok' && r.body.id === 'f-1') ? true : undefined));
     await waitFor('an empty dead-letter list', async () => ((await call('GET', '/v1/apps/flaky/deliveries?state=DEAD')).json.deliveries.length === 0 ? true : undefined));
-    const delivered = (await call('GET', '/v1/apps/flaky/deliveries?state=DELIVERED')).json.deliveries;
+    // The sink hears from the handler before it returns, and the dead list empties when the replay is
+    // queued: the outcome is stored a little later.
+    const delivered = await waitFor('the delivered replay', async () => {
+      const list = (await call('GET', '/v1/apps/flaky/deliveries?state=DELIVERED')).json.deliveries;
+      return list.length > 0 ? list : undefined;
+    });
     expect(delivered.map((d: any) => d.eventId)).toEqual(['f-1']);
   });
 
