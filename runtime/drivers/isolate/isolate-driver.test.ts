@@ -512,7 +512,7 @@ describe('IsolateDriver', () => {
     expect(later.text).toBe('later');
   });
 
-  it('gives the incoming request its headers as sent: names lower-cased, repeats joined, made on first read', async () => {
+  it('gives the incoming request its headers as sent: names lower-cased, repeats joined, one Headers object', async () => {
     const code = `export default { fetch(request) {
       const first = request.headers;
       return Response.json({

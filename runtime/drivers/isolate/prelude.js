@@ -616,8 +616,8 @@
           else h.#map.set(n, [v]);
         }
       };
-      // What entries() yields, without its generator and sorted copy of the names: a response head
-      // is made from this on every request.
+      // What entries() yields (names sorted, set-cookie values apart, others joined), as an array: a
+      // response head is made from this on every request, without a generator.
       headerPairs = (h) => {
         const out = [];
         for (const [n, vs] of h.#map) {
@@ -669,11 +669,7 @@
       for (const [k, v] of this.entries()) callback.call(thisArg, v, k, this);
     }
     *entries() {
-      const names = [...this.#map.keys()].sort();
-      for (const n of names) {
-        if (n === 'set-cookie') for (const v of this.#map.get(n)) yield [n, v];
-        else yield [n, this.#map.get(n).join(', ')];
-      }
+      yield* headerPairs(this);
     }
     *keys() {
       for (const [k] of this.entries()) yield k;
@@ -1012,9 +1008,6 @@
   }
 
   const METHODS = ['DELETE', 'GET', 'HEAD', 'OPTIONS', 'POST', 'PUT', 'PATCH'];
-  // Set only while the dispatcher builds the incoming request: the host has already parsed its URL,
-  // and skipping a second parse saves a host round trip (a thread hop) on every request.
-  let trustedUrl = null;
   // The dispatcher's own first argument for the incoming request (never reachable by a worker): its
   // URL was parsed and its headers checked by the host, so it is made without checking them again,
   // and its Headers object only when the worker first reads request.headers.
@@ -1049,7 +1042,7 @@
       else if (from) ({ bytes, stream } = takeBody(from, method));
       super(bytes, stream);
       this.#method = method;
-      this.#url = from ? from.url : trustedUrl !== null ? trustedUrl : new URL(String(input)).href;
+      this.#url = from ? from.url : new URL(String(input)).href;
       this.#headers = new Headers(init.headers ?? (from ? from.headers : undefined));
       this.#redirect = init.redirect ?? (from ? from.redirect : 'follow');
       const signal = init.signal !== undefined ? init.signal : from ? from.signal : null;
@@ -1961,13 +1954,7 @@
   // costs what a warm one does.
   define('__grove_warm', () => {
     delete g.__grove_warm;
-    trustedUrl = 'http://warm.invalid/path?q=1';
-    let request;
-    try {
-      request = new Request(trustedUrl, { method: 'POST', headers: [['content-type', 'text/plain'], ['x-a', 'b']], body: new Uint8Array([104, 105]) });
-    } finally {
-      trustedUrl = null;
-    }
+    const request = new Request('http://warm.invalid/path?q=1', { method: 'POST', headers: [['content-type', 'text/plain'], ['x-a', 'b']], body: new Uint8Array([104, 105]) });
     request.headers.get('content-type');
     const response = new Response('warm', { status: 200, headers: { 'content-type': 'text/plain' } });
     // The whole entry path too, with a handler of the prelude's own (never the module's: it may not
