@@ -30,8 +30,11 @@ describe('limits per invocation, through isolate hosts', () => {
   const neighbour = spec('export default { fetch() { return new Response("still here") } }');
 
   beforeAll(async () => {
-    // One host, so every breach happens next to the neighbour.
-    pool = new IsolateHostPool({ hosts: 1, spares: 0, log: (l) => logs.push(l) });
+    // One host, so every breach happens next to the neighbour. These are the isolate's own limits: the
+    // host's RSS budget (the backstop behind them, host-pool.test.ts) is set far out of the way. The
+    // doubling array below takes the host to ~1 GB before isolated-vm's 16 MB limit stops it, and on a
+    // loaded machine a ping can read that and kill the host under the default 480 MB budget.
+    pool = new IsolateHostPool({ hosts: 1, spares: 0, log: (l) => logs.push(l), hostBaseMemoryMb: 4096 });
     pool.onExit((id, reason) => exits.set(id, reason));
     await pool.start(neighbour);
     server = createServer((_req, res) => {
