@@ -121,6 +121,38 @@ describe('IsolateHostPool (isolates in supervised child processes)', () => {
     expect(exits.find((e) => e.instanceId === a.instanceId)!.reason).toMatch(/^its isolate host \(pid \d+\) used \d+ MB, over its memory budget of 17 MB, and was killed$/);
   });
 
+  it('an isolate that outruns isolated-vm’s memory limit is recycled alone: its host and neighbour live on', async () => {
+    // The host's own RSS with one idle instance, read from a pool like the one under test, is its base:
+    // the budget is then that plus 64 MB (twice the two 16 MB limits), which the doubling array below
+    // passes by far (to ~0.5–1 GB of RSS) before V8 stops it, with pings every 50 ms to see it.
+    const limits = { ...DEFAULT_LIMITS, memoryMb: 16 };
+    const probe = await open({ hosts: 1 });
+    await probe.start(spec(undefined, { limits }));
+    await until(() => probe.stats().rssBytes > 0, 'a ping');
+    const baseMb = Math.ceil(probe.stats().rssBytes / 2 ** 20);
+    await probe.close();
+    exits.length = 0; // the probe's instance, ended with it
+
+    const p = await open({ hosts: 1, pingIntervalMs: 50, hostBaseMemoryMb: baseMb });
+    const calm = spec(undefined, { limits });
+    const hog = spec('export default { fetch() { let a = [1]; for (;;) a = a.concat(a); } }', { limits: { ...limits, cpuMs: 5000 } });
+    await p.start(calm);
+    await p.start(hog);
+    const host = p.hostOf(calm.instanceId)!;
+    const err = await p.fetch(hog.instanceId, { method: 'GET', url: 'http://x.localhost/', headers: [], body: null }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'WORKER_LIMIT_EXCEEDED', message: 'the worker ran out of memory' });
+    await until(() => exits.length === 1, 'the exit report');
+    // Stopped either by isolated-vm's limit or, if the host's RSS watch saw it first, by the host.
+    expect(exits[0]!.instanceId).toBe(hog.instanceId);
+    expect(exits[0]!.reason).toMatch(/^exceeded the memory limit of 16 MB/);
+    // A few pings later the host is still the same process, and still under (or back under) budget.
+    await new Promise((r) => setTimeout(r, 500));
+    expect(p.hostOf(calm.instanceId)).toBe(host);
+    const res = await p.fetch(calm.instanceId, { method: 'GET', url: 'http://x.localhost/ok', headers: [], body: null });
+    expect(dec.decode(res.body!)).toBe('hello from /ok');
+    expect(exits).toHaveLength(1);
+  });
+
   it('a limit breach inside a host recycles that instance only, with the reason, and the host serves on', async () => {
     const p = await open({ hosts: 1 });
     const spinner = spec('export default { fetch() { for (;;) {} } }', { limits: { ...DEFAULT_LIMITS, cpuMs: 20 } });

@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { GroveError } from '../../../scheduler/model/index.js';
 import type { InstanceSpec, WireRequest, WireResponse, WorkerEvent, WorkerEventOutcome, WorkloadDriver } from '../../rep/workload-driver.js';
 import { ChunkQueue, letGo } from '../../rep/chunk-queue.js';
-import { type FromHost, type HostBootOptions, type HostHealth, Outbox, type ToHost } from './host-protocol.js';
+import { type FromHost, HOST_BASE_MEMORY_MB, type HostBootOptions, type HostHealth, hostMemoryBudgetMb, Outbox, type ToHost } from './host-protocol.js';
 import type { IsolateLogLine } from './isolate-driver.js';
 
 export interface IsolateHostPoolOptions {
@@ -49,6 +49,8 @@ class Host {
   started = false;
   pingSentAt: number | null = null;
   health: HostHealth | null = null;
+  /** When the host's RSS was first read over its budget in the current run of such readings. */
+  overBudgetSince: number | null = null;
   private nextId = 1;
   private readonly outbox = new Outbox<ToHost>((message) => {
     if (!this.exited && this.child.connected) this.child.send(message);
@@ -130,7 +132,12 @@ export class IsolateHostPool implements WorkloadDriver {
   private readonly restarts = new Map<number, number[]>();
 
   constructor(private readonly options: IsolateHostPoolOptions) {
-    this.boot = { startupTimeoutMs: options.startupTimeoutMs, allowHosts: options.allowHosts, spares: options.spares ?? 2 };
+    this.boot = {
+      startupTimeoutMs: options.startupTimeoutMs,
+      allowHosts: options.allowHosts,
+      spares: options.spares ?? 2,
+      memoryBaseMb: options.hostBaseMemoryMb ?? HOST_BASE_MEMORY_MB,
+    };
     const count = Math.max(1, options.hosts ?? Math.max(2, availableParallelism()));
     for (let slot = 0; slot < count; slot++) this.spawn(slot);
     this.pinger = setInterval(() => this.checkHosts(), options.pingIntervalMs ?? 1000);
@@ -376,14 +383,24 @@ export class IsolateHostPool implements WorkloadDriver {
     }
   }
 
-  /** isolated-vm's per-isolate limit is a guideline hostile code can beat: the host's RSS is the backstop. */
+  /**
+   * isolated-vm's per-isolate limit is a guideline hostile code can beat, so the host watches its own
+   * RSS and recycles the isolates behind it (isolate-host.ts); a host that stays over its budget is
+   * killed. While the host says memory is on its way back (isolates it stopped are still unwinding),
+   * it gets up to `unresponsiveMs` before that: killing it then would take its other instances too.
+   */
   private checkMemory(host: Host): void {
     if (!host.health) return;
-    let limits = 0;
-    for (const mb of host.instances.values()) limits += mb;
-    const budgetMb = (this.options.hostBaseMemoryMb ?? 192) + 2 * limits;
+    const budgetMb = hostMemoryBudgetMb(this.options.hostBaseMemoryMb ?? HOST_BASE_MEMORY_MB, host.instances.values());
     const rssMb = host.health.rssBytes / 2 ** 20;
-    if (rssMb > budgetMb) this.kill(host, `used ${Math.round(rssMb)} MB, over its memory budget of ${budgetMb} MB, and was killed`);
+    if (rssMb <= budgetMb) {
+      host.overBudgetSince = null;
+      return;
+    }
+    const now = Date.now();
+    host.overBudgetSince ??= now;
+    if (host.health.releasing && now - host.overBudgetSince < (this.options.unresponsiveMs ?? 5000)) return;
+    this.kill(host, `used ${Math.round(rssMb)} MB, over its memory budget of ${budgetMb} MB, and was killed`);
   }
 
   private kill(host: Host, reason: string): void {

@@ -68,6 +68,12 @@ export class Outbox<M extends { t: string }> {
 export interface HostHealth {
   rssBytes: number;
   instances: number;
+  /**
+   * The host is getting memory back: it recycled isolates for being over its budget in the last
+   * RELEASE_GRACE_MS, or an isolate it stopped is still running (V8 stops a disposed isolate only at
+   * its next interrupt check, which a long builtin such as concat() on a huge array delays).
+   */
+  releasing?: boolean;
   /** ctx.waitUntil work in flight per instance (those with any). */
   background?: Record<string, number>;
 }
@@ -79,4 +85,20 @@ export interface HostBootOptions {
   allowHosts?: string[];
   /** Spare isolates, prelude loaded, kept ready for the next start. */
   spares?: number;
+  /** The host's memory budget without its instances (hostMemoryBudgetMb). */
+  memoryBaseMb?: number;
+}
+
+/** The default of HostBootOptions.memoryBaseMb: Node, isolated-vm and the spare isolates. */
+export const HOST_BASE_MEMORY_MB = 192;
+
+/**
+ * How much RSS a host may use: its base plus twice the memory limits of its instances (an isolate's
+ * heap may hold up to its limit, and its WebAssembly memories as much again; see prelude.js). The
+ * host recycles isolates to stay under it, and the pool kills a host that stays over it.
+ */
+export function hostMemoryBudgetMb(baseMb: number, limitsMb: Iterable<number>): number {
+  let limits = 0;
+  for (const mb of limitsMb) limits += mb;
+  return baseMb + 2 * limits;
 }

@@ -84,6 +84,10 @@ interface Running {
 const MEMORY_CHECK_EVERY_MS = 5;
 /** An invocation that used this much CPU may have allocated a lot: its isolate is checked at once. */
 const MEMORY_CHECK_CPU_MS = 1;
+/** How long shedMemory watches isolates' CPU clocks to see which are running code right now. */
+const RUNNING_PROBE_MS = 3;
+/** How long after recycling isolates for memory a host still counts as getting that memory back. */
+export const RELEASE_GRACE_MS = 2000;
 
 /**
  * Runs isolate instances with isolated-vm: one V8 isolate per instance, the Grove prelude first, then
@@ -103,6 +107,8 @@ export class IsolateDriver implements WorkloadDriver {
   private readonly spares = new Map<number, Shell[]>();
   private readonly refilling = new Set<number>();
   private closed = false;
+  /** When an isolate was last recycled (performance.now): its memory comes back some time after. */
+  private recycledAt = -Infinity;
   private readonly counters = { spareStarts: 0, coldStarts: 0, codeCacheHits: 0 };
   /** Background work (ctx.waitUntil) in flight per instance. */
   private readonly busy = new Map<string, number>();
@@ -294,6 +300,8 @@ export class IsolateDriver implements WorkloadDriver {
       const context = await isolate.createContext();
       const global = context.global;
       await global.set('__grove_url', new ivm.Callback(hostUrlOperation));
+      // The prelude holds WebAssembly memories (outside V8's heap, unseen by isolated-vm) to this.
+      await global.set('__grove_memory_mb', memoryMb);
       await global.set(
         '__grove_log',
         new ivm.Callback((level: unknown, message: unknown) => {
@@ -609,12 +617,15 @@ export class IsolateDriver implements WorkloadDriver {
    * each invocation the host adds up the isolate's heap and ArrayBuffer memory itself and recycles an
    * isolate that holds more than half again its limit (the heap may hold garbage not yet collected,
    * so the limit itself would recycle healthy isolates). The response already made stands. The host
-   * process's RSS budget (IsolateHostPool) is the last line behind this. The sum is taken at most
+   * process's RSS budget (shedMemory, then IsolateHostPool) is the last line behind this. The sum is taken at most
    * every MEMORY_CHECK_EVERY_MS per isolate, and always within that time of an invocation's end.
    */
   private checkMemorySoon(inst: Running, cpuMs: number): void {
     const now = performance.now();
-    if (cpuMs >= MEMORY_CHECK_CPU_MS || now - inst.memoryCheckedAt >= MEMORY_CHECK_EVERY_MS) return this.checkMemory(inst, now);
+    if (cpuMs >= MEMORY_CHECK_CPU_MS || now - inst.memoryCheckedAt >= MEMORY_CHECK_EVERY_MS) {
+      this.checkMemory(inst, now);
+      return;
+    }
     if (inst.memoryTimer) return;
     inst.memoryTimer = setTimeout(() => {
       inst.memoryTimer = null;
@@ -623,14 +634,62 @@ export class IsolateDriver implements WorkloadDriver {
     inst.memoryTimer.unref();
   }
 
-  private checkMemory(inst: Running, now: number): void {
+  /** Whether the isolate was recycled for holding too much. */
+  private checkMemory(inst: Running, now: number): boolean {
     inst.memoryCheckedAt = now;
-    if (inst.isolate.isDisposed || !this.instances.has(inst.spec.instanceId)) return;
+    if (inst.isolate.isDisposed || !this.instances.has(inst.spec.instanceId)) return false;
     const heap = inst.isolate.getHeapStatisticsSync();
     const usedMb = (heap.used_heap_size + heap.externally_allocated_size) / 2 ** 20;
-    if (usedMb > inst.spec.limits.memoryMb * 1.5) {
-      this.fail(inst.spec.instanceId, `exceeded the memory limit of ${inst.spec.limits.memoryMb} MB (${Math.round(usedMb)} MB in use after a request)`);
+    if (usedMb <= inst.spec.limits.memoryMb * 1.5) return false;
+    this.fail(inst.spec.instanceId, `exceeded the memory limit of ${inst.spec.limits.memoryMb} MB (${Math.round(usedMb)} MB in use after a request)`);
+    return true;
+  }
+
+  /** The memory limits of the running instances, in MB (for the host's budget). */
+  memoryLimitsMb(): number[] {
+    return [...this.instances.values()].map((inst) => inst.spec.limits.memoryMb);
+  }
+
+  /**
+   * Whether memory is on its way back: an isolate was recycled lately (isolated-vm frees a disposed
+   * isolate's heap on its own thread, some time later), or one isolated-vm disposed at its memory
+   * limit is still unwinding — V8 stops it only at its next interrupt check, and a long builtin
+   * (concat() on a huge array) keeps allocating until then.
+   */
+  releasing(): boolean {
+    if (performance.now() - this.recycledAt < RELEASE_GRACE_MS) return true;
+    for (const inst of this.instances.values()) if (inst.isolate.isDisposed) return true;
+    return false;
+  }
+
+  /**
+   * The host's RSS is over its budget (isolate-host.ts). V8 cannot say how much a running isolate
+   * holds until it stops, and isolated-vm's limit misses some of what one allocates, so: an isolate
+   * running code right now (its CPU clock moves while this thread, which makes every synchronous
+   * entry, is blocked) is recycled, the likeliest culprit and the only memory not yet measured; an
+   * idle one is measured and recycled if over its limit, as after a request. Losing those costs less
+   * than losing the host, which the pool kills if it stays over budget. Returns how many went.
+   */
+  shedMemory(rssMb: number, budgetMb: number): number {
+    const clocks = new Map<Running, bigint>();
+    for (const inst of this.instances.values()) if (!inst.isolate.isDisposed) clocks.set(inst, cpuNow(inst.isolate));
+    if (clocks.size === 0) return 0;
+    // Blocks this thread (and so any synchronous entry) for the probe: only isolated-vm's threads move.
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, RUNNING_PROBE_MS);
+    let shed = 0;
+    for (const [inst, before] of clocks) {
+      const instanceId = inst.spec.instanceId;
+      if (this.instances.get(instanceId) !== inst || inst.isolate.isDisposed) continue;
+      if (cpuNow(inst.isolate) > before) {
+        this.fail(
+          instanceId,
+          `exceeded the memory limit of ${inst.spec.limits.memoryMb} MB: its isolate host reached ${rssMb} MB, over its budget of ${budgetMb} MB, while it was running`,
+          new GroveError('WORKER_LIMIT_EXCEEDED', 'the worker ran out of memory'),
+        );
+        shed++;
+      } else if (this.checkMemory(inst, performance.now())) shed++;
     }
+    return shed;
   }
 
   /**
@@ -643,9 +702,18 @@ export class IsolateDriver implements WorkloadDriver {
     this.options.log({ appId: spec.appId, instanceId: spec.instanceId, level: 'error', message: `${what} failed: ${describe(err)}` });
   }
 
-  /** Ends an instance the platform did not ask to stop, and tells the Rep why. */
-  private fail(instanceId: string, reason: string): void {
-    if (!this.instances.has(instanceId)) return;
+  /**
+   * Ends an instance the platform did not ask to stop, and tells the Rep why; requests still waiting
+   * on it get `answer`, if given (else stop()'s "stopped before it answered").
+   */
+  private fail(instanceId: string, reason: string, answer?: GroveError): void {
+    const inst = this.instances.get(instanceId);
+    if (!inst) return;
+    this.recycledAt = performance.now();
+    if (answer) {
+      for (const request of inst.pending.values()) request.abort(answer);
+      inst.pending.clear();
+    }
     void this.stop(instanceId);
     for (const listener of this.exitListeners) listener(instanceId, reason);
   }

@@ -1,6 +1,6 @@
 import { GroveError } from '../../../scheduler/model/index.js';
 import { letGo } from '../../rep/chunk-queue.js';
-import { type FromHost, type HostBootOptions, Outbox, type ToHost } from './host-protocol.js';
+import { type FromHost, HOST_BASE_MEMORY_MB, type HostBootOptions, hostMemoryBudgetMb, Outbox, type ToHost } from './host-protocol.js';
 import { IsolateDriver } from './isolate-driver.js';
 
 /**
@@ -32,6 +32,20 @@ const driver = new IsolateDriver({
   },
 });
 driver.onExit((instanceId, reason) => send({ t: 'exit', instanceId, reason }));
+
+/**
+ * The host's own memory watch, between the cell's pings (a second apart): a worker can outgrow
+ * isolated-vm's limit faster than that. Over budget, the isolates behind it are recycled here
+ * (IsolateDriver.shedMemory), so the cell need not kill the whole host and every neighbour with it.
+ * Reading RSS costs a few µs.
+ */
+const MEMORY_WATCH_MS = 100;
+function watchMemory(): void {
+  const rssMb = Math.round(process.memoryUsage.rss() / 2 ** 20);
+  const budgetMb = hostMemoryBudgetMb(boot.memoryBaseMb ?? HOST_BASE_MEMORY_MB, driver.memoryLimitsMb());
+  if (rssMb > budgetMb) driver.shedMemory(rssMb, budgetMb);
+}
+setInterval(watchMemory, MEMORY_WATCH_MS).unref();
 
 /** Reads of streamed request bodies waiting for the cell's answer, by call id. */
 const pulls = new Map<number, { resolve(r: IteratorResult<Uint8Array>): void; reject(err: Error): void }>();
@@ -138,7 +152,13 @@ process.on('message', function onMessage(message: ToHost): void {
       );
       return;
     case 'ping':
-      send({ t: 'ok', id: message.id, value: { rssBytes: process.memoryUsage.rss(), instances: driver.running().length, background: driver.backgroundNow() } });
+      // Shed first: the cell judges the RSS this answer carries.
+      watchMemory();
+      send({
+        t: 'ok',
+        id: message.id,
+        value: { rssBytes: process.memoryUsage.rss(), instances: driver.running().length, background: driver.backgroundNow(), releasing: driver.releasing() },
+      });
       return;
   }
 });

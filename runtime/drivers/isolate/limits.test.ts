@@ -30,11 +30,8 @@ describe('limits per invocation, through isolate hosts', () => {
   const neighbour = spec('export default { fetch() { return new Response("still here") } }');
 
   beforeAll(async () => {
-    // One host, so every breach happens next to the neighbour. These are the isolate's own limits: the
-    // host's RSS budget (the backstop behind them, host-pool.test.ts) is set far out of the way. The
-    // doubling array below takes the host to ~1 GB before isolated-vm's 16 MB limit stops it, and on a
-    // loaded machine a ping can read that and kill the host under the default 480 MB budget.
-    pool = new IsolateHostPool({ hosts: 1, spares: 0, log: (l) => logs.push(l), hostBaseMemoryMb: 4096 });
+    // One host, so every breach happens next to the neighbour, under the host's default memory budget.
+    pool = new IsolateHostPool({ hosts: 1, spares: 0, log: (l) => logs.push(l) });
     pool.onExit((id, reason) => exits.set(id, reason));
     await pool.start(neighbour);
     server = createServer((_req, res) => {
@@ -92,6 +89,40 @@ describe('limits per invocation, through isolate hosts', () => {
     expect(r.code).toBe('WORKER_LIMIT_EXCEEDED');
     expect(r.reason).toMatch(/^exceeded the memory limit of 16 MB/);
     expect(r.running).toBe(false);
+  });
+
+  it('WebAssembly memory counts against the limit: past it, a RangeError the worker can catch', async () => {
+    // A WebAssembly.Memory lives outside V8's heap, where isolated-vm's limit does not look: before the
+    // prelude counted them, these 40 × 10 MiB took a host with one 16 MB worker past 400 MB, and the
+    // host's memory backstop killed it with the neighbour.
+    const r = await breach(`export default { fetch() {
+      const held = []; let refused = '', grow = '';
+      try { for (let i = 0; i < 40; i++) { const m = new WebAssembly.Memory({ initial: 160 }); new Uint8Array(m.buffer).fill(1); held.push(m) } }
+      catch (e) { refused = e.name + ': ' + e.message }
+      try { held[0].grow(160) } catch (e) { grow = e.name }
+      const viaPrototype = Object.getPrototypeOf(held[0]).constructor === WebAssembly.Memory && held[0] instanceof WebAssembly.Memory;
+      globalThis.held = held;
+      return new Response([held.length, refused, grow, viaPrototype].join(' | ')) } }`, { memoryMb: 16 });
+    expect(r.text).toBe(
+      "1 | RangeError: WebAssembly.Memory(): 10 MiB more WebAssembly memory would exceed this worker's memory limit of 16 MiB (10 MiB in use) | RangeError | true",
+    );
+    expect(r.running).toBe(true);
+  });
+
+  it('as on Workers, no WebAssembly is compiled from bytes at run time (its memories could not be counted)', async () => {
+    const r = await breach(`export default { async fetch() {
+      const bytes = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0]);
+      const out = [];
+      try { new WebAssembly.Module(bytes) } catch (e) { out.push(e.name + ': ' + e.message) }
+      for (const f of ['compile', 'instantiate']) { try { await WebAssembly[f](bytes) } catch (e) { out.push(e.name + ': ' + e.message) } }
+      out.push('validate: ' + WebAssembly.validate(bytes));
+      return new Response(out.join('\\n')) } }`);
+    expect(r.text.split('\n')).toEqual([
+      'CompileError: WebAssembly.Module(): Wasm code generation disallowed by embedder',
+      'CompileError: WebAssembly.compile(): Wasm code generation disallowed by embedder',
+      'CompileError: WebAssembly.instantiate(): Wasm code generation disallowed by embedder',
+      'validate: true',
+    ]);
   });
 
   it('a huge ArrayBuffer is refused inside the worker (RangeError), which can answer', async () => {

@@ -40,6 +40,9 @@
   // __grove_done is taken further down, next to the dispatcher that uses it.
   delete g.__grove_url;
   delete g.__grove_log;
+  // The isolate's memory limit, in MiB: WebAssembly memories are held to it (see below).
+  const memoryLimitMb = g.__grove_memory_mb;
+  delete g.__grove_memory_mb;
   // The streams part loads on first use (see streams.js); its classes come from here, not from the
   // globals, which user code may have replaced by then.
   const streams = g.__grove_streams;
@@ -1655,6 +1658,100 @@
 
   const timeOrigin = Date.now();
   const performance = Object.freeze({ timeOrigin, now: () => Date.now() - timeOrigin });
+
+  // ── WebAssembly: memories held to the isolate's limit, no code generated at run time ──────────
+  //
+  // A WebAssembly.Memory lives outside V8's heap, so neither isolated-vm's memory limit nor V8's heap
+  // statistics see it: unchecked, one worker with a 16 MB limit took its host past 1 GB and the host's
+  // RSS backstop killed every isolate in it. So memories are counted here, where they are made and
+  // grown, against the isolate's limit (on top of what the heap may hold). Only JavaScript can make or
+  // grow one, because, as on Workers, a module cannot be compiled from bytes at run time: wasm code
+  // could declare and grow a memory JavaScript never sees. Memories dropped but not yet collected
+  // still count until V8 collects them (WeakRefs), which errs on the side of the other tenants.
+  // Made on first use (globals.js), like the other rarely used parts: most workers never touch it.
+
+  const wasmObject = g.WebAssembly;
+  if (typeof wasmObject === 'object' && wasmObject !== null) lazy(['WebAssembly'], () => holdWebAssembly(wasmObject));
+
+  function holdWebAssembly(wasm) {
+    const PAGE = 65536;
+    const capBytes = (typeof memoryLimitMb === 'number' && memoryLimitMb > 0 ? memoryLimitMb : 128) * 1048576;
+    const OriginalMemory = wasm.Memory;
+    const memoryProto = OriginalMemory.prototype;
+    const originalGrow = memoryProto.grow;
+    const bufferOf = Object.getOwnPropertyDescriptor(memoryProto, 'buffer').get;
+    const live = new Set();
+    const usedBytes = () => {
+      let used = 0;
+      for (const ref of live) {
+        const memory = ref.deref();
+        if (memory === undefined) live.delete(ref);
+        else used += bufferOf.call(memory).byteLength;
+      }
+      return used;
+    };
+    const refuse = (what, more) => {
+      const mb = (n) => Math.ceil(n / 1048576);
+      throw new RangeError(
+        `${what}: ${mb(more)} MiB more WebAssembly memory would exceed this worker's memory limit of ${mb(capBytes)} MiB (${mb(usedBytes())} MiB in use)`,
+      );
+    };
+    const pages = (value, what) => {
+      const n = Number(value);
+      if (!Number.isInteger(n) || n < 0) throw new TypeError(`${what} must be a whole number of 64 KiB pages`);
+      return n;
+    };
+    const Memory = function Memory(descriptor) {
+      if (new.target === undefined) throw new TypeError("WebAssembly.Memory must be invoked with 'new'");
+      const initial = pages(descriptor?.initial, 'WebAssembly.Memory(): descriptor.initial');
+      if (usedBytes() + initial * PAGE > capBytes) refuse('WebAssembly.Memory()', initial * PAGE);
+      const memory = Reflect.construct(OriginalMemory, [descriptor], new.target);
+      live.add(new WeakRef(memory));
+      return memory;
+    };
+    Memory.prototype = memoryProto;
+    Object.defineProperty(memoryProto, 'constructor', { value: Memory, writable: true, configurable: true, enumerable: false });
+    Object.defineProperty(memoryProto, 'grow', {
+      value: named(function grow(delta) {
+        const more = pages(delta, 'WebAssembly.Memory.grow(): delta') * PAGE;
+        if (usedBytes() + more > capBytes) refuse('WebAssembly.Memory.grow()', more);
+        return originalGrow.call(this, delta);
+      }, 'grow'),
+      writable: true,
+      configurable: true,
+      enumerable: false,
+    });
+    const disallowed = (name) =>
+      named(function () {
+        throw new wasm.CompileError(`WebAssembly.${name}(): Wasm code generation disallowed by embedder`);
+      }, name);
+    const Module = disallowed('Module');
+    Module.prototype = wasm.Module.prototype;
+    for (const name of ['exports', 'imports', 'customSections']) Module[name] = wasm.Module[name];
+    const rejected = (name) => {
+      const fail = disallowed(name);
+      return named(async function () {
+        return fail();
+      }, name);
+    };
+    const originalInstantiate = wasm.instantiate;
+    const replace = {
+      Memory,
+      Module,
+      compile: rejected('compile'),
+      compileStreaming: rejected('compileStreaming'),
+      instantiateStreaming: rejected('instantiateStreaming'),
+      // A Module made elsewhere would still instantiate; bytes cannot.
+      instantiate: named(async function instantiate(source, imports) {
+        if (source instanceof wasm.Module) return originalInstantiate.call(wasm, source, imports);
+        return disallowed('instantiate')();
+      }, 'instantiate'),
+    };
+    for (const [name, value] of Object.entries(replace)) {
+      if (name in wasm) Object.defineProperty(wasm, name, { value, writable: true, configurable: true, enumerable: false });
+    }
+    return { WebAssembly: wasm };
+  }
 
   // ── Install the globals ───────────────────────────────────────────────────────────────────────
 
