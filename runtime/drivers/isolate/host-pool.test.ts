@@ -153,6 +153,28 @@ describe('IsolateHostPool (isolates in supervised child processes)', () => {
     expect(exits).toHaveLength(1);
   });
 
+  it('a start that comes while the only host is being replaced waits for the new host', async () => {
+    const p = await open({ hosts: 1 });
+    const first = spec();
+    await p.start(first);
+    const victim = p.hostOf(first.instanceId)!;
+    // Asked from the exit report itself: the dead host is gone and its replacement not yet spawned.
+    const restarted = new Promise<unknown>((resolve) => {
+      p.onExit(() => {
+        const again = spec();
+        resolve(p.start(again).then(() => again, (err: unknown) => err));
+      });
+    });
+    process.kill(victim, 'SIGKILL');
+    const again = await restarted;
+    expect(again).not.toBeInstanceOf(Error);
+    const host = p.hostOf((again as InstanceSpec).instanceId);
+    expect(host).toBeDefined();
+    expect(host).not.toBe(victim);
+    const res = await p.fetch((again as InstanceSpec).instanceId, { method: 'GET', url: 'http://x.localhost/back', headers: [], body: null });
+    expect(dec.decode(res.body!)).toBe('hello from /back');
+  });
+
   it('a limit breach inside a host recycles that instance only, with the reason, and the host serves on', async () => {
     const p = await open({ hosts: 1 });
     const spinner = spec('export default { fetch() { for (;;) {} } }', { limits: { ...DEFAULT_LIMITS, cpuMs: 20 } });

@@ -185,7 +185,7 @@ export class IsolateHostPool implements WorkloadDriver {
   async start(spec: InstanceSpec): Promise<void> {
     if (this.closing) throw new GroveError('UNAVAILABLE', 'the cell is shutting down');
     if (this.where.has(spec.instanceId)) return;
-    const host = this.pick();
+    const host = await this.pickSoon();
     await host.ready;
     host.instances.set(spec.instanceId, spec.limits.memoryMb);
     this.where.set(spec.instanceId, host);
@@ -234,7 +234,7 @@ export class IsolateHostPool implements WorkloadDriver {
   }
 
   async runTask(spec: InstanceSpec, command: string[]): Promise<string> {
-    const host = this.pick();
+    const host = await this.pickSoon();
     await host.ready;
     return host.call<string>({ t: 'task', spec, command, deniedPorts: [...(this.options.deniedPorts?.() ?? [])] });
   }
@@ -255,6 +255,23 @@ export class IsolateHostPool implements WorkloadDriver {
           }),
       ),
     );
+  }
+
+  /**
+   * pick(), but while no host is live — each is being replaced, after a backoff if it keeps dying —
+   * waits up to HOST_WAIT_MS for one: a start the converger sends just after a host died then lands
+   * on its replacement instead of failing.
+   */
+  private async pickSoon(): Promise<Host> {
+    const deadline = Date.now() + HOST_WAIT_MS;
+    for (;;) {
+      try {
+        return this.pick();
+      } catch (err) {
+        if (this.closing || Date.now() >= deadline) throw err;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
   }
 
   /** The live host with the fewest instances. */
@@ -408,6 +425,9 @@ export class IsolateHostPool implements WorkloadDriver {
     host.child.kill('SIGKILL');
   }
 }
+
+/** How long a start waits for an isolate host while every one is being replaced (see pickSoon). */
+const HOST_WAIT_MS = 10_000;
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
