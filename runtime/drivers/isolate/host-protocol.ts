@@ -69,9 +69,9 @@ export interface HostHealth {
   rssBytes: number;
   instances: number;
   /**
-   * The host is getting memory back: it recycled isolates for being over its budget in the last
-   * RELEASE_GRACE_MS, or an isolate it stopped is still running (V8 stops a disposed isolate only at
-   * its next interrupt check, which a long builtin such as concat() on a huge array delays).
+   * The host is getting memory back: it recycled an isolate in the last 2 s, or an isolate that
+   * isolated-vm disposed at its limit is still running (V8 stops one only at its next interrupt
+   * check, which a long builtin such as concat() on a huge array delays). See IsolateDriver.releasing.
    */
   releasing?: boolean;
   /** ctx.waitUntil work in flight per instance (those with any). */

@@ -86,8 +86,8 @@ const MEMORY_CHECK_EVERY_MS = 5;
 const MEMORY_CHECK_CPU_MS = 1;
 /** How long shedMemory watches isolates' CPU clocks to see which are running code right now. */
 const RUNNING_PROBE_MS = 3;
-/** How long after recycling isolates for memory a host still counts as getting that memory back. */
-export const RELEASE_GRACE_MS = 2000;
+/** How long after recycling an isolate a host still counts as getting its memory back. */
+const RELEASE_GRACE_MS = 2000;
 
 /**
  * Runs isolate instances with isolated-vm: one V8 isolate per instance, the Grove prelude first, then
@@ -617,8 +617,9 @@ export class IsolateDriver implements WorkloadDriver {
    * each invocation the host adds up the isolate's heap and ArrayBuffer memory itself and recycles an
    * isolate that holds more than half again its limit (the heap may hold garbage not yet collected,
    * so the limit itself would recycle healthy isolates). The response already made stands. The host
-   * process's RSS budget (shedMemory, then IsolateHostPool) is the last line behind this. The sum is taken at most
-   * every MEMORY_CHECK_EVERY_MS per isolate, and always within that time of an invocation's end.
+   * process's RSS budget (shedMemory, then IsolateHostPool) is the last line behind this. The sum is
+   * taken at most every MEMORY_CHECK_EVERY_MS per isolate, and always within that time of an
+   * invocation's end.
    */
   private checkMemorySoon(inst: Running, cpuMs: number): void {
     const now = performance.now();

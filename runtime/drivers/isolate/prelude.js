@@ -1696,16 +1696,23 @@
         `${what}: ${mb(more)} MiB more WebAssembly memory would exceed this worker's memory limit of ${mb(capBytes)} MiB (${mb(usedBytes())} MiB in use)`,
       );
     };
+    // A count of 64 KiB pages, as WebIDL's [EnforceRange] unsigned long reads it. Each value is read
+    // once and only the number is passed on: a getter answering 1 to the check and 60 000 to V8
+    // would otherwise get past it.
     const pages = (value, what) => {
-      const n = Number(value);
-      if (!Number.isInteger(n) || n < 0) throw new TypeError(`${what} must be a whole number of 64 KiB pages`);
+      const n = Math.trunc(Number(value));
+      if (!Number.isFinite(n) || n < 0 || n > 0xffffffff) throw new TypeError(`${what} must be a number of 64 KiB pages`);
       return n;
     };
     const Memory = function Memory(descriptor) {
       if (new.target === undefined) throw new TypeError("WebAssembly.Memory must be invoked with 'new'");
-      const initial = pages(descriptor?.initial, 'WebAssembly.Memory(): descriptor.initial');
+      if (descriptor === null || typeof descriptor !== 'object') throw new TypeError('WebAssembly.Memory(): the argument must be an object');
+      const initial = pages(descriptor.initial, 'WebAssembly.Memory(): descriptor.initial');
+      const maximum = descriptor.maximum === undefined ? undefined : pages(descriptor.maximum, 'WebAssembly.Memory(): descriptor.maximum');
+      const shared = Boolean(descriptor.shared);
       if (usedBytes() + initial * PAGE > capBytes) refuse('WebAssembly.Memory()', initial * PAGE);
-      const memory = Reflect.construct(OriginalMemory, [descriptor], new.target);
+      const plain = maximum === undefined ? { initial, shared } : { initial, maximum, shared };
+      const memory = Reflect.construct(OriginalMemory, [plain], new.target);
       live.add(new WeakRef(memory));
       return memory;
     };
@@ -1713,9 +1720,9 @@
     Object.defineProperty(memoryProto, 'constructor', { value: Memory, writable: true, configurable: true, enumerable: false });
     Object.defineProperty(memoryProto, 'grow', {
       value: named(function grow(delta) {
-        const more = pages(delta, 'WebAssembly.Memory.grow(): delta') * PAGE;
-        if (usedBytes() + more > capBytes) refuse('WebAssembly.Memory.grow()', more);
-        return originalGrow.call(this, delta);
+        const n = pages(delta, 'WebAssembly.Memory.grow(): delta');
+        if (usedBytes() + n * PAGE > capBytes) refuse('WebAssembly.Memory.grow()', n * PAGE);
+        return originalGrow.call(this, n);
       }, 'grow'),
       writable: true,
       configurable: true,
