@@ -403,8 +403,9 @@ export class IsolateHostPool implements WorkloadDriver {
   /**
    * isolated-vm's per-isolate limit is a guideline hostile code can beat, so the host watches its own
    * RSS and recycles the isolates behind it (isolate-host.ts); a host that stays over its budget is
-   * killed. While the host says memory is on its way back (isolates it stopped are still unwinding),
-   * it gets up to `unresponsiveMs` before that: killing it then would take its other instances too.
+   * killed. While the host says memory is on its way back (it recycled an isolate lately, or one is
+   * still unwinding), it gets up to `unresponsiveMs` before that: killing it then would take its
+   * other instances too.
    */
   private checkMemory(host: Host): void {
     if (!host.health) return;

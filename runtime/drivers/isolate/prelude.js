@@ -1662,11 +1662,11 @@
   // ── WebAssembly: memories held to the isolate's limit, no code generated at run time ──────────
   //
   // A WebAssembly.Memory lives outside V8's heap, so neither isolated-vm's memory limit nor V8's heap
-  // statistics see it: unchecked, one worker with a 16 MB limit took its host past 1 GB and the host's
-  // RSS backstop killed every isolate in it. So memories are counted here, where they are made and
-  // grown, against the isolate's limit (on top of what the heap may hold). Only JavaScript can make or
-  // grow one, because, as on Workers, a module cannot be compiled from bytes at run time: wasm code
-  // could declare and grow a memory JavaScript never sees. Memories dropped but not yet collected
+  // statistics see it: unchecked, an isolate with a 16 MB limit held 1.2 GB of them, and through the
+  // pool one worker took its host over budget, whose kill took every isolate in it. So memories are
+  // counted here, where they are made and grown, against the isolate's limit (on top of what the
+  // heap may hold). Only JavaScript can make or grow one, because, as on Workers, a module cannot be
+  // compiled from bytes at run time: wasm code could declare and grow a memory JavaScript never sees. Memories dropped but not yet collected
   // still count until V8 collects them (WeakRefs), which errs on the side of the other tenants.
   // Made on first use (globals.js), like the other rarely used parts: most workers never touch it.
 
