@@ -42,7 +42,10 @@ driver.onExit((instanceId, reason) => send({ t: 'exit', instanceId, reason }));
 const MEMORY_WATCH_MS = 100;
 function watchMemory(): void {
   const rssMb = Math.round(process.memoryUsage.rss() / 2 ** 20);
-  const budgetMb = hostMemoryBudgetMb(boot.memoryBaseMb ?? HOST_BASE_MEMORY_MB, driver.memoryLimitsMb());
+  const baseMb = boot.memoryBaseMb ?? HOST_BASE_MEMORY_MB;
+  // Under the base, the instances' limits need not be added up (the common case, ten times a second).
+  if (rssMb <= baseMb) return;
+  const budgetMb = hostMemoryBudgetMb(baseMb, driver.memoryLimitsMb());
   if (rssMb > budgetMb) driver.shedMemory(rssMb, budgetMb);
 }
 setInterval(watchMemory, MEMORY_WATCH_MS).unref();
