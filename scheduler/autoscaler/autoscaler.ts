@@ -17,11 +17,22 @@ export interface AutoscalerOptions {
   onScale?: (change: { appId: string; from: number; to: number; concurrency: number }) => void;
   warn?: (message: string) => void;
   now?: () => number;
+  /** How long a cell's last good reading stands in for reads that fail (default 10 s). */
+  standInMs?: number;
 }
 
 interface Tracked {
   samples: LoadSample[];
   lastActiveAt: number;
+}
+
+/** What one tick could read of the cells' load. */
+interface Reading {
+  loads: CellLoad[];
+  /** Apps whose load includes a cell's last good reading in place of one that failed. */
+  stale: Set<string>;
+  /** Apps on a cell that could not be read and has no recent reading to stand in: no decision. */
+  unknown: Set<string>;
 }
 
 /**
@@ -35,6 +46,10 @@ export class Autoscaler {
   private running: Promise<void> = Promise.resolve();
   private stopped = false;
   private readonly now: () => number;
+  /** Each cell's last good reading (by cell id), kept while the cell is live. */
+  private readonly lastReads = new Map<string, { load: CellLoad; at: number }>();
+  /** Cells whose last read failed (warned about once, until they answer again). */
+  private readonly failing = new Set<string>();
 
   constructor(private readonly options: AutoscalerOptions) {
     this.now = options.now ?? Date.now;
@@ -58,7 +73,7 @@ export class Autoscaler {
   async tick(): Promise<void> {
     if (this.stopped) return;
     const now = this.now();
-    const loads = await this.readCells();
+    const { loads, stale, unknown } = await this.readCells(now);
     const byApp = new Map<string, { concurrency: number; active: boolean }>();
     for (const load of loads) {
       for (const [appId, l] of Object.entries(load.apps)) {
@@ -73,6 +88,9 @@ export class Autoscaler {
     for (const desired of await this.options.store.listDesired()) {
       if (!desired.autoscale) continue;
       seen.add(desired.appId);
+      // Knative's rule: no metrics, no decision. Its load is missing a cell's share, and a sample
+      // without it would read as a drop and could scale a busy app down.
+      if (unknown.has(desired.appId)) continue;
       let tracked = this.apps.get(desired.appId);
       // A newly seen app counts as active now: a leader that just took over must not scale to zero
       // what the last one saw busy a moment ago.
@@ -92,6 +110,8 @@ export class Autoscaler {
         panicWindowMs: this.options.panicWindowMs ?? 6_000,
       });
       if (want === desired.instances) continue;
+      // A stand-in reading is old news: good enough to scale up on, not to take instances away.
+      if (want < desired.instances && stale.has(desired.appId)) continue;
       if (want === 0 && (await this.options.pendingDeliveries?.(desired.appId, desired.spaceId))) {
         tracked.lastActiveAt = now;
         want = 1;
@@ -108,17 +128,45 @@ export class Autoscaler {
     for (const appId of this.apps.keys()) if (!seen.has(appId)) this.apps.delete(appId);
   }
 
-  private async readCells(): Promise<CellLoad[]> {
+  /**
+   * Reads every live cell's load. A cell that fails to answer (or takes over 2 s) is not taken as
+   * idle: its last good reading stands in for up to `standInMs`, and after that the apps with an
+   * instance on it get no decision until it answers or the converger has moved them off it.
+   */
+  private async readCells(now: number): Promise<Reading> {
     const reps = await this.options.reps();
+    for (const cellId of this.lastReads.keys()) if (!reps.has(cellId)) this.lastReads.delete(cellId);
+    for (const cellId of this.failing) if (!reps.has(cellId)) this.failing.delete(cellId);
+    const cells = [...reps].filter(([, rep]) => rep.load);
     const reads = await Promise.allSettled(
-      [...reps.values()].map((rep) =>
-        rep.load
-          ? Promise.race([rep.load(), new Promise<never>((_, reject) => setTimeout(() => reject(new Error('timed out')), 2_000).unref())])
-          : Promise.resolve(null),
+      cells.map(([, rep]) =>
+        Promise.race([rep.load!(), new Promise<never>((_, reject) => setTimeout(() => reject(new Error('timed out after 2 s')), 2_000).unref())]),
       ),
     );
-    const out: CellLoad[] = [];
-    for (const r of reads) if (r.status === 'fulfilled' && r.value) out.push(r.value);
-    return out;
+    const reading: Reading = { loads: [], stale: new Set(), unknown: new Set() };
+    const standInMs = this.options.standInMs ?? 10_000;
+    for (const [i, read] of reads.entries()) {
+      const cellId = cells[i]![0];
+      if (read.status === 'fulfilled') {
+        this.lastReads.set(cellId, { load: read.value, at: now });
+        this.failing.delete(cellId);
+        reading.loads.push(read.value);
+        continue;
+      }
+      if (!this.failing.has(cellId)) {
+        this.failing.add(cellId);
+        this.options.warn?.(`autoscaler: cell ${cellId} did not report its load (${(read.reason as Error)?.message ?? read.reason}); its apps keep their instance counts until it does`);
+      }
+      // Apps placed there since its last reading are held too.
+      const placed = (await this.options.store.listActual({ cellId })).map((actual) => actual.appId);
+      const last = this.lastReads.get(cellId);
+      if (last && now - last.at <= standInMs) {
+        reading.loads.push(last.load);
+        for (const appId of [...Object.keys(last.load.apps), ...placed]) reading.stale.add(appId);
+      } else {
+        for (const appId of placed) reading.unknown.add(appId);
+      }
+    }
+    return reading;
   }
 }
