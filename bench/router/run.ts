@@ -13,14 +13,18 @@
  *   every connection after one response, so both paths pay a fork and a TCP handshake per request.
  * - `fast`: the same busybox-static image with `hello.c` (a one-thread epoll keep-alive server) as
  *   its command, so the router is measured against a backend that is not itself the bottleneck.
+ * - Each container app is also measured through `min-proxy.ts`, the least a reverse proxy on Node
+ *   does (HTTP server → undici Pool → the instance, nothing else), on the same CPU 0: the ceiling
+ *   any router written on Node meets on this core, so a miss can be split into what Node's HTTP
+ *   proxying costs and what Grove's router adds on top.
  * - `fn`: bench/hello/worker.js as an isolate app. Direct = `isolate-front.ts`, a bare Node HTTP
  *   server holding its own IsolateHostPool (why: see that file and bench/README.md).
  *
  * Every server is pinned to CPU 0 (`grove up` is spawned while this script is pinned there, so its
  * containerd, shims, containers and isolate hosts inherit CPU 0, and each is pinned again once it
  * runs); wrk (`-t1 -cN`) and this script run on CPU 1. After a warm-up of every path, each round
- * runs every path once, the router and direct runs of an app back to back (which goes first
- * alternates per round); figures are medians over rounds, ratios the median of per-round ratios.
+ * runs every path once, the router, direct (and minimal proxy) runs of an app back to back (the
+ * order reverses every other round); figures are medians over rounds, ratios the median of per-round ratios.
  * CPU time (utime + stime, children reaped included, from /proc) of the front process and of the
  * backend is sampled around each run and shown per request, with how busy CPU 0 was (nothing keeps
  * other work off CPU 0: a busy machine shows there and in the load averages printed).
@@ -30,7 +34,7 @@
  * busybox httpd's paths, whose dropped SYNs wrk may count as timeouts), or a process of this run
  * alive after cleanup exit non-zero.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
@@ -192,7 +196,7 @@ function leftovers(marks: string[], containerIds: string[]): string[] {
 
 interface Path {
   app: string;
-  via: 'router' | 'direct';
+  via: 'router' | 'direct' | 'proxy';
   label: string;
   url: string;
   host?: string;
@@ -282,6 +286,31 @@ async function buildImages(dir: string): Promise<{ httpd: TestImage; hello: Test
 
 // ── main ──────────────────────────────────────────────────────────────────────────────────────
 
+/**
+ * Starts one of this directory's helper servers (isolate-front.ts, min-proxy.ts) on CPU 0 through
+ * tsx, as `grove up` runs, and waits for its "ready". taskset execs in place, so the child's PID is
+ * the server's own node process.
+ */
+async function startHelper(script: string, args: string[]): Promise<ChildProcess> {
+  const child = track(
+    spawn('taskset', ['-c', '0', process.execPath, '--no-node-snapshot', '--import', 'tsx', join(import.meta.dirname, script), ...args], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    }),
+  );
+  let said = '';
+  child.stdout!.on('data', (d: Buffer) => (said += d.toString()));
+  const deadline = Date.now() + 30_000;
+  while (!said.includes('ready')) {
+    if (child.exitCode !== null || Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`${script} did not start:\n${said}`);
+    }
+    await sleep(20);
+  }
+  return child;
+}
+
 async function main(): Promise<void> {
   const containerApps = APPS.filter((a) => a === 'web' || a === 'fast');
   const tools = [
@@ -356,9 +385,14 @@ async function main(): Promise<void> {
       await expectHello(`http://127.0.0.1:${port}/`);
       const backend = () => containerPids(containerId);
       const what = app === 'web' ? 'busybox httpd' : 'hello.c keep-alive';
+      const proxyPort = await freePort();
+      const proxy = await startHelper('min-proxy.ts', [String(proxyPort), `http://127.0.0.1:${port}`]);
+      stops.push(() => stopChild(proxy));
+      await expectHello(`http://127.0.0.1:${proxyPort}/`);
       paths.push(
         { app, via: 'router', label: `container (${what}) via router`, url: `${groveUp.routerUrl}/`, host: `${app}.localhost`, front: groveMain, backend },
         { app, via: 'direct', label: `container (${what}) 127.0.0.1:${port}`, url: `http://127.0.0.1:${port}/`, front: () => [], backend },
+        { app, via: 'proxy', label: `container (${what}) via minimal Node proxy`, url: `http://127.0.0.1:${proxyPort}/`, front: () => [proxy.pid!], backend },
       );
     }
 
@@ -370,20 +404,8 @@ async function main(): Promise<void> {
       await expectHello(`${groveUp.routerUrl}/`, 'fn.localhost');
 
       const port = await freePort();
-      const front = track(
-        spawn('taskset', ['-c', '0', process.execPath, '--no-node-snapshot', '--import', 'tsx', join(import.meta.dirname, 'isolate-front.ts'), String(port), WORKER], {
-          cwd: ROOT,
-          stdio: ['ignore', 'pipe', 'inherit'],
-        }),
-      );
+      const front = await startHelper('isolate-front.ts', [String(port), WORKER]);
       stops.push(() => stopChild(front));
-      let said = '';
-      front.stdout!.on('data', (d: Buffer) => (said += d.toString()));
-      const deadline = Date.now() + 30_000;
-      while (!said.includes('ready')) {
-        if (front.exitCode !== null || Date.now() > deadline) throw new Error(`isolate-front did not start:\n${said}`);
-        await sleep(20);
-      }
       await expectHello(`http://127.0.0.1:${port}/`);
       // taskset execs in place: the child's PID is the front's own node process.
       const frontPid = front.pid!;
@@ -503,7 +525,17 @@ function report(paths: Path[], results: Map<string, Sample[]>): void {
     console.log(
       `  ${name.padEnd(32)} throughput ${f(ratio, 2)}× (rounds: ${ratios.map((x) => x.toFixed(2)).join(', ')}), p50 ${dp50 >= 0 ? '+' : ''}${f(dp50, 2)} ms, p99 ${dp99 >= 0 ? '+' : ''}${f(dp99, 2)} ms${isContainer ? `  → ${verdict} (target ≥ ${TARGET})` : ''}`,
     );
-    summary[app] = { ratio, ratios, dp50, dp99, router: r, direct: d, ...(isContainer ? { pass: ratio >= TARGET } : {}) };
+    const proxy = results.get(`${app}/proxy`) ?? [];
+    let ceiling: { ratio: number; routerOfProxy: number } | undefined;
+    if (proxy.length) {
+      const m = Math.min(proxy.length, d.length, r.length);
+      ceiling = {
+        ratio: median(Array.from({ length: m }, (_, i) => proxy[i]!.rps / d[i]!.rps)),
+        routerOfProxy: median(Array.from({ length: m }, (_, i) => r[i]!.rps / proxy[i]!.rps)),
+      };
+      console.log(`  ${''.padEnd(32)} minimal Node proxy ÷ direct ${f(ceiling.ratio, 2)}× (the ceiling for a Node router here); router ÷ minimal proxy ${f(ceiling.routerOfProxy, 2)}×`);
+    }
+    summary[app] = { ratio, ratios, dp50, dp99, router: r, direct: d, ...(ceiling ? { proxy, ceiling } : {}), ...(isContainer ? { pass: ratio >= TARGET } : {}) };
   }
   console.log('\ntarget: the router costs ≤ 15 % of a container app\'s throughput (router ÷ direct ≥ 0.85)');
   if (failures.length) {
