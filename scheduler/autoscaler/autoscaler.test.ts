@@ -37,6 +37,8 @@ describe('Autoscaler when a cell cannot be read', () => {
   let rep: LoadRep;
   let warnings: string[];
   let autoscaler: Autoscaler;
+  /** The cell has been declared lost: it is no longer among the live cells' reps. */
+  let cellLost: boolean;
 
   beforeEach(async () => {
     dir = mkdtempSync(join(tmpdir(), 'grove-autoscale-'));
@@ -54,10 +56,11 @@ describe('Autoscaler when a cell cannot be read', () => {
       await store.transitionActual(actual.instanceId, 'CLAIMED', { cellId: 'cell-a' });
     }
     rep = new LoadRep('cell-a', () => appId);
+    cellLost = false;
     warnings = [];
     autoscaler = new Autoscaler({
       store,
-      reps: async () => new Map([['cell-a', rep]]),
+      reps: async () => (cellLost ? new Map() : new Map([['cell-a', rep]])),
       stableWindowMs: 5_000,
       panicWindowMs: 1_000,
       standInMs: 3_000,
@@ -113,5 +116,18 @@ describe('Autoscaler when a cell cannot be read', () => {
     rep.failure = null;
     const after = await run(7);
     expect(after.at(-1)).toBe(2);
+  });
+
+  it('decides again once an unreachable cell is declared lost and its instances are gone from it', async () => {
+    rep.concurrency = 3;
+    await run(6);
+    rep.failure = new Error('connect ECONNREFUSED');
+    expect(await run(10)).toEqual(Array(10).fill(3));
+    // The converger declares the cell lost and takes its instances off it; nothing reports load for
+    // the app now, so it is idle, and goes down (to 1: its idle period has not passed).
+    cellLost = true;
+    for (const actual of await store.listActual({ appId })) await store.removeActual(actual.instanceId, 'cell lost');
+    const after = await run(7);
+    expect(after.at(-1)).toBe(1);
   });
 });
