@@ -155,7 +155,7 @@ export class Autoscaler {
       }
       if (!this.failing.has(cellId)) {
         this.failing.add(cellId);
-        this.options.warn?.(`autoscaler: cell ${cellId} did not report its load (${(read.reason as Error)?.message ?? read.reason}); its apps keep their instance counts until it does`);
+        this.options.warn?.(`autoscaler: cell ${cellId} did not report its load (${(read.reason as Error)?.message ?? read.reason}); its apps are not scaled down until it does`);
       }
       // Apps placed there since its last reading are held too.
       const placed = (await this.options.store.listActual({ cellId })).map((actual) => actual.appId);
