@@ -490,7 +490,7 @@ function report(paths: Path[], results: Map<string, Sample[]>): void {
   console.log(`\nrouter overhead: wrk -t1 -c${CONNECTIONS} -d${DURATION}s, ${ROUNDS} round(s), medians; servers on CPU 0, wrk on CPU 1 (${cpus().length} CPUs, Node ${process.versions.node})`);
   // Nothing else is pinned away from CPU 0: a busy machine shows here and in "CPU0 busy".
   console.log(`load average at the start ${LOAD_AT_START.map((x) => x.toFixed(2)).join(' ')}, at the end ${loadavg().map((x) => x.toFixed(2)).join(' ')}\n`);
-  const w = 46;
+  const w = Math.max(46, ...paths.map((p) => p.label.length + 2));
   console.log(
     `${'path'.padEnd(w)}${'req/s'.padStart(9)}${'p50 ms'.padStart(9)}${'p99 ms'.padStart(9)}${'errors'.padStart(8)}${'front µs/req'.padStart(14)}${'backend µs/req'.padStart(16)}${'CPU0 busy'.padStart(11)}`,
   );
