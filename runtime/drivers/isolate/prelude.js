@@ -2074,7 +2074,7 @@
 
   /** A request from the host: `reportNow` while handleFetch runs (a synchronous entry), else `reportLater`. */
   function fetchEntry(id, wire, sync, target, reportNow, reportLater) {
-    // True only while handleFetch runs: an answer made after it (a settled promise) goes through `done`.
+    // True only while handleFetch runs: an answer made after it (a settled promise) goes through reportLater.
     let now = sync === true;
     handleFetch(wire, id, target, (err, head, stream) => {
       const report = now ? reportNow : reportLater;
