@@ -100,6 +100,22 @@ describe('IsolateHostPool (isolates in supervised child processes)', () => {
     expect(p.hostPids()).toContain(p.hostOf(c.instanceId));
   });
 
+  it('a host lives through the SIGINT a Ctrl-C sends its process group, and leaves with its cell', async () => {
+    const p = await open();
+    const a = spec();
+    await p.start(a);
+    const host = p.hostOf(a.instanceId)!;
+    process.kill(host, 'SIGINT');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(alive(host)).toBe(true);
+    expect(exits).toEqual([]);
+    const res = await p.fetch(a.instanceId, { method: 'GET', url: 'http://x.localhost/after', headers: [], body: null });
+    expect(dec.decode(res.body!)).toBe('hello from /after');
+    await p.close();
+    pool = undefined;
+    await until(() => !alive(host), 'the host to exit with its pool');
+  });
+
   it('kills a host that stops answering (runaway) and reports its instances', async () => {
     const p = await open({ pingIntervalMs: 100, unresponsiveMs: 600 });
     const a = spec();

@@ -168,6 +168,10 @@ process.on('message', function onMessage(message: ToHost): void {
 
 // The cell is gone (it exited, or was killed): a host never outlives it.
 process.on('disconnect', () => process.exit(0));
+// Ctrl-C in a terminal signals the whole process group, hosts included. The cell stops its hosts
+// itself when it shuts down (and a host exits when the cell goes, above); dying on the signal first
+// would report every instance as crashed on the way out.
+process.on('SIGINT', () => undefined);
 process.on('uncaughtException', (err) => {
   sendNow({ t: 'fatal', reason: `isolate host failed: ${err.message}` });
   process.exit(70);
