@@ -139,9 +139,12 @@ export class Autoscaler {
     for (const cellId of this.failing) if (!reps.has(cellId)) this.failing.delete(cellId);
     const cells = [...reps].filter(([, rep]) => rep.load);
     const reads = await Promise.allSettled(
-      cells.map(([, rep]) =>
-        Promise.race([rep.load!(), new Promise<never>((_, reject) => setTimeout(() => reject(new Error('timed out after 2 s')), 2_000).unref())]),
-      ),
+      cells.map(([, rep]) => {
+        let timer: NodeJS.Timeout | undefined;
+        const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('timed out after 2 s')), 2_000).unref()));
+        // Cleared either way: a timer per cell per tick would otherwise outlive every read for 2 s.
+        return Promise.race([rep.load!(), late]).finally(() => clearTimeout(timer));
+      }),
     );
     const reading: Reading = { loads: [], stale: new Set(), unknown: new Set() };
     const standInMs = this.options.standInMs ?? 10_000;
