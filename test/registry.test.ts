@@ -374,7 +374,11 @@ describe('registry proxy against a real upstream (docker-registry)', () => {
       );
       const ref = `${own.hostPort}/library/mirrored:3`;
       const pull = await containerd.ctr(['images', 'pull', '--hosts-dir', hostsDir, '--plain-http', '--user', 'grove:tok-a', ref], { timeoutMs: 60_000 });
-      expect(pull.stderr + pull.stdout).not.toMatch(/error|failed/i);
+      // ctr's progress display may log `level=error msg="active check failed" error="context canceled"`
+      // when the pull finishes while it is checking the content store (seen once in CI, on a pull
+      // that completed): its own shutdown, not the pull's. Any other error line fails the test.
+      const output = `${pull.stderr}${pull.stdout}`.split('\n').filter((line) => !/active check failed.*context canceled/.test(line));
+      expect(output.join('\n')).not.toMatch(/error|failed/i);
       expect(pull.code).toBe(0);
       await own.settle();
       // containerd resolved through the mirror: the upstream saw only the proxy's own requests.
