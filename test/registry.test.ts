@@ -377,7 +377,7 @@ describe('registry proxy against a real upstream (docker-registry)', () => {
       // ctr's progress display may log `level=error msg="active check failed" error="context canceled"`
       // when the pull finishes while it is checking the content store (seen once in CI, on a pull
       // that completed): its own shutdown, not the pull's. Any other error line fails the test.
-      const output = `${pull.stderr}${pull.stdout}`.split('\n').filter((line) => !/active check failed.*context canceled/.test(line));
+      const output = `${pull.stderr}\n${pull.stdout}`.split('\n').filter((line) => !/active check failed.*context canceled/.test(line));
       expect(output.join('\n')).not.toMatch(/error|failed/i);
       expect(pull.code).toBe(0);
       await own.settle();

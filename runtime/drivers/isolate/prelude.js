@@ -1666,8 +1666,9 @@
   // pool one worker took its host over budget, whose kill took every isolate in it. So memories are
   // counted here, where they are made and grown, against the isolate's limit (on top of what the
   // heap may hold). Only JavaScript can make or grow one, because, as on Workers, a module cannot be
-  // compiled from bytes at run time: wasm code could declare and grow a memory JavaScript never sees. Memories dropped but not yet collected
-  // still count until V8 collects them (WeakRefs), which errs on the side of the other tenants.
+  // compiled from bytes at run time: wasm code could declare and grow a memory JavaScript never sees.
+  // Memories dropped but not yet collected still count until V8 collects them (WeakRefs), which errs
+  // on the side of the other tenants.
   // Made on first use (globals.js), like the other rarely used parts: most workers never touch it.
 
   const wasmObject = g.WebAssembly;
