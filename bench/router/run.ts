@@ -17,6 +17,8 @@
  *   does (HTTP server → undici Pool → the instance, nothing else), on the same CPU 0: the ceiling
  *   any router written on Node meets on this core, so a miss can be split into what Node's HTTP
  *   proxying costs and what Grove's router adds on top.
+ * - And through nginx (Debian's, one worker, upstream keep-alive, no access log), also on CPU 0: a
+ *   proxy written in C, to tell what this machine allows any router from what Node allows.
  * - `fn`: bench/hello/worker.js as an isolate app. Direct = `isolate-front.ts`, a bare Node HTTP
  *   server holding its own IsolateHostPool (why: see that file and bench/README.md).
  *
@@ -35,7 +37,7 @@
  * alive after cleanup exit non-zero.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { mkdirSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
@@ -196,7 +198,7 @@ function leftovers(marks: string[], containerIds: string[]): string[] {
 
 interface Path {
   app: string;
-  via: 'router' | 'direct' | 'proxy';
+  via: 'router' | 'direct' | 'proxy' | 'nginx';
   label: string;
   url: string;
   host?: string;
@@ -311,6 +313,48 @@ async function startHelper(script: string, args: string[]): Promise<ChildProcess
   return child;
 }
 
+/**
+ * nginx in front of one upstream, on CPU 0: the reference proxy that is not Node. One worker, like
+ * the router's one event loop; `master_process off` so that worker is the process we spawn (its
+ * PID is the one whose CPU is sampled and stopped), everything it writes under `dir`.
+ */
+async function startNginx(dir: string, port: number, upstreamPort: number): Promise<ChildProcess> {
+  mkdirSync(dir, { recursive: true });
+  const conf = join(dir, 'nginx.conf');
+  writeFileSync(
+    conf,
+    `daemon off;
+master_process off;
+worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  upstream app { server 127.0.0.1:${upstreamPort}; keepalive 64; }
+  server {
+    listen 127.0.0.1:${port};
+    location / {
+      proxy_pass http://app;
+      # Keep-alive to the upstream (nginx speaks HTTP/1.0 without "Connection: close" otherwise).
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+`,
+  );
+  // taskset execs in place: the child's PID is nginx's own.
+  const child = track(spawn('taskset', ['-c', '0', 'nginx', '-p', dir, '-c', conf, '-e', join(dir, 'error.log')], { stdio: ['ignore', 'ignore', 'inherit'] }));
+  await expectHello(`http://127.0.0.1:${port}/`);
+  return child;
+}
+
 async function main(): Promise<void> {
   const containerApps = APPS.filter((a) => a === 'web' || a === 'fast');
   const tools = [
@@ -318,7 +362,7 @@ async function main(): Promise<void> {
     ['taskset', 'util-linux'],
   ];
   if (containerApps.length) {
-    tools.push(['docker-registry', 'docker-registry'], ['umoci', 'umoci busybox-static'], ['skopeo', 'skopeo'], ['containerd', 'containerd runc'], ['gcc', 'gcc libc6-dev']);
+    tools.push(['nginx', 'nginx-light'], ['docker-registry', 'docker-registry'], ['umoci', 'umoci busybox-static'], ['skopeo', 'skopeo'], ['containerd', 'containerd runc'], ['gcc', 'gcc libc6-dev']);
   }
   for (const [bin, pkg] of tools) need(bin!, `apt-get install -y ${pkg}`);
   if (containerApps.length && process.getuid?.() !== 0) throw new Error('container apps need root (containerd): run as root, or pass --apps fn');
@@ -389,10 +433,14 @@ async function main(): Promise<void> {
       const proxy = await startHelper('min-proxy.ts', [String(proxyPort), `http://127.0.0.1:${port}`]);
       stops.push(() => stopChild(proxy));
       await expectHello(`http://127.0.0.1:${proxyPort}/`);
+      const nginxPort = await freePort();
+      const nginx = await startNginx(join(scratch, `nginx-${app}`), nginxPort, port);
+      stops.push(() => stopChild(nginx));
       paths.push(
         { app, via: 'router', label: `container (${what}) via router`, url: `${groveUp.routerUrl}/`, host: `${app}.localhost`, front: groveMain, backend },
         { app, via: 'direct', label: `container (${what}) 127.0.0.1:${port}`, url: `http://127.0.0.1:${port}/`, front: () => [], backend },
         { app, via: 'proxy', label: `container (${what}) via minimal Node proxy`, url: `http://127.0.0.1:${proxyPort}/`, front: () => [proxy.pid!], backend },
+        { app, via: 'nginx', label: `container (${what}) via nginx`, url: `http://127.0.0.1:${nginxPort}/`, front: () => [nginx.pid!], backend },
       );
     }
 
@@ -535,7 +583,24 @@ function report(paths: Path[], results: Map<string, Sample[]>): void {
       };
       console.log(`  ${''.padEnd(32)} minimal Node proxy ÷ direct ${f(ceiling.ratio, 2)}× (the ceiling for a Node router here); router ÷ minimal proxy ${f(ceiling.routerOfProxy, 2)}×`);
     }
-    summary[app] = { ratio, ratios, dp50, dp99, router: r, direct: d, ...(ceiling ? { proxy, ceiling } : {}), ...(isContainer ? { pass: ratio >= TARGET } : {}) };
+    const nginx = results.get(`${app}/nginx`) ?? [];
+    let reference: { ratio: number; ratios: number[] } | undefined;
+    if (nginx.length) {
+      const ratios = Array.from({ length: Math.min(nginx.length, d.length) }, (_, i) => nginx[i]!.rps / d[i]!.rps);
+      reference = { ratio: median(ratios), ratios };
+      console.log(`  ${''.padEnd(32)} nginx ÷ direct ${f(reference.ratio, 2)}× (rounds: ${ratios.map((x) => x.toFixed(2)).join(', ')}): a proxy in C on the same core`);
+    }
+    summary[app] = {
+      ratio,
+      ratios,
+      dp50,
+      dp99,
+      router: r,
+      direct: d,
+      ...(ceiling ? { proxy, ceiling } : {}),
+      ...(reference ? { nginx, reference } : {}),
+      ...(isContainer ? { pass: ratio >= TARGET } : {}),
+    };
   }
   console.log('\ntarget: the router costs ≤ 15 % of a container app\'s throughput (router ÷ direct ≥ 0.85)');
   if (failures.length) {
