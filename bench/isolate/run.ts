@@ -3,7 +3,7 @@
  *
  *   node --no-node-snapshot --import tsx bench/isolate/run.ts \
  *     [--duration 8] [--connections 32] [--functions 200] [--memory-functions 500] [--parallel 8]
- *     [--only hello,first,deploy,memory]
+ *     [--only hello,first,zero,deploy,memory]
  *
  * 1. Hello world: throughput and p50/p99 with `wrk -t1 -cC` through Grove's router and from workerd.
  * 2. First request to each of N distinct functions, timed from send to full body on a keep-alive
@@ -11,6 +11,10 @@
  *    first request, so this first request meets a running isolate; Grove's deploy → first 200 per
  *    function is measured as well, one function at a time. workerd loads every worker at process
  *    start, so its first request also meets a loaded worker.
+ *    And Grove's cold start proper: the first request to each of N functions that have scaled to
+ *    zero (autoscaled, min 0, idle 1 s) after serving once, so the bundle and its compiled code are
+ *    on the cell but no isolate runs: the router holds the request while an instance is placed and
+ *    started. workerd has no such state; its figure beside it is the loaded worker's first request.
  * 3. Memory per warm idle function: the RSS (and PSS) of the whole process tree with M functions,
  *    each served once, less that with 1, divided by M − 1.
  *
@@ -52,7 +56,7 @@ const CONNECTIONS = numberFlag(args, 'connections', 32);
 const FUNCTIONS = numberFlag(args, 'functions', 200);
 const MEMORY_FUNCTIONS = numberFlag(args, 'memory-functions', 500);
 const PARALLEL = numberFlag(args, 'parallel', 8);
-const PHASES = ['hello', 'first', 'deploy', 'memory'] as const;
+const PHASES = ['hello', 'first', 'zero', 'deploy', 'memory'] as const;
 /** `--only a,b` runs just those phases (both peers each), for quicker iteration on one figure. */
 const ONLY = (() => {
   const only = stringFlag(args, 'only');
@@ -65,6 +69,13 @@ const ONLY = (() => {
 /** Runs a phase when it was asked for; a skipped one prints as n/a. */
 const phase = <T>(name: (typeof PHASES)[number], label: string, fn: () => Promise<T>) =>
   ONLY.has(name) ? measure(label, fn) : Promise.resolve(undefined);
+/**
+ * The idle time before each of the spaced cold starts. Back to back on one core, a cold start also
+ * pays for the work the one before it left (a new spare isolate, ~6–8 ms of CPU, and the control
+ * plane's follow-up); cold starts that come one at a time with the cell idle in between show what a
+ * single one costs.
+ */
+const COLD_GAP_MS = 100;
 /** Time for allocator and GC to settle before timing starts, the same for both peers. */
 const SETTLE_MS = 2_000;
 /**
@@ -153,9 +164,16 @@ async function preconnected(port: number): Promise<Client> {
 
 // ── Grove ──────────────────────────────────────────────────────────────────────────────────────
 
-async function deploy(grove: Grove, name: string, code: string, host: string, limits?: { memoryMb: number }): Promise<void> {
+async function deploy(
+  grove: Grove,
+  name: string,
+  code: string,
+  host: string,
+  limits?: { memoryMb: number },
+  autoscale?: { min: number; idleSeconds: number },
+): Promise<void> {
   const { digest } = (await grove.api('PUT', '/v1/bundles', code)) as { digest: string };
-  await grove.api('POST', `/v1/apps/${name}/revisions`, { bundle: digest, create: true, ...(limits ? { limits } : {}) });
+  await grove.api('POST', `/v1/apps/${name}/revisions`, { bundle: digest, create: true, ...(limits ? { limits } : {}), ...(autoscale ? { autoscale } : {}) });
   await grove.api('POST', '/v1/routes', { app: name, host });
 }
 
@@ -237,6 +255,59 @@ async function groveFirstRequests(n: number): Promise<FirstRequests> {
       else errors++;
     }
     return { latency: distribution(samples), errors, second: distribution(second) };
+  } finally {
+    await client.close().catch(() => undefined);
+    await grove.stop();
+  }
+}
+
+/**
+ * The first request to each of N functions that scaled to zero: deployed with autoscaling (min 0,
+ * idle 1 s), each served once (its bundle fetched and its compiled code cached on the cell, as after
+ * real use), then left idle until no instance of any runs. Each first request is held by the router
+ * while the autoscaler places an instance and the cell starts it from a spare isolate.
+ */
+async function groveFromZero(n: number): Promise<{ backToBack: FirstRequests; spaced: FirstRequests }> {
+  checkCapacity(n + 1);
+  const grove = await startGrove(scratch, 'grove-zero');
+  const client = new Client(grove.routerUrl, { pipelining: 1 });
+  try {
+    await deploy(grove, 'probe', functionCode(-1), 'probe.localhost', { memoryMb: FUNCTION_MEMORY_MB });
+    await untilRunning(grove, 'probe');
+    const ids = Array.from({ length: n }, (_, i) => i);
+    await pool(ids, PARALLEL, async (i) => {
+      await deploy(grove, appName(i), functionCode(i), hostOf(i), { memoryMb: FUNCTION_MEMORY_MB }, { min: 0, idleSeconds: 1 });
+      await untilRunning(grove, appName(i));
+    });
+    let errors = 0;
+    for (const i of ids) if ((await timedGet(client, hostOf(i))).status !== 200) errors++;
+    /** Waits until no function has an instance, then times one request to each, `gapMs` apart. */
+    const pass = async (gapMs: number): Promise<FirstRequests> => {
+      const deadline = Date.now() + 120_000;
+      for (;;) {
+        const { apps } = (await grove.api('GET', '/v1/apps')) as { apps: ({ name: string } & AppView)[] };
+        const left = apps.filter((a) => a.name.startsWith('fn-') && (a.running > 0 || a.instances.length > 0));
+        if (left.length === 0) break;
+        if (Date.now() > deadline) throw new Error(`${left.length} functions still have instances 2 min after their last request`);
+        await sleep(250);
+      }
+      await sleep(SETTLE_MS);
+      const warm = await timedGet(client, 'probe.localhost');
+      if (warm.status !== 200) throw new Error(`probe answered ${warm.status}: ${warm.body}`);
+      const samples: number[] = [];
+      let failed = 0;
+      for (const i of ids) {
+        if (gapMs > 0) await sleep(gapMs);
+        const r = await timedGet(client, hostOf(i));
+        if (r.status === 200 && r.body === `Hello World ${i}\n`) samples.push(r.ms);
+        else failed++;
+      }
+      return { latency: distribution(samples), errors: failed };
+    };
+    const backToBack = await pass(0);
+    const spaced = await pass(COLD_GAP_MS);
+    backToBack.errors += errors;
+    return { backToBack, spaced };
   } finally {
     await client.close().catch(() => undefined);
     await grove.stop();
@@ -411,6 +482,7 @@ async function main(): Promise<void> {
   const wHello = await phase('hello', 'workerd: hello world under wrk', workerdThroughput);
   const gFirst = await phase('first', `grove: first request to ${FUNCTIONS} running functions`, () => groveFirstRequests(FUNCTIONS));
   const wFirst = await phase('first', `workerd: first request to ${FUNCTIONS} services`, () => workerdFirstRequests(FUNCTIONS));
+  const gZero = await phase('zero', `grove: first request to ${FUNCTIONS} functions scaled to zero`, () => groveFromZero(FUNCTIONS));
   const gDeploy = await phase('deploy', `grove: deploy → first 200, ${FUNCTIONS} functions one at a time`, () => groveDeployToFirst(FUNCTIONS));
   const gMem = await phase('memory', `grove: memory, 1 then ${MEMORY_FUNCTIONS} functions`, () => groveMemory(MEMORY_FUNCTIONS));
   const wMem = await phase('memory', `workerd: memory, 1 then ${MEMORY_FUNCTIONS} services`, () => workerdMemory(MEMORY_FUNCTIONS));
@@ -426,10 +498,17 @@ async function main(): Promise<void> {
     [`first request p99 ms (${FUNCTIONS} fns, running)`, gFirst?.latency.p99 ?? NaN, wFirst?.latency.p99 ?? NaN, 2],
     ['second request p50 ms (same fns, next pass)', gFirst?.second?.p50 ?? NaN, wFirst?.second?.p50 ?? NaN, 2],
     ['second request p99 ms', gFirst?.second?.p99 ?? NaN, wFirst?.second?.p99 ?? NaN, 2],
+    // workerd's column: its loaded worker's first request (it has no scaled-to-zero state).
+    ['cold from zero, back to back p50 ms', gZero?.backToBack.latency.p50 ?? NaN, wFirst?.latency.p50 ?? NaN, 2],
+    ['cold from zero, back to back p99 ms', gZero?.backToBack.latency.p99 ?? NaN, wFirst?.latency.p99 ?? NaN, 2],
+    [`cold from zero, ${COLD_GAP_MS} ms apart p50 ms`, gZero?.spaced.latency.p50 ?? NaN, wFirst?.latency.p50 ?? NaN, 2],
+    [`cold from zero, ${COLD_GAP_MS} ms apart p99 ms`, gZero?.spaced.latency.p99 ?? NaN, wFirst?.latency.p99 ?? NaN, 2],
     [`MiB RSS per idle function (${MEMORY_FUNCTIONS} fns)`, perFunction(gMem, 'rssMb'), perFunction(wMem, 'rssMb'), 2],
     [`MiB PSS per idle function (${MEMORY_FUNCTIONS} fns)`, perFunction(gMem, 'pssMb'), perFunction(wMem, 'pssMb'), 2],
   ];
-  console.log(`\nGrove (grove up, router → isolate) and workerd, same run; servers on CPU 0, wrk and driver on CPU 1\n`);
+  console.log(`\nGrove (grove up, router → isolate) and workerd, same run; servers on CPU 0, wrk and driver on CPU 1`);
+  // Cold from zero has no workerd counterpart: workerd loads every worker at start (its column there).
+  console.log(`workerd's column in the "cold from zero" rows is its first request to a loaded worker\n`);
   const w0 = 44;
   console.log(`${'metric'.padEnd(w0)}${'grove'.padStart(10)}${'workerd'.padStart(10)}${'grove/workerd'.padStart(15)}`);
   for (const [label, g, w, d] of rows) console.log(`${label.padEnd(w0)}${cell(g, d).padStart(10)}${cell(w, d).padStart(10)}${ratio(g, w).padStart(15)}`);
@@ -449,6 +528,7 @@ async function main(): Promise<void> {
     ['workerd hello', wHello?.errors ?? 0],
     ['grove first requests', gFirst?.errors ?? 0],
     ['workerd first requests', wFirst?.errors ?? 0],
+    ['grove first requests from zero', (gZero?.backToBack.errors ?? 0) + (gZero?.spaced.errors ?? 0)],
     ['grove deploy → first 200', gDeploy?.errors ?? 0],
   ].filter(([, n]) => (n as number) > 0);
   for (const [what, n] of errors) console.log(`errors: ${what}: ${n}`);

@@ -106,6 +106,9 @@ export class IsolateDriver implements WorkloadDriver {
   /** Spare shells by memory limit, and the limits a refill is running for. */
   private readonly spares = new Map<number, Shell[]>();
   private readonly refilling = new Set<number>();
+  private refillTimer: NodeJS.Timeout | undefined;
+  /** The memory limit the last start asked for: the one spares are made for. */
+  private refillFor = DEFAULT_LIMITS.memoryMb;
   private closed = false;
   /** When an isolate was last recycled (performance.now): its memory comes back some time after. */
   private recycledAt = -Infinity;
@@ -193,8 +196,26 @@ export class IsolateDriver implements WorkloadDriver {
       if (!isolate.isDisposed) isolate.dispose();
       throw new GroveError('WORKER_EXCEPTION', `the module failed to start: ${describe(err)}`, { cause: err });
     } finally {
-      this.refillSpares(spec.limits.memoryMb);
+      this.refillSoon(spec.limits.memoryMb);
     }
+  }
+
+  /**
+   * Spares are made once a start's answer and the instance's first requests are out of the way.
+   * Making one costs ~6 ms of CPU, ~2 ms of it in one piece (V8 creates the isolate synchronously):
+   * made in the start's own turn, it held up the start's answer by ~2.5–4 ms, and so the first
+   * request of every scale from zero. Starts that come faster than this use the spares left, then
+   * make their shells themselves.
+   */
+  private refillSoon(memoryMb: number): void {
+    this.refillFor = memoryMb;
+    // Not pushed back by later starts: a steady run of them must still find spares.
+    if (this.refillTimer) return;
+    this.refillTimer = setTimeout(() => {
+      this.refillTimer = undefined;
+      this.refillSpares(this.refillFor);
+    }, SPARE_REFILL_DELAY_MS);
+    this.refillTimer.unref();
   }
 
   /** A spare shell made with this memory limit (an isolate's limit is fixed when it is made). */
@@ -255,6 +276,7 @@ export class IsolateDriver implements WorkloadDriver {
   /** Lets the spare isolates go; instances are stopped one by one by their owner. */
   close(): void {
     this.closed = true;
+    clearTimeout(this.refillTimer);
     for (const shells of this.spares.values()) for (const shell of shells) this.discard(shell);
     this.spares.clear();
   }
@@ -288,6 +310,10 @@ export class IsolateDriver implements WorkloadDriver {
    * set when the shell is taken, so shells can be made ahead of time (spares).
    */
   private async prepare(memoryMb: number): Promise<Shell> {
+    // The globals are set and read with isolated-vm's synchronous calls: each asynchronous one is a
+    // round trip to the isolate's thread, and with ~35 of them a shell cost 7–8 ms of CPU against
+    // ~5.8. The long steps (the prelude's compile and run, the warm-up) stay asynchronous, so a
+    // request to another isolate in this host is served between them.
     const isolate = new ivm.Isolate({ memoryLimit: memoryMb, onCatastrophicError: this.options.onCatastrophicError });
     const bound: Shell['bound'] = { spec: { ...SPARE_SPEC, limits: { ...DEFAULT_LIMITS, memoryMb } } };
     const timers: Running['timers'] = new Map();
@@ -297,12 +323,12 @@ export class IsolateDriver implements WorkloadDriver {
     const sinks: Running['sinks'] = new Map();
     const uploads: Running['uploads'] = new Map();
     try {
-      const context = await isolate.createContext();
+      const context = isolate.createContextSync();
       const global = context.global;
-      await global.set('__grove_url', new ivm.Callback(hostUrlOperation));
+      global.setSync('__grove_url', new ivm.Callback(hostUrlOperation));
       // The prelude holds WebAssembly memories (outside V8's heap, unseen by isolated-vm) to this.
-      await global.set('__grove_memory_mb', memoryMb);
-      await global.set(
+      global.setSync('__grove_memory_mb', memoryMb);
+      global.setSync(
         '__grove_log',
         new ivm.Callback((level: unknown, message: unknown) => {
           // Logs are best effort with bounded cost (Loggregator-style): past the rate, lines are
@@ -341,7 +367,7 @@ export class IsolateDriver implements WorkloadDriver {
       // turn of the event loop: the isolate may be running on isolated-vm's own thread (a timer's or a
       // fetch's continuation), and a synchronous callback from there would hold that thread, and the
       // isolate, until this one takes it — while this one may be waiting for the isolate.
-      await global.set(
+      global.setSync(
         '__grove_done',
         new ivm.Callback(
           (id: unknown, error: unknown, response: unknown) => {
@@ -354,7 +380,7 @@ export class IsolateDriver implements WorkloadDriver {
       // through this synchronous one instead: the later turn cost a hello-world request ~9 µs, a quarter
       // of the isolate's share. Settling may stop the instance, which must not happen while its isolate
       // is on this thread's stack, so the outcome waits until the entry returns (see enter).
-      await global.set(
+      global.setSync(
         '__grove_done_now',
         new ivm.Callback((id: unknown, error: unknown, response: unknown) => {
           const outcome = { id: id as number, error: error as WorkerError | null, response: response as WireResponse | null };
@@ -368,7 +394,7 @@ export class IsolateDriver implements WorkloadDriver {
       const fireTimer = (id: number) => {
         fire?.apply(undefined, [id], { timeout: Math.max(bound.spec.limits.cpuMs, 1) }).catch((err: unknown) => this.entryFailed(bound.spec, isolate, err, 'a timer callback'));
       };
-      await global.set(
+      global.setSync(
         '__grove_timer',
         new ivm.Callback(
           (op: unknown, id: unknown, ms: unknown, repeat: unknown) => {
@@ -415,7 +441,7 @@ export class IsolateDriver implements WorkloadDriver {
           waiting.shift()?.();
         }
       };
-      await global.set(
+      global.setSync(
         '__grove_egress',
         new ivm.Callback(
           (id: unknown, req: unknown) => {
@@ -446,7 +472,7 @@ export class IsolateDriver implements WorkloadDriver {
           ?.apply(undefined, [id, error, result === null ? null : new ivm.ExternalCopy(result).copyInto()], { timeout: Math.max(bound.spec.limits.cpuMs, 1) })
           .catch((err: unknown) => this.entryFailed(bound.spec, isolate, err, 'code after EVENTS.send'));
       };
-      await global.set(
+      global.setSync(
         '__grove_events',
         new ivm.Callback(
           (id: unknown, batch: unknown) => {
@@ -469,7 +495,7 @@ export class IsolateDriver implements WorkloadDriver {
         ),
       );
       // crypto.getRandomValues: bytes from the host's CSPRNG (an isolate has no entropy of its own).
-      await global.set(
+      global.setSync(
         '__grove_random',
         new ivm.Callback((n: unknown) => {
           const size = Math.min(Math.max(Math.floor(Number(n) || 0), 0), 65_536);
@@ -478,7 +504,7 @@ export class IsolateDriver implements WorkloadDriver {
       );
       // ctx.waitUntil work of fetch handlers still running, per instance: the autoscaler counts an
       // instance with some as busy, so it is not scaled away under its own background work.
-      await global.set(
+      global.setSync(
         '__grove_busy',
         new ivm.Callback((delta: unknown) => {
           const id = bound.spec.instanceId;
@@ -489,7 +515,7 @@ export class IsolateDriver implements WorkloadDriver {
         }),
       );
       // crypto.subtle: Node's WebCrypto on the host, keys kept there behind ids (subtle-host.ts).
-      await global.set('__grove_subtle', subtle.callback());
+      global.setSync('__grove_subtle', subtle.callback());
       // The next chunk of a streamed request body, on the worker's demand (or its cancel).
       let uploadEntry: ivm.Reference<(id: number, bytes: unknown, error: string | null) => void> | undefined;
       const deliverUpload = (id: number, bytes: Uint8Array | null, error: string | null) => {
@@ -498,7 +524,7 @@ export class IsolateDriver implements WorkloadDriver {
           ?.apply(undefined, [id, bytes === null ? null : new ivm.ExternalCopy(bytes).copyInto(), error], { timeout: Math.max(bound.spec.limits.cpuMs, 1) })
           .catch((err: unknown) => this.entryFailed(bound.spec, isolate, err, 'code reading the request body'));
       };
-      await global.set(
+      global.setSync(
         '__grove_pull',
         new ivm.Callback(
           (id: unknown, cancel: unknown) => {
@@ -524,7 +550,7 @@ export class IsolateDriver implements WorkloadDriver {
         ),
       );
       // Chunks of streamed response bodies; an id with no sink (cancelled, or made up) is dropped.
-      await global.set(
+      global.setSync(
         '__grove_chunk',
         new ivm.Callback(
           (id: unknown, bytes: unknown, error: unknown) => {
@@ -542,30 +568,30 @@ export class IsolateDriver implements WorkloadDriver {
       );
       const prelude = await this.compilePrelude(isolate);
       await prelude.run(context);
-      fire = await global.get('__grove_fire', { reference: true });
-      egressDone = await global.get('__grove_egress_done', { reference: true });
-      eventsDone = await global.get('__grove_events_done', { reference: true });
-      await global.delete('__grove_fire');
-      await global.delete('__grove_egress_done');
-      await global.delete('__grove_events_done');
-      const subtleDone = await global.get('__grove_subtle_done', { reference: true });
-      await global.delete('__grove_subtle_done');
+      fire = global.getSync('__grove_fire', { reference: true });
+      egressDone = global.getSync('__grove_egress_done', { reference: true });
+      eventsDone = global.getSync('__grove_events_done', { reference: true });
+      global.deleteSync('__grove_fire');
+      global.deleteSync('__grove_egress_done');
+      global.deleteSync('__grove_events_done');
+      const subtleDone = global.getSync('__grove_subtle_done', { reference: true });
+      global.deleteSync('__grove_subtle_done');
 
       // Take the prelude's entry points before any user code runs, so the module cannot replace them.
-      const boot = await global.get('__grove_boot', { reference: true });
-      const dispatch = await global.get('__grove_fetch', { reference: true });
-      const taskEntry = await global.get('__grove_task', { reference: true });
-      const eventEntry = await global.get('__grove_event', { reference: true });
-      const warm = await global.get('__grove_warm', { reference: true });
+      const boot = global.getSync('__grove_boot', { reference: true });
+      const dispatch = global.getSync('__grove_fetch', { reference: true });
+      const taskEntry = global.getSync('__grove_task', { reference: true });
+      const eventEntry = global.getSync('__grove_event', { reference: true });
+      const warm = global.getSync('__grove_warm', { reference: true });
       await warm.apply(undefined, [], { timeout: 1000 });
       warm.release();
-      const streamCancel = await global.get('__grove_stream_cancel', { reference: true });
-      await global.delete('__grove_stream_cancel');
-      uploadEntry = await global.get('__grove_upload', { reference: true });
-      await global.delete('__grove_upload');
-      await global.delete('__grove_event');
-      await global.delete('__grove_fetch');
-      await global.delete('__grove_task');
+      const streamCancel = global.getSync('__grove_stream_cancel', { reference: true });
+      global.deleteSync('__grove_stream_cancel');
+      uploadEntry = global.getSync('__grove_upload', { reference: true });
+      global.deleteSync('__grove_upload');
+      global.deleteSync('__grove_event');
+      global.deleteSync('__grove_fetch');
+      global.deleteSync('__grove_task');
       return { bound, isolate, context, boot, dispatch, taskEntry, eventEntry, subtleDone, pending, outcomes, timers, subtle, budget, sinks, streamCancel, uploads };
     } catch (err) {
       for (const handle of timers.values()) clearTimeout(handle);
@@ -946,6 +972,9 @@ interface Shell {
   streamCancel: Running['streamCancel'];
   uploads: Running['uploads'];
 }
+
+/** How long after the last start spares are made again (see IsolateDriver.refillSoon). */
+const SPARE_REFILL_DELAY_MS = 10;
 
 const SPARE_SPEC: InstanceSpec = {
   instanceId: '(spare)',
