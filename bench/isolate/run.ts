@@ -71,7 +71,7 @@ const phase = <T>(name: (typeof PHASES)[number], label: string, fn: () => Promis
   ONLY.has(name) ? measure(label, fn) : Promise.resolve(undefined);
 /**
  * The idle time before each of the spaced cold starts. Back to back on one core, a cold start also
- * pays for the work the one before it left (a new spare isolate, ~6–8 ms of CPU, and the control
+ * pays for the work the one before it left (a new spare isolate, ~6 ms of CPU, and the control
  * plane's follow-up); cold starts that come one at a time with the cell idle in between show what a
  * single one costs.
  */
@@ -224,20 +224,28 @@ interface FirstRequests {
   second?: Distribution;
 }
 
-/** Deploys N functions (PARALLEL at a time), waits until each runs, then times the first request to each. */
+/**
+ * A probe function (it warms the router connection without spending any measured first request),
+ * then N functions, PARALLEL at a time, each waited for until it runs. Returns their indexes.
+ */
+async function deployFunctions(grove: Grove, n: number, autoscale?: { min: number; idleSeconds: number }): Promise<number[]> {
+  await deploy(grove, 'probe', functionCode(-1), 'probe.localhost', { memoryMb: FUNCTION_MEMORY_MB });
+  await untilRunning(grove, 'probe');
+  const ids = Array.from({ length: n }, (_, i) => i);
+  await pool(ids, PARALLEL, async (i) => {
+    await deploy(grove, appName(i), functionCode(i), hostOf(i), { memoryMb: FUNCTION_MEMORY_MB }, autoscale);
+    await untilRunning(grove, appName(i));
+  });
+  return ids;
+}
+
+/** Deploys N functions, waits until each runs, then times the first request to each. */
 async function groveFirstRequests(n: number): Promise<FirstRequests> {
   checkCapacity(n + 1);
   const grove = await startGrove(scratch, 'grove-first');
   const client = new Client(grove.routerUrl, { pipelining: 1 });
   try {
-    // A probe function of its own warms the router connection without spending any measured first request.
-    await deploy(grove, 'probe', functionCode(-1), 'probe.localhost', { memoryMb: FUNCTION_MEMORY_MB });
-    await untilRunning(grove, 'probe');
-    const ids = Array.from({ length: n }, (_, i) => i);
-    await pool(ids, PARALLEL, async (i) => {
-      await deploy(grove, appName(i), functionCode(i), hostOf(i), { memoryMb: FUNCTION_MEMORY_MB });
-      await untilRunning(grove, appName(i));
-    });
+    const ids = await deployFunctions(grove, n);
     await sleep(SETTLE_MS); // let the deploy burst's work (GC, store writes) finish before timing
     const warm = await timedGet(client, 'probe.localhost');
     if (warm.status !== 200) throw new Error(`probe answered ${warm.status}: ${warm.body}`);
@@ -272,13 +280,7 @@ async function groveFromZero(n: number): Promise<{ backToBack: FirstRequests; sp
   const grove = await startGrove(scratch, 'grove-zero');
   const client = new Client(grove.routerUrl, { pipelining: 1 });
   try {
-    await deploy(grove, 'probe', functionCode(-1), 'probe.localhost', { memoryMb: FUNCTION_MEMORY_MB });
-    await untilRunning(grove, 'probe');
-    const ids = Array.from({ length: n }, (_, i) => i);
-    await pool(ids, PARALLEL, async (i) => {
-      await deploy(grove, appName(i), functionCode(i), hostOf(i), { memoryMb: FUNCTION_MEMORY_MB }, { min: 0, idleSeconds: 1 });
-      await untilRunning(grove, appName(i));
-    });
+    const ids = await deployFunctions(grove, n, { min: 0, idleSeconds: 1 });
     let errors = 0;
     for (const i of ids) if ((await timedGet(client, hostOf(i))).status !== 200) errors++;
     /** Waits until no function has an instance, then times one request to each, `gapMs` apart. */

@@ -6,17 +6,22 @@ import type { CellState, RepClient, Work, WorkResult } from '../auctioneer/index
 import { SqliteStore } from '../store/index.js';
 import { Converger } from './converger.js';
 
-/** A cell in memory that claims every instance it is given and crashes it at once (Diego-style simulation). */
-class CrashingRep implements RepClient {
-  starts = 0;
+/** A cell in memory with room for everything (Diego-style simulation); what it does with work is up to each kind. */
+abstract class SimRep implements RepClient {
   constructor(
-    private readonly store: SqliteStore,
+    protected readonly store: SqliteStore,
     readonly cellId: string,
   ) {}
   async state(): Promise<CellState> {
     const cap = { memoryMb: 4096, diskMb: 4096, instances: 100 };
     return { cellId: this.cellId, zone: 'z', tags: [], drivers: ['isolate'], capacity: cap, available: cap, instances: [], tasks: [], digests: [] };
   }
+  abstract perform(work: Work): Promise<WorkResult>;
+}
+
+/** Claims every instance it is given and crashes it at once. */
+class CrashingRep extends SimRep {
+  starts = 0;
   async perform(work: Work): Promise<WorkResult> {
     for (const lrp of work.start) {
       this.starts++;
@@ -87,5 +92,64 @@ describe('Converger with an injected clock', () => {
     await converger.converge();
     expect(rep.starts).toBe(startsBefore);
     expect((await store.listActual())[0]).toMatchObject({ state: 'CRASHED', crashCount: 201 });
+  });
+});
+
+/** Runs every instance it is given, and stops what it is told to. */
+class RunningRep extends SimRep {
+  async perform(work: Work): Promise<WorkResult> {
+    for (const lrp of work.stop) await this.store.removeActual(lrp.instanceId, 'stopped by the converger');
+    for (const lrp of work.start) {
+      await this.store.transitionActual(lrp.instanceId, 'CLAIMED', { cellId: this.cellId });
+      await this.store.transitionActual(lrp.instanceId, 'RUNNING', { cellId: this.cellId });
+    }
+    return { failedStarts: [] };
+  }
+}
+
+describe('Converger on Store events', () => {
+  let dir: string;
+  let store: SqliteStore;
+  let converger: Converger;
+
+  beforeEach(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'grove-converge-'));
+    store = new SqliteStore(join(dir, 'db'));
+    await store.heartbeatCell({ id: 'sim-cell', zone: 'z', tags: [], drivers: ['isolate'], capacity: { memoryMb: 4096, diskMb: 4096, instances: 100 }, address: null, secret: null }, 1e12);
+    const rep = new RunningRep(store, 'sim-cell');
+    // An interval that never comes within the test: every run here is one an event asked for.
+    converger = new Converger({ store, reps: () => new Map([['sim-cell', rep]]), intervalMs: 3_600_000 });
+  });
+  afterEach(async () => {
+    await converger.stop();
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const until = async (check: () => Promise<boolean>) => {
+    const deadline = Date.now() + 5_000;
+    while (!(await check())) {
+      if (Date.now() > deadline) throw new Error('not within 5 s');
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  };
+
+  it('rolls out a new revision: the old instance stops once the new one runs, without waiting for the interval', async () => {
+    const space = await store.createSpace({ name: 's' });
+    const deploy = (digit: string) =>
+      store.deploy({
+        spaceId: space.id, appName: 'web', kind: 'isolate', bundleDigest: `sha256:${digit.repeat(64)}`, image: null, imageDigest: null,
+        env: {}, limits: {}, createIfMissing: true, defaultInstances: 1,
+      });
+    const first = await deploy('a');
+    await converger.start();
+    await until(async () => (await store.listActual()).some((a) => a.state === 'RUNNING'));
+    const second = await deploy('b');
+    expect(second.revision.id).not.toBe(first.revision.id);
+    // revision.deployed places the new instance; its instance.started is what stops the old one.
+    await until(async () => {
+      const actual = await store.listActual();
+      return actual.length === 1 && actual[0]!.revisionId === second.revision.id && actual[0]!.state === 'RUNNING';
+    });
   });
 });

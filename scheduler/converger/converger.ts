@@ -15,14 +15,14 @@ export interface ConvergerOptions {
 }
 
 /**
- * Event types after which the desired/actual picture may have changed. `instance.started` matters too:
- * a rollout stops the old revision only once the new one runs.
+ * Event types after which the desired/actual picture may have changed: each starts a run at once.
+ * `instance.started` matters too (a rollout stops the old revision only once the new one runs), but
+ * its run waits AFTER_START_MS.
  */
 const RELEVANT = new Set([
   'revision.deployed',
   'app.scaled',
   'app.deleted',
-  'instance.started',
   'instance.crashed',
   'instance.stopped',
   'cell.joined',
@@ -68,8 +68,8 @@ export class Converger {
     const longestTtl = Math.max(0, ...cells.map((c) => c.expiresAt - c.heartbeatAt));
     this.graceUntil = this.now() + 2 * longestTtl;
     this.unwatch = this.options.store.watch((event) => {
-      if (event.type === 'instance.started') this.triggerAfterStart();
-      else if (RELEVANT.has(event.type)) this.trigger();
+      if (RELEVANT.has(event.type)) this.trigger();
+      else if (event.type === 'instance.started') this.triggerAfterStart();
     });
     this.timer = setInterval(() => this.trigger(), this.options.intervalMs ?? 30_000);
     this.timer.unref();
