@@ -33,8 +33,8 @@ const RELEVANT = new Set([
 /**
  * How long a run waits after `instance.started`. That event has nothing to place; it matters to a
  * rollout (the old revision stops once the new one runs), which can wait this long. Run at once, the
- * snapshot (every desired and actual instance: 1–2 ms with 200 apps, synchronous with SQLite) took
- * the thread just as the router sent the requests held for that instance, on a scale from zero.
+ * snapshot (every desired and actual instance, read synchronously from SQLite) took the thread just
+ * as the router sent the requests held for that instance on a scale from zero: 1–2 ms there.
  */
 const AFTER_START_MS = 20;
 
