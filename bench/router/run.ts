@@ -25,7 +25,7 @@
  * Every server is pinned to CPU 0 (`grove up` is spawned while this script is pinned there, so its
  * containerd, shims, containers and isolate hosts inherit CPU 0, and each is pinned again once it
  * runs); wrk (`-t1 -cN`) and this script run on CPU 1. After a warm-up of every path, each round
- * runs every path once, the router, direct (and minimal proxy) runs of an app back to back (the
+ * runs every path once, the router, direct (and both proxies') runs of an app back to back (the
  * order reverses every other round); figures are medians over rounds, ratios the median of per-round ratios.
  * CPU time (utime + stime, children reaped included, from /proc) of the front process and of the
  * backend is sampled around each run and shown per request, with how busy CPU 0 was (nothing keeps
@@ -341,7 +341,7 @@ http {
     listen 127.0.0.1:${port};
     location / {
       proxy_pass http://app;
-      # Keep-alive to the upstream (nginx speaks HTTP/1.0 without "Connection: close" otherwise).
+      # Keep-alive to the upstream: by default nginx speaks HTTP/1.0 to it and sends "Connection: close".
       proxy_http_version 1.1;
       proxy_set_header Connection "";
     }
