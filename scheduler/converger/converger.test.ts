@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { CellState, RepClient, Work, WorkResult } from '../auctioneer/index.js';
+import { waitFor } from '../../test/helpers/grove.js';
 import { SqliteStore } from '../store/index.js';
 import { Converger } from './converger.js';
 
@@ -126,14 +127,6 @@ describe('Converger on Store events', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const until = async (check: () => Promise<boolean>) => {
-    const deadline = Date.now() + 5_000;
-    while (!(await check())) {
-      if (Date.now() > deadline) throw new Error('not within 5 s');
-      await new Promise((r) => setTimeout(r, 10));
-    }
-  };
-
   it('rolls out a new revision: the old instance stops once the new one runs, without waiting for the interval', async () => {
     const space = await store.createSpace({ name: 's' });
     const deploy = (digit: string) =>
@@ -143,13 +136,17 @@ describe('Converger on Store events', () => {
       });
     const first = await deploy('a');
     await converger.start();
-    await until(async () => (await store.listActual()).some((a) => a.state === 'RUNNING'));
+    await waitFor('the first revision to run', async () => ((await store.listActual()).some((a) => a.state === 'RUNNING') ? true : undefined), 5_000);
     const second = await deploy('b');
     expect(second.revision.id).not.toBe(first.revision.id);
     // revision.deployed places the new instance; its instance.started is what stops the old one.
-    await until(async () => {
-      const actual = await store.listActual();
-      return actual.length === 1 && actual[0]!.revisionId === second.revision.id && actual[0]!.state === 'RUNNING';
-    });
+    await waitFor(
+      'only the new revision running',
+      async () => {
+        const actual = await store.listActual();
+        return actual.length === 1 && actual[0]!.revisionId === second.revision.id && actual[0]!.state === 'RUNNING' ? true : undefined;
+      },
+      5_000,
+    );
   });
 });
