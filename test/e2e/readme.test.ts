@@ -57,7 +57,9 @@ describe('README walkthrough', () => {
     let upOut = '';
     up.stdout!.on('data', (d: Buffer) => (upOut += d.toString()));
     up.stderr!.on('data', (d: Buffer) => (upOut += d.toString()));
-    await waitFor('grove up to listen', async () => (/Router:\s+http:\/\/127\.0\.0\.1:7080/.test(upOut) ? true : undefined), 30_000);
+    // The banner's last line: the lines before it may arrive in an earlier chunk than the rest (seen in CI).
+    await waitFor('grove up to print its banner', async () => (upOut.includes('Next, in another terminal:') ? true : undefined), 30_000);
+    expect(upOut).toMatch(/Router:\s+http:\/\/127\.0\.0\.1:7080/);
     expect(upOut).toContain('API:          http://127.0.0.1:7070');
     expect(upOut).toContain('Admin token:');
 
