@@ -4,14 +4,28 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createAdaptorServer } from '@hono/node-server';
+import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { BlobStore } from '../registry/index.js';
 import { IsolateDriver } from '../runtime/drivers/isolate/isolate-driver.js';
 import { HttpRepClient, Rep, StoreUplink, type WorkloadDriver, createRepServer } from '../runtime/rep/index.js';
 import { SqliteStore } from '../scheduler/store/index.js';
 import { HELLO, type RepHarness, repClientContract } from './contract/rep-client.contract.js';
+import { waitFor } from './helpers/grove.js';
 
-async function makeRep(): Promise<{ rep: Rep; store: SqliteStore; blobs: BlobStore; dir: string; unclaimed: RepHarness['unclaimed'] }> {
+/** The in-process uplink, noting each bundle the rep reads through it. */
+class CountingUplink extends StoreUplink {
+  constructor(store: SqliteStore, blobs: BlobStore, readonly reads: string[]) {
+    super(store, blobs);
+  }
+
+  override async bundle(digest: string): Promise<Buffer> {
+    this.reads.push(digest);
+    return super.bundle(digest);
+  }
+}
+
+async function makeRep(options: { heartbeatMs?: number; bundleReads?: string[] } = {}): Promise<{ rep: Rep; store: SqliteStore; blobs: BlobStore; dir: string; unclaimed: RepHarness['unclaimed'] }> {
   const dir = mkdtempSync(join(tmpdir(), 'grove-rep-'));
   const store = new SqliteStore(join(dir, 'db'));
   const blobs = await BlobStore.open(join(dir, 'blobs'));
@@ -19,9 +33,10 @@ async function makeRep(): Promise<{ rep: Rep; store: SqliteStore; blobs: BlobSto
     cellId: 'cell-test',
     zone: 'z1',
     tags: ['ssd'],
-    uplink: new StoreUplink(store, blobs),
+    uplink: new CountingUplink(store, blobs, options.bundleReads ?? []),
     drivers: [new IsolateDriver({ log: () => undefined })],
     capacity: { memoryMb: 1024, diskMb: 1024, instances: 10 },
+    ...(options.heartbeatMs ? { heartbeatMs: options.heartbeatMs } : {}),
   });
   await rep.boot();
   const space = await store.createSpace({ name: 'rep' });
@@ -74,6 +89,50 @@ async function servedRep(secret: string) {
 repClientContract('HTTP RepClient against a rep server', async () => {
   const { store, address, unclaimed, cleanup } = await servedRep('a-secret-of-sixteen+');
   return { client: new HttpRepClient(address, 'a-secret-of-sixteen+'), store, cellId: 'cell-test', unclaimed, cleanup };
+});
+
+describe('bundles on a cell', () => {
+  it('reads a bundle through the uplink once, however many instances start from it', async () => {
+    const reads: string[] = [];
+    const { rep, store, dir, unclaimed } = await makeRep({ bundleReads: reads });
+    try {
+      const first = await unclaimed();
+      const second = await unclaimed(); // another app, the same bundle
+      await rep.perform({ start: [first], stop: [] });
+      await rep.perform({ start: [], stop: [(await store.getActual(first.instanceId))!] });
+      await rep.perform({ start: [second], stop: [] });
+      expect(await store.getActual(second.instanceId)).toMatchObject({ state: 'RUNNING' });
+      expect(reads).toHaveLength(1);
+    } finally {
+      await rep.shutdown();
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('a rep after the control plane lost its last writes', () => {
+  it('reports RUNNING again an instance it runs that the Store has back at CLAIMED, and keeps serving it', async () => {
+    const { rep, store, dir, unclaimed } = await makeRep({ heartbeatMs: 50 });
+    const db = new Database(join(dir, 'db'));
+    try {
+      const lrp = await unclaimed();
+      await rep.perform({ start: [lrp], stop: [] });
+      expect(await store.getActual(lrp.instanceId)).toMatchObject({ state: 'RUNNING' });
+      // What a power loss leaves when it takes back the RUNNING report (written without an fsync):
+      // the record as the claim left it.
+      db.prepare("UPDATE actual_lrps SET state = 'CLAIMED' WHERE instance_id = ?").run(lrp.instanceId);
+      expect(await store.getActual(lrp.instanceId)).toMatchObject({ state: 'CLAIMED', cellId: 'cell-test' });
+      await waitFor('the rep to report the instance RUNNING again', async () => ((await store.getActual(lrp.instanceId))?.state === 'RUNNING' ? true : undefined));
+      const res = await rep.fetch(lrp.appId, { method: 'GET', url: 'http://x.localhost/', headers: [], body: null });
+      expect(res.status).toBe(200);
+    } finally {
+      db.close();
+      await rep.shutdown();
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
 
 describe('rep server', () => {

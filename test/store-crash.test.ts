@@ -65,6 +65,13 @@ describe('SQLite store under kill -9', () => {
       // The event feed committed with the changes: one revision.deployed per revision.
       const events = await store.eventsSince(0, { spaceId: space!.id, limit: 10_000 });
       expect(events.filter((e) => e.type === 'revision.deployed')).toHaveLength(revisions.length);
+      // An instance's progress commits without an fsync: it still survives the process's death.
+      const instances = out
+        .split('\n')
+        .filter((l) => l.startsWith('ack instance '))
+        .map((l) => l.split(' ')[2]!);
+      expect(instances.length).toBeGreaterThanOrEqual(149);
+      for (const id of instances) expect((await store.getActual(id))?.state).toBe('CLAIMED');
     } finally {
       await store.close();
     }

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PostgresLeaderLease, type Store, openPostgresStore } from '../scheduler/store/index.js';
+import { PostgresDriver } from '../scheduler/store/postgres-driver.js';
 import { storeContract } from './contract/store.contract.js';
 import { type PrivatePostgres, startPostgres } from './helpers/postgres.js';
 
@@ -26,6 +27,23 @@ storeContract('PostgreSQL', async () => {
       await pg.dropDatabase(db);
     },
   };
+});
+
+describe('PostgreSQL commits', () => {
+  it('turns synchronous_commit off for a transaction that says durable: false, and for that one only', async () => {
+    const db = await pg.createDatabase();
+    const driver = await PostgresDriver.open(pg.url(db));
+    const setting = (q: { one: (sql: string) => Promise<Record<string, unknown> | undefined> }) => q.one('SHOW synchronous_commit').then((r) => r?.synchronous_commit);
+    try {
+      expect(await driver.transaction(setting)).toBe('on');
+      expect(await driver.transaction(setting, { durable: false })).toBe('off');
+      expect(await driver.transaction(setting)).toBe('on');
+      expect(await driver.read(setting)).toBe('on');
+    } finally {
+      await driver.close();
+      await pg.dropDatabase(db);
+    }
+  });
 });
 
 describe('PostgreSQL across processes', () => {

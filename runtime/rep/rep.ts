@@ -2,6 +2,7 @@ import type { ActualLRP, AppKind, CellCapacity, Task } from '../../scheduler/mod
 import type { CellLoad, CellState, RepClient, Work, WorkResult } from '../../scheduler/auctioneer/index.js';
 import { GroveError, toGroveError } from '../../scheduler/model/index.js';
 import type { Duplex } from 'node:stream';
+import { LRUCache } from 'lru-cache';
 import type { UpgradeHead } from './workload-driver.js';
 import { type InvocationRecord, outcomeOf } from './invocation.js';
 import { ConcurrencyMeter, IDEMPOTENT_METHODS, leastOutstanding } from './balance.js';
@@ -30,6 +31,14 @@ export interface RepOptions {
   warn?: (message: string) => void;
 }
 
+/**
+ * Bundles' source kept in memory, by digest (content-addressed, so an entry is never stale). A start
+ * read its bundle from the uplink every time: for the in-process cell a stat, a read and a SHA-256
+ * check of the blob on disk, ~0.5–0.7 ms of a scale from zero here; for a remote cell its cache on
+ * disk. Bounded by characters, about bytes for the ASCII that `grove deploy`'s bundles are.
+ */
+const BUNDLE_CACHE_CHARS = 64 * 1024 * 1024;
+
 interface LocalInstance {
   actual: ActualLRP;
   kind: AppKind;
@@ -56,6 +65,7 @@ export class Rep implements RepClient {
   private heartbeatTimer: NodeJS.Timeout | undefined;
   /** Tasks running here, with the memory they hold. */
   private readonly tasks = new Map<string, { appId: string; memoryMb: number }>();
+  private readonly bundles = new LRUCache<string, string>({ maxSize: BUNDLE_CACHE_CHARS, sizeCalculation: (code) => Math.max(1, code.length) });
   /** Bundles this cell has loaded (reported in its state so the auction can prefer warm cells). */
   private readonly digests = new Set<string>();
   private readonly unsubscribers: (() => void)[] = [];
@@ -89,10 +99,7 @@ export class Rep implements RepClient {
     this.heartbeatTimer.unref();
   }
 
-  /**
-   * Stops what this cell runs but the control plane no longer lists here — after this cell was
-   * declared lost and its instances were replaced, say — so a returning cell never serves twice.
-   */
+  /** Puts a started instance into this cell's request routing. */
   private markReady(local: LocalInstance): void {
     local.ready = true;
     const list = this.readyByApp.get(local.actual.appId) ?? [];
@@ -114,15 +121,32 @@ export class Rep implements RepClient {
     return local;
   }
 
+  /**
+   * Stops what this cell runs but the control plane no longer lists here — after this cell was
+   * declared lost and its instances were replaced, say — so a returning cell never serves twice; and
+   * reports RUNNING again what it runs that the control plane lists as only CLAIMED.
+   */
   private async reconcile(): Promise<void> {
     // Only instances that were ready before the query: one claimed later is not in its answer yet.
     const candidates = [...this.instances].filter(([, local]) => local.ready);
-    const listed = new Set((await this.options.uplink.instancesOn(this.cellId)).map((a) => a.instanceId));
+    const listed = new Map((await this.options.uplink.instancesOn(this.cellId)).map((a) => [a.instanceId, a]));
     for (const [id, local] of candidates) {
-      if (this.instances.get(id) === local && !listed.has(id)) {
+      if (this.instances.get(id) !== local) continue;
+      const record = listed.get(id);
+      if (!record) {
         this.forget(id);
         await this.byKind.get(local.kind)?.stop(id);
         this.options.warn?.(`cell ${this.cellId}: stopped instance ${id}, which the control plane no longer places here`);
+      } else if (record.state === 'CLAIMED' && local.actual.state === 'RUNNING') {
+        // Its RUNNING report was acknowledged, then lost: the Store writes an instance's progress
+        // without waiting for the disk, and a power loss of the control plane takes the last writes
+        // back. Say it again, or the instance would run unrouted with the converger waiting on it.
+        try {
+          local.actual = await this.options.uplink.transition(id, 'RUNNING', { cellId: this.cellId });
+          this.options.warn?.(`cell ${this.cellId}: reported instance ${id} RUNNING again (the control plane had it CLAIMED)`);
+        } catch {
+          // Moved or removed meanwhile: the next heartbeat's reconcile sees what became of it.
+        }
       }
     }
   }
@@ -191,6 +215,16 @@ export class Rep implements RepClient {
     return { failedStarts, failedTasks };
   }
 
+  /** A bundle's source, from memory when this cell has read it before (the same key as HttpUplink's disk cache). */
+  private async bundle(digest: string, space: string): Promise<string> {
+    let code = this.bundles.get(digest);
+    if (code === undefined) {
+      code = (await this.options.uplink.bundle(digest, space)).toString('utf8');
+      this.bundles.set(digest, code);
+    }
+    return code;
+  }
+
   /**
    * Claims a task and runs it in the background (perform answers at once, as Diego's rep does); the
    * outcome goes to the control plane when it completes. False when the task was not taken here.
@@ -206,7 +240,7 @@ export class Rep implements RepClient {
       try {
         if (!driver?.runTask) throw new Error(`${launch.kind} apps cannot run tasks on this cell`);
         const { revision } = launch;
-        const code = revision.bundleDigest ? (await uplink.bundle(revision.bundleDigest, launch.space)).toString('utf8') : null;
+        const code = revision.bundleDigest ? await this.bundle(revision.bundleDigest, launch.space) : null;
         const result = await driver.runTask(
           { instanceId: `task-${task.id}`, appId: task.appId, appName: launch.appName, revisionId: revision.id, index: 0, code, image: imageOf(revision), env: revision.env, limits: revision.limits, events: this.eventsFor(launch.eventsToken) },
           task.command,
@@ -239,7 +273,7 @@ export class Rep implements RepClient {
     const local: LocalInstance = { actual: claimed, kind: launch.kind, memoryMb: revision.limits.memoryMb, ready: false, inflight: 0, served: 0 };
     this.instances.set(lrp.instanceId, local);
     try {
-      const code = revision.bundleDigest ? (await uplink.bundle(revision.bundleDigest, launch.space)).toString('utf8') : null;
+      const code = revision.bundleDigest ? await this.bundle(revision.bundleDigest, launch.space) : null;
       if (revision.bundleDigest) this.digests.add(revision.bundleDigest);
       await driver.start({
         instanceId: lrp.instanceId,

@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { CellState, RepClient, Work, WorkResult } from '../auctioneer/index.js';
 import { waitFor } from '../../test/helpers/grove.js';
 import { SqliteStore } from '../store/index.js';
@@ -148,5 +148,30 @@ describe('Converger on Store events', () => {
       },
       5_000,
     );
+  });
+
+  it('runs a pass over one app for that app\'s events, and a full pass for a cell\'s', async () => {
+    const space = await store.createSpace({ name: 's' });
+    const deploy = (name: string, instances: number) =>
+      store.deploy({
+        spaceId: space.id, appName: name, kind: 'isolate', bundleDigest: `sha256:${'c'.repeat(64)}`, image: null, imageDigest: null,
+        env: {}, limits: {}, createIfMissing: true, defaultInstances: instances,
+      });
+    await deploy('other', 1);
+    const full = vi.spyOn(store, 'listDesired');
+    await converger.start();
+    const running = (n: number) => async () => ((await store.listActual()).filter((a) => a.state === 'RUNNING').length === n ? true : undefined);
+    await waitFor('the first app running', running(1), 5_000);
+    expect(full).toHaveBeenCalledTimes(1); // start's own pass
+    // Deployed, scaled up, its instances started: app events, each answered by that app's pass.
+    const { app } = await deploy('web', 1);
+    await waitFor('web running', running(2), 5_000);
+    await store.scale(app.id, 3);
+    await waitFor('web scaled to 3', running(4), 5_000);
+    await new Promise((r) => setTimeout(r, 100)); // the deferred run after instance.started, too
+    expect(full).toHaveBeenCalledTimes(1);
+    // A cell joining can change any app's placement: that is a full pass.
+    await store.heartbeatCell({ id: 'sim-cell-2', zone: 'z', tags: [], drivers: ['isolate'], capacity: { memoryMb: 4096, diskMb: 4096, instances: 100 }, address: null, secret: null }, 1e12);
+    await waitFor('a full pass', async () => (full.mock.calls.length === 2 ? true : undefined), 5_000);
   });
 });

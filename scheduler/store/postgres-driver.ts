@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { POSTGRES_MIGRATIONS } from './migrations.js';
-import type { Row, SqlDriver, SqlQuery } from './sql-driver.js';
+import type { CommitOptions, Row, SqlDriver, SqlQuery } from './sql-driver.js';
 
 const CHANNEL = 'grove_events';
 /** SQLSTATEs after which a transaction is simply tried again: serialization failure, deadlock, a unique key taken concurrently. */
@@ -77,11 +77,14 @@ export class PostgresDriver implements SqlDriver {
     }
   }
 
-  async transaction<T>(fn: (q: SqlQuery) => Promise<T>): Promise<T> {
+  async transaction<T>(fn: (q: SqlQuery) => Promise<T>, options: CommitOptions = {}): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       const client = await this.pool.connect();
       try {
         await client.query('BEGIN ISOLATION LEVEL SERIALIZABLE');
+        // For this transaction only: COMMIT returns before the WAL flush (PostgreSQL's WAL writer
+        // flushes it within a few hundred ms, and a later synchronous commit flushes it first).
+        if (options.durable === false) await client.query('SET LOCAL synchronous_commit TO OFF');
         const value = await fn(queryOn(client));
         await client.query('COMMIT');
         return value;

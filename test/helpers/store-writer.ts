@@ -1,5 +1,6 @@
-// Child process for the Store crash test: deploys and scales in a loop and prints one line per
-// acknowledged write ("ack deploy <n> <digest>" / "ack scale <n>"), until it is killed.
+// Child process for the Store crash test: deploys, scales and records an instance's progress in a
+// loop and prints one line per acknowledged write ("ack deploy <n> <digest>" / "ack scale <n>" /
+// "ack instance <id>"), until it is killed. The instance writes commit without waiting for the disk.
 import { SqliteStore } from '../../scheduler/store/index.js';
 
 const path = process.argv[2];
@@ -23,4 +24,7 @@ for (let n = 1; ; n++) {
   process.stdout.write(`ack deploy ${result.revision.number} ${digest}\n`);
   await store.scale(result.app.id, n % 7);
   process.stdout.write(`ack scale ${n % 7}\n`);
+  const instance = await store.createActual({ appId: result.app.id, revisionId: result.revision.id, index: n });
+  await store.transitionActual(instance.instanceId, 'CLAIMED', { cellId: 'cell-1' });
+  process.stdout.write(`ack instance ${instance.instanceId}\n`);
 }
