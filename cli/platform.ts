@@ -221,6 +221,7 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
             fetch: (appId, req) => local.fetch(appId, req),
             dispatchEvent: (appId, event) => local.dispatchEvent(appId, event),
             upgrade: (appId, head) => local.upgrade(appId, head),
+            onReadyChange: (listener) => local.onReadyChange(listener),
           }
         : undefined,
       remote: (cell) => remoteFor(cell),

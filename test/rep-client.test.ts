@@ -91,6 +91,33 @@ repClientContract('HTTP RepClient against a rep server', async () => {
   return { client: new HttpRepClient(address, 'a-secret-of-sixteen+'), store, cellId: 'cell-test', unclaimed, cleanup };
 });
 
+describe('readiness on a cell', () => {
+  it('tells its listeners an instance is ready before the Store has it RUNNING, and when it stops', async () => {
+    const { rep, store, dir, unclaimed } = await makeRep();
+    try {
+      const told: [string, boolean, string | undefined][] = [];
+      const heard: Promise<unknown>[] = [];
+      rep.onReadyChange((_app, instanceId, ready) => {
+        heard.push(store.getActual(instanceId).then((a) => told.push([instanceId, ready, a?.state])));
+      });
+      const lrp = await unclaimed();
+      await rep.perform({ start: [lrp], stop: [] });
+      await rep.perform({ start: [], stop: [(await store.getActual(lrp.instanceId))!] });
+      await Promise.all(heard);
+      // The Store read queued behind the RUNNING report would see RUNNING; one made at the moment of
+      // the call, before that report was sent, sees CLAIMED.
+      expect(told).toEqual([
+        [lrp.instanceId, true, 'CLAIMED'],
+        [lrp.instanceId, false, 'RUNNING'],
+      ]);
+    } finally {
+      await rep.shutdown();
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('bundles on a cell', () => {
   it('reads a bundle through the uplink once, however many instances start from it', async () => {
     const reads: string[] = [];

@@ -39,6 +39,9 @@ export interface RepOptions {
  */
 const BUNDLE_CACHE_CHARS = 64 * 1024 * 1024;
 
+/** Told when an instance on this cell starts or stops taking requests. */
+export type ReadyListener = (appId: string, instanceId: string, ready: boolean) => void;
+
 interface LocalInstance {
   actual: ActualLRP;
   kind: AppKind;
@@ -69,6 +72,7 @@ export class Rep implements RepClient {
   /** Bundles this cell has loaded (reported in its state so the auction can prefer warm cells). */
   private readonly digests = new Set<string>();
   private readonly unsubscribers: (() => void)[] = [];
+  private readonly readyListeners = new Set<ReadyListener>();
   private readonly meter = new ConcurrencyMeter();
   /** Set by shutdown(): new work is handed back to the auctioneer rather than started and cut off. */
   private shuttingDown = false;
@@ -99,12 +103,33 @@ export class Rep implements RepClient {
     this.heartbeatTimer.unref();
   }
 
+  /**
+   * Told when an instance here starts or stops taking requests, before the Store hears of it: a
+   * router in this process can send it requests without waiting for the RUNNING report's commit and
+   * event (~0.4–0.8 ms of every scale from zero here).
+   */
+  onReadyChange(listener: ReadyListener): () => void {
+    this.readyListeners.add(listener);
+    return () => this.readyListeners.delete(listener);
+  }
+
+  private tellReady(local: LocalInstance, ready: boolean): void {
+    for (const listener of this.readyListeners) {
+      try {
+        listener(local.actual.appId, local.actual.instanceId, ready);
+      } catch {
+        // A failing listener must not break the rep.
+      }
+    }
+  }
+
   /** Puts a started instance into this cell's request routing. */
   private markReady(local: LocalInstance): void {
     local.ready = true;
     const list = this.readyByApp.get(local.actual.appId) ?? [];
     list.push(local);
     this.readyByApp.set(local.actual.appId, list);
+    this.tellReady(local, true);
   }
 
   /** Drops an instance from this cell's books (and from routing); returns what it was, if anything. */
@@ -113,10 +138,11 @@ export class Rep implements RepClient {
     if (!local) return undefined;
     this.instances.delete(instanceId);
     const list = this.readyByApp.get(local.actual.appId);
-    if (list) {
+    if (list?.includes(local)) {
       const rest = list.filter((l) => l !== local);
       if (rest.length) this.readyByApp.set(local.actual.appId, rest);
       else this.readyByApp.delete(local.actual.appId);
+      this.tellReady(local, false);
     }
     return local;
   }

@@ -79,4 +79,39 @@ describe('Dispatcher', () => {
     expect(((await d.invoke(appId, get).catch((e: unknown) => e)) as GroveError).code).toBe('NO_INSTANCE');
     d.stop();
   });
+
+  it('routes to an instance of the in-process cell as soon as that cell says it is ready, before any Store event', async () => {
+    let tell: ((appId: string, instanceId: string, ready: boolean) => void) | undefined;
+    const served: string[] = [];
+    const d = new Dispatcher({
+      store,
+      local: {
+        cellId: 'here',
+        fetch: async (app) => {
+          served.push(app);
+          return { status: 200, statusText: '', headers: [], body: null };
+        },
+        dispatchEvent: () => Promise.reject(new Error('not used here')),
+        onReadyChange: (listener) => {
+          tell = listener;
+          return () => (tell = undefined);
+        },
+      },
+      remote: () => {
+        throw new Error('no remote cell here');
+      },
+    });
+    await d.start();
+    expect(d.hasInstance('app_fresh')).toBe(false);
+    const held = d.waitForInstance('app_fresh', 5_000);
+    tell!('app_fresh', 'inst_1', true);
+    expect(await held).toBe(true);
+    expect((await d.invoke('app_fresh', get)).status).toBe(200);
+    expect(served).toEqual(['app_fresh']);
+    tell!('app_fresh', 'inst_1', false);
+    expect(d.hasInstance('app_fresh')).toBe(false);
+    expect(((await d.invoke('app_fresh', get).catch((e: unknown) => e)) as GroveError).code).toBe('NO_INSTANCE');
+    d.stop();
+    expect(tell).toBeUndefined();
+  });
 });

@@ -20,6 +20,8 @@ export interface DispatcherOptions {
     fetch(appId: string, request: WireRequest): Promise<WireResponse>;
     dispatchEvent(appId: string, event: WorkerEvent): Promise<WorkerEventOutcome>;
     upgrade?(appId: string, head: UpgradeHead): Promise<Duplex | null>;
+    /** The cell's own word that an instance is ready or gone, which comes before the Store's events. */
+    onReadyChange?(listener: (appId: string, instanceId: string, ready: boolean) => void): () => void;
   };
   /** How to reach a remote cell. */
   remote: (cell: Cell) => Invoker;
@@ -46,12 +48,20 @@ export class Dispatcher {
   private cells = new Map<string, Cell>();
   private cellsReadAt = 0;
   private unwatch: (() => void) | undefined;
+  private unwatchLocal: (() => void) | undefined;
 
   constructor(private readonly options: DispatcherOptions) {}
 
   /** Subscribe first, then read, so no change falls between the two. */
   async start(): Promise<void> {
     this.unwatch = this.options.store.watch((e) => this.apply(e));
+    // The in-process cell's instances are routable as soon as it says they are ready: a request held
+    // on a scale from zero goes out while the RUNNING report is still being written.
+    const local = this.options.local;
+    this.unwatchLocal = local?.onReadyChange?.((appId, instanceId, ready) => {
+      if (ready) this.add(appId, instanceId, local.cellId);
+      else this.remove(appId, instanceId);
+    });
     for (const a of await this.options.store.listActual()) {
       if (a.state === 'RUNNING' && a.cellId) this.add(a.appId, a.instanceId, a.cellId);
     }
@@ -60,6 +70,7 @@ export class Dispatcher {
 
   stop(): void {
     this.unwatch?.();
+    this.unwatchLocal?.();
   }
 
   private add(appId: string, instanceId: string, cellId: string): void {
@@ -71,14 +82,17 @@ export class Dispatcher {
     if (waiters) for (const wake of [...waiters]) wake(true);
   }
 
+  private remove(appId: string, instanceId: string): void {
+    this.byApp.get(appId)?.delete(instanceId);
+    this.cellCounts.delete(appId);
+  }
+
   private apply(e: PlatformEvent): void {
     const { appId, instanceId, cellId } = e.data as { appId?: string; instanceId?: string; cellId?: string };
     if (typeof appId !== 'string' || typeof instanceId !== 'string') return;
     if (e.type === 'instance.started' && typeof cellId === 'string') this.add(appId, instanceId, cellId);
-    else if (e.type === 'instance.stopped' || e.type === 'instance.crashed') {
-      this.byApp.get(appId)?.delete(instanceId);
-      this.cellCounts.delete(appId);
-    } else if (e.type === 'app.deleted') {
+    else if (e.type === 'instance.stopped' || e.type === 'instance.crashed') this.remove(appId, instanceId);
+    else if (e.type === 'app.deleted') {
       this.byApp.delete(appId);
       this.cellCounts.delete(appId);
     }

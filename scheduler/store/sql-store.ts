@@ -1097,10 +1097,10 @@ export class SqlStore implements Store {
     });
   }
 
-  setSetting(key: string, value: string): Promise<void> {
+  setSetting(key: string, value: string, options?: CommitOptions): Promise<void> {
     return this.tx(async (q) => {
       await q.run('INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value', key, value);
-    });
+    }, options);
   }
 
   ensureSetting(key: string, value: string): Promise<string> {

@@ -139,7 +139,11 @@ export interface Store {
 
   // Settings: small values the control planes of one Store share.
   getSetting(key: string): Promise<string | undefined>;
-  setSetting(key: string, value: string): Promise<void>;
+  /**
+   * `durable: false` commits without waiting for the disk (see CommitOptions): for a value that may
+   * fall back to an earlier one after a power loss, with no harm done.
+   */
+  setSetting(key: string, value: string, options?: { durable?: boolean }): Promise<void>;
   /** The stored value, or `value` stored now when there was none (the first writer wins). */
   ensureSetting(key: string, value: string): Promise<string>;
 

@@ -615,7 +615,7 @@ export function storeContract(adapter: string, makeHarness: () => Promise<StoreH
     it('keeps settings: get, set (last writer wins) and ensure (first writer wins), across a reopen', async () => {
       expect(await store.getSetting('events.key')).toBeUndefined();
       await store.setSetting('cursor', '1');
-      await store.setSetting('cursor', '2');
+      await store.setSetting('cursor', '2', { durable: false });
       expect(await store.getSetting('cursor')).toBe('2');
       expect(await store.ensureSetting('cursor', '9')).toBe('2');
 
