@@ -138,7 +138,8 @@ describe('grove CLI against a real grove up', () => {
     expect((await grove(['secret', 'delete', 'vault', 'API_TOKEN'], env)).code).toBe(0);
     await waitFor('the secret to be gone', async () => ((await viaRouter(up.routerUrl, 'vault.localhost')).text === 'token=none' ? true : undefined));
     await grove(['delete', 'vault'], env);
-  });
+    // Eleven CLI processes and two rollouts: 29 s in a CI run with both cores busy, at the 30 s default.
+  }, 90_000);
 
   it('answers a worker exception with a 500 JSON error and logs it', async () => {
     const res = await viaRouter(up.routerUrl, 'versioned.localhost', '/boom');

@@ -78,5 +78,7 @@ describe('README walkthrough', () => {
     expect(at('npx grove app')).toMatch(/instances:\s+3\/3 running/);
     expect(at('npx grove events')).toMatch(/route\.mapped\s+app=hello host=hello\.localhost/);
     expect(at('npx grove logs')).toContain('hello from /');
-  });
+    // grove up's start and nine `npx grove` processes (each starts Node and tsx): ~17–22 s alone,
+    // over the suite's 30 s default with the other test files on both cores in CI.
+  }, 120_000);
 });
