@@ -44,10 +44,12 @@ describe('Activator', () => {
   it('holds concurrent first requests, scales an autoscaled app from zero once, and serves them all', async () => {
     const dispatcher = fakeDispatcher();
     const scales: number[] = [];
+    const commits: unknown[] = [];
     const store = {
       getDesired: async () => desired(scales.length ? 1 : 0, AUTO),
-      scale: async (_id: string, n: number) => {
+      scale: async (_id: string, n: number, _version?: number, _autoscale?: unknown, options?: { durable?: boolean }) => {
         scales.push(n);
+        commits.push(options);
         setTimeout(() => dispatcher.start(), 10);
         return desired(n, AUTO);
       },
@@ -56,6 +58,8 @@ describe('Activator', () => {
     const answers = await Promise.all(Array.from({ length: 20 }, () => activator.invoke('app', request)));
     expect(answers.map((a) => a.status)).toEqual(Array(20).fill(200));
     expect(scales).toEqual([1]);
+    // The platform's own decision: written without waiting for the disk.
+    expect(commits).toEqual([{ durable: false }]);
     expect(activator.holding('app')).toBe(0);
   });
 

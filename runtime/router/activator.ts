@@ -87,7 +87,10 @@ export class Activator {
       throw new GroveError('NO_INSTANCE', 'the app is scaled to zero instances: `grove scale NAME -i 1` starts one, or `grove scale NAME --auto` lets requests start it');
     }
     try {
-      await store.scale(appId, Math.max(1, desired.autoscale?.min ?? 1), desired.version);
+      // The platform's own decision, like the autoscaler's: no fsync (~1 ms here, the largest step of
+      // this path). A power loss that takes it back leaves the app at zero, and the next request
+      // wakes it again.
+      await store.scale(appId, Math.max(1, desired.autoscale?.min ?? 1), desired.version, undefined, { durable: false });
       this.options.onActivate?.(appId, cause);
     } catch (err) {
       // Someone scaled it meanwhile (another router, an event, the user): their count stands.

@@ -44,4 +44,28 @@ describe('PlatformEventSource', () => {
     expect(writes.mock.calls.at(-1)?.[2]).toEqual({ durable: true });
     expect((await store.listDeliveries({ spaceId: space.id })).map((d) => d.event.type)).toEqual(['dev.grove.app.scaled']);
   });
+
+  it('reads the feed once for a burst of events, after it', async () => {
+    const space = await store.createSpace({ name: 's' });
+    const { app } = await store.deploy({
+      spaceId: space.id, appName: 'web', kind: 'isolate', bundleDigest: `sha256:${'e'.repeat(64)}`, image: null, imageDigest: null,
+      env: {}, limits: {}, createIfMissing: true, defaultInstances: 1,
+    });
+    source = new PlatformEventSource(store, new StoreDeliveryQueue(store), () => undefined);
+    await source.start();
+    await waitFor('the start-up catch-up', async () => ((await store.getSetting('events.platform-cursor')) === String(await store.lastSeq()) ? true : undefined));
+    const reads = vi.spyOn(store, 'eventsSince');
+    // The source's timer on a clock of the test's: however slow this machine, the burst is over first.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      for (let n = 2; n <= 6; n++) await store.scale(app.id, n);
+      expect(reads).not.toHaveBeenCalled();
+      vi.advanceTimersByTime(20);
+    } finally {
+      vi.useRealTimers();
+    }
+    await waitFor('the cursor past the burst', async () => ((await store.getSetting('events.platform-cursor')) === String(await store.lastSeq()) ? true : undefined));
+    // One pass: the read that found the five events, and the one that found nothing more.
+    expect(reads).toHaveBeenCalledTimes(2);
+  });
 });

@@ -24,6 +24,13 @@ export function platformEventType(name: string): PlatformEventType {
 const CURSOR = 'events.platform-cursor';
 
 /**
+ * How long after an event the feed is read. A burst is read once, after it: a scale from zero writes
+ * app.scaled and instance.started ~8 ms apart, and reading the feed after each (two reads and the
+ * cursor's write) put three operations into the Store's one queue in the middle of that path.
+ */
+const CATCH_UP_DELAY_MS = 20;
+
+/**
  * Turns the Store's own event feed into deliveries for `--platform` triggers of the event's space.
  * It follows the feed from a cursor kept in the Store, so a restart picks up where the last leader
  * stopped; the event's sequence number is its CloudEvent id, so going over an event twice delivers
@@ -34,6 +41,7 @@ export class PlatformEventSource {
   private cursor = 0;
   private running: Promise<void> = Promise.resolve();
   private stopped = false;
+  private timer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly store: Store,
@@ -44,14 +52,25 @@ export class PlatformEventSource {
   async start(): Promise<void> {
     // The first start begins at the present: nothing before it had a trigger to go to.
     this.cursor = Number(await this.store.ensureSetting(CURSOR, String(await this.store.lastSeq())));
-    this.unwatch = this.store.watch(() => this.kick());
+    this.unwatch = this.store.watch(() => this.soon());
     this.kick();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     this.unwatch?.();
+    clearTimeout(this.timer); // what it would have read, the next start reads from the cursor
     await this.running;
+  }
+
+  /** One catch-up CATCH_UP_DELAY_MS after the first event of a burst (not pushed back by later ones). */
+  private soon(): void {
+    if (this.timer || this.stopped) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.kick();
+    }, CATCH_UP_DELAY_MS);
+    this.timer.unref();
   }
 
   /** Catches up with the feed, one pass at a time. */

@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { CellLoad, CellState, RepClient, WorkResult } from '../auctioneer/index.js';
 import { SqliteStore } from '../store/index.js';
 import { Autoscaler } from './autoscaler.js';
@@ -114,8 +114,11 @@ describe('Autoscaler when a cell cannot be read', () => {
     await store.scale(appId, 5);
     expect(await run(2)).toEqual([5, 5]);
     rep.failure = null;
+    const scales = vi.spyOn(store, 'scale');
     const after = await run(7);
     expect(after.at(-1)).toBe(2);
+    // Its own decisions are written without waiting for the disk: the next tick makes them again.
+    expect(scales.mock.calls.map((c) => c[4])).toEqual([{ durable: false }]);
   });
 
   it('decides again once an unreachable cell is declared lost and its instances are gone from it', async () => {

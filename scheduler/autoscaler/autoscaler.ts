@@ -118,7 +118,8 @@ export class Autoscaler {
         if (want === desired.instances) continue;
       }
       try {
-        await this.options.store.scale(desired.appId, want, desired.version);
+        // Written without an fsync: if a power loss takes this back, the next tick decides again.
+        await this.options.store.scale(desired.appId, want, desired.version, undefined, { durable: false });
         this.options.onScale?.({ appId: desired.appId, from: desired.instances, to: want, concurrency: load?.concurrency ?? 0 });
       } catch (err) {
         // Someone else scaled it meanwhile; the next tick decides again from what they set.

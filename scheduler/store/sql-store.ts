@@ -633,7 +633,7 @@ export class SqlStore implements Store {
     return this.read(async (q) => (await q.all('SELECT * FROM desired_lrps ORDER BY app_id')).map(toDesired));
   }
 
-  scale(appId: string, instances: number, expectedVersion?: number, autoscale?: Autoscale | null): Promise<DesiredLRP> {
+  scale(appId: string, instances: number, expectedVersion?: number, autoscale?: Autoscale | null, options?: CommitOptions): Promise<DesiredLRP> {
     return this.tx(async (q) => {
       const app = await this.appRow(q, appId);
       const row = await q.one('SELECT * FROM desired_lrps WHERE app_id = ?', appId);
@@ -667,7 +667,7 @@ export class SqlStore implements Store {
         ...(autoscale !== undefined ? { autoscale } : {}),
       });
       return toDesired((await q.one('SELECT * FROM desired_lrps WHERE app_id = ?', appId))!);
-    });
+    }, options);
   }
 
   // ── Actual state ───────────────────────────────────────────────────────────────────────────────

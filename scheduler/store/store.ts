@@ -87,7 +87,11 @@ export interface Store {
    * Sets the app's instance count, and its autoscaling settings when `autoscale` is given (null turns
    * autoscaling off; undefined keeps what is set, as the autoscaler's own changes do).
    */
-  scale(appId: string, instances: number, expectedVersion?: number, autoscale?: Autoscale | null): Promise<DesiredLRP>;
+  /**
+   * `durable: false` (see CommitOptions) is for the platform's own scaling decisions, which it makes
+   * again from traffic; a user's count is always written durably.
+   */
+  scale(appId: string, instances: number, expectedVersion?: number, autoscale?: Autoscale | null, options?: { durable?: boolean }): Promise<DesiredLRP>;
 
   // Actual state
   createActual(input: { appId: string; revisionId: string; index: number }): Promise<ActualLRP>;
