@@ -25,7 +25,7 @@ class CountingUplink extends StoreUplink {
   }
 }
 
-async function makeRep(options: { heartbeatMs?: number; bundleReads?: string[] } = {}): Promise<{ rep: Rep; store: SqliteStore; blobs: BlobStore; dir: string; unclaimed: RepHarness['unclaimed'] }> {
+async function makeRep(options: { heartbeatMs?: number; bundleReads?: string[] } = {}): Promise<{ rep: Rep; store: SqliteStore; blobs: BlobStore; dir: string; unclaimed: RepHarness['unclaimed']; cleanup(): Promise<void> }> {
   const dir = mkdtempSync(join(tmpdir(), 'grove-rep-'));
   const store = new SqliteStore(join(dir, 'db'));
   const blobs = await BlobStore.open(join(dir, 'blobs'));
@@ -49,22 +49,17 @@ async function makeRep(options: { heartbeatMs?: number; bundleReads?: string[] }
     });
     return store.createActual({ appId: app.id, revisionId: revision.id, index: 0 });
   };
-  return { rep, store, blobs, dir, unclaimed };
+  const cleanup = async () => {
+    await rep.shutdown();
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  return { rep, store, blobs, dir, unclaimed, cleanup };
 }
 
 repClientContract('in-process Rep', async () => {
-  const { rep, store, dir, unclaimed } = await makeRep();
-  return {
-    client: rep,
-    store,
-    cellId: 'cell-test',
-    unclaimed,
-    async cleanup() {
-      await rep.shutdown();
-      await store.close();
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
+  const { rep, store, unclaimed, cleanup } = await makeRep();
+  return { client: rep, store, cellId: 'cell-test', unclaimed, cleanup };
 });
 
 /** A rep behind its HTTP server on a free port, and how to take both down with their files. */
@@ -79,9 +74,7 @@ async function servedRep(secret: string) {
     async cleanup() {
       server.close();
       server.closeAllConnections();
-      await made.rep.shutdown();
-      await made.store.close();
-      rmSync(made.dir, { recursive: true, force: true });
+      await made.cleanup();
     },
   };
 }
@@ -93,7 +86,7 @@ repClientContract('HTTP RepClient against a rep server', async () => {
 
 describe('readiness on a cell', () => {
   it('tells its listeners an instance is ready before the Store has it RUNNING, and when it stops', async () => {
-    const { rep, store, dir, unclaimed } = await makeRep();
+    const { rep, store, unclaimed, cleanup } = await makeRep();
     try {
       const told: [string, boolean, string | undefined][] = [];
       const heard: Promise<unknown>[] = [];
@@ -111,9 +104,7 @@ describe('readiness on a cell', () => {
         [lrp.instanceId, false, 'RUNNING'],
       ]);
     } finally {
-      await rep.shutdown();
-      await store.close();
-      rmSync(dir, { recursive: true, force: true });
+      await cleanup();
     }
   });
 });
@@ -121,7 +112,7 @@ describe('readiness on a cell', () => {
 describe('bundles on a cell', () => {
   it('reads a bundle through the uplink once, however many instances start from it', async () => {
     const reads: string[] = [];
-    const { rep, store, dir, unclaimed } = await makeRep({ bundleReads: reads });
+    const { rep, store, unclaimed, cleanup } = await makeRep({ bundleReads: reads });
     try {
       const first = await unclaimed();
       const second = await unclaimed(); // another app, the same bundle
@@ -131,16 +122,14 @@ describe('bundles on a cell', () => {
       expect(await store.getActual(second.instanceId)).toMatchObject({ state: 'RUNNING' });
       expect(reads).toHaveLength(1);
     } finally {
-      await rep.shutdown();
-      await store.close();
-      rmSync(dir, { recursive: true, force: true });
+      await cleanup();
     }
   });
 });
 
 describe('a rep after the control plane lost its last writes', () => {
   it('reports RUNNING again an instance it runs that the Store has back at CLAIMED, and keeps serving it', async () => {
-    const { rep, store, dir, unclaimed } = await makeRep({ heartbeatMs: 50 });
+    const { rep, store, dir, unclaimed, cleanup } = await makeRep({ heartbeatMs: 50 });
     const db = new Database(join(dir, 'db'));
     try {
       const lrp = await unclaimed();
@@ -155,9 +144,7 @@ describe('a rep after the control plane lost its last writes', () => {
       expect(res.status).toBe(200);
     } finally {
       db.close();
-      await rep.shutdown();
-      await store.close();
-      rmSync(dir, { recursive: true, force: true });
+      await cleanup();
     }
   });
 });
