@@ -4,7 +4,7 @@ import type { CommitOptions, Row, SqlDriver, SqlQuery } from './sql-driver.js';
 
 /**
  * SQLite through better-sqlite3: one file, WAL, `synchronous = FULL` (an acknowledged write survives
- * kill -9 and power loss; a commit waits for an fsync, ~0.3–0.4 ms here). A transaction with
+ * kill -9 and power loss; a commit waits for an fsync, 0.3–1 ms here). A transaction with
  * `durable: false` commits under `synchronous = NORMAL`: no fsync, so it survives kill -9 but not
  * power loss, until the next durable commit or checkpoint syncs the log. The connection is
  * synchronous and shared, so every transaction and read takes a turn in one queue: a read can never
