@@ -7,6 +7,10 @@ import { waitFor } from '../../test/helpers/grove.js';
 import { SqliteStore } from '../store/index.js';
 import { Converger } from './converger.js';
 
+/** A simulated cell's presence in the Store, which does not lapse within a test. */
+const joinSimCell = (store: SqliteStore, id: string) =>
+  store.heartbeatCell({ id, zone: 'z', tags: [], drivers: ['isolate'], capacity: { memoryMb: 4096, diskMb: 4096, instances: 100 }, address: null, secret: null }, 1e12);
+
 /** A cell in memory with room for everything (Diego-style simulation); what it does with work is up to each kind. */
 abstract class SimRep implements RepClient {
   constructor(
@@ -45,7 +49,7 @@ describe('Converger with an injected clock', () => {
     now = 1_000_000;
     store = new SqliteStore(join(dir, 'db'), { clock: { now: () => now } });
     rep = new CrashingRep(store, 'sim-cell');
-    await store.heartbeatCell({ id: 'sim-cell', zone: 'z', tags: [], drivers: ['isolate'], capacity: { memoryMb: 4096, diskMb: 4096, instances: 100 }, address: null, secret: null }, 1e12);
+    await joinSimCell(store, 'sim-cell');
     const space = await store.createSpace({ name: 's' });
     await store.deploy({
       spaceId: space.id, appName: 'flaky', kind: 'isolate', bundleDigest: `sha256:${'f'.repeat(64)}`, image: null, imageDigest: null,
@@ -116,7 +120,7 @@ describe('Converger on Store events', () => {
   beforeEach(async () => {
     dir = mkdtempSync(join(tmpdir(), 'grove-converge-'));
     store = new SqliteStore(join(dir, 'db'));
-    await store.heartbeatCell({ id: 'sim-cell', zone: 'z', tags: [], drivers: ['isolate'], capacity: { memoryMb: 4096, diskMb: 4096, instances: 100 }, address: null, secret: null }, 1e12);
+    await joinSimCell(store, 'sim-cell');
     const rep = new RunningRep(store, 'sim-cell');
     // An interval that never comes within the test: every run here is one an event asked for.
     converger = new Converger({ store, reps: () => new Map([['sim-cell', rep]]), intervalMs: 3_600_000 });
@@ -171,7 +175,7 @@ describe('Converger on Store events', () => {
     await new Promise((r) => setTimeout(r, 100)); // the deferred run after instance.started, too
     expect(full).toHaveBeenCalledTimes(1);
     // A cell joining can change any app's placement: that is a full pass.
-    await store.heartbeatCell({ id: 'sim-cell-2', zone: 'z', tags: [], drivers: ['isolate'], capacity: { memoryMb: 4096, diskMb: 4096, instances: 100 }, address: null, secret: null }, 1e12);
+    await joinSimCell(store, 'sim-cell-2');
     await waitFor('a full pass', async () => (full.mock.calls.length === 2 ? true : undefined), 5_000);
   });
 });

@@ -39,9 +39,9 @@ type Row = Record<string, unknown>;
 /**
  * How an instance's progress is written: an instance created, claimed or running. These commit
  * without waiting for the disk (an fsync costs 0.3–1 ms with SQLite here, and three of them were on
- * the path of every scale from zero). They survive a kill -9 of the control plane; a power loss may take the
- * last of them back, and with them records of processes that a power loss on the same machine ends
- * anyway. What is lost is rebuilt: a missing instance is created again by the converger, and a
+ * the path of every scale from zero). They survive a kill -9 of the control plane; a power loss may
+ * take the last of them back, and with them records of processes that a power loss on the same
+ * machine ends anyway. What is lost is rebuilt: a missing instance is created again by the converger, and a
  * cell stops what the Store does not list and reports RUNNING again what it runs but the Store
  * says is only CLAIMED (Rep.reconcile). A crash and a removal stay durable: their events are what
  * users subscribe to (`grove map-event --platform`).

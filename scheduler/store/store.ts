@@ -24,6 +24,7 @@ import type {
   TriggerHandler,
   TriggerKind,
 } from '../model/index.js';
+import type { CommitOptions } from './sql-driver.js';
 
 /**
  * The Store port: desired and actual state, and the ordered feed of platform events (Diego's BBS).
@@ -91,7 +92,7 @@ export interface Store {
    * `durable: false` (see CommitOptions) is for the platform's own scaling decisions, which it makes
    * again from traffic; a user's count is always written durably.
    */
-  scale(appId: string, instances: number, expectedVersion?: number, autoscale?: Autoscale | null, options?: { durable?: boolean }): Promise<DesiredLRP>;
+  scale(appId: string, instances: number, expectedVersion?: number, autoscale?: Autoscale | null, options?: CommitOptions): Promise<DesiredLRP>;
 
   // Actual state
   createActual(input: { appId: string; revisionId: string; index: number }): Promise<ActualLRP>;
@@ -147,7 +148,7 @@ export interface Store {
    * `durable: false` commits without waiting for the disk (see CommitOptions): for a value that may
    * fall back to an earlier one after a power loss, with no harm done.
    */
-  setSetting(key: string, value: string, options?: { durable?: boolean }): Promise<void>;
+  setSetting(key: string, value: string, options?: CommitOptions): Promise<void>;
   /** The stored value, or `value` stored now when there was none (the first writer wins). */
   ensureSetting(key: string, value: string): Promise<string>;
 
