@@ -285,6 +285,31 @@ export function startWorkerd(config: string): ChildProcess {
   return track(spawn('taskset', ['-c', '0', workerdBinary(), 'serve', config], { stdio: ['ignore', 'inherit', 'inherit'] }));
 }
 
+/**
+ * Starts a helper server script (a bench's own front, proxy or floor) on CPU 0 through tsx, as
+ * `grove up` runs, and waits for it to print "ready". taskset execs in place, so the child's PID is
+ * the server's own node process.
+ */
+export async function startHelper(script: string, args: string[]): Promise<ChildProcess> {
+  const child = track(
+    spawn('taskset', ['-c', '0', process.execPath, '--no-node-snapshot', '--import', 'tsx', script, ...args], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    }),
+  );
+  let said = '';
+  child.stdout!.on('data', (d: Buffer) => (said += d.toString()));
+  const deadline = Date.now() + 30_000;
+  while (!said.includes('ready')) {
+    if (child.exitCode !== null || Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`${script} did not start:\n${said}`);
+    }
+    await sleep(20);
+  }
+  return child;
+}
+
 /** Labels of measurements that failed; a run with any exits non-zero. */
 export const failures: string[] = [];
 

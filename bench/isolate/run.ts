@@ -6,6 +6,8 @@
  *     [--only hello,first,zero,deploy,memory]
  *
  * 1. Hello world: throughput and p50/p99 with `wrk -t1 -cC` through Grove's router and from workerd.
+ *    Beside them, the floor of Grove's stack (floor-server.ts): Node's HTTP server and one isolated-vm
+ *    call per request, with and without the CPU-time limit, and nothing else.
  * 2. First request to each of N distinct functions, timed from send to full body on a keep-alive
  *    connection that is already open. Grove starts an instance when the app is deployed, not on its
  *    first request, so this first request meets a running isolate; Grove's deploy → first 200 per
@@ -40,6 +42,7 @@ import {
   numberFlag,
   scratchDir,
   sleep,
+  startHelper,
   startGrove,
   startWorkerd,
   stopChild,
@@ -386,6 +389,22 @@ async function groveMemory(m: number): Promise<MemoryResult> {
   }
 }
 
+/**
+ * The floor (floor-server.ts): Node's HTTP server and one isolated-vm call per request, with or
+ * without the CPU-time limit. The same wrk as the hello rows, so the ratio to workerd says what any
+ * server on this stack could reach on this core at best.
+ */
+async function floorThroughput(mode: 'limit' | 'nolimit'): Promise<WrkResult> {
+  const [port] = await freePorts(1);
+  const floor = await startHelper(join(import.meta.dirname, 'floor-server.ts'), [String(port), mode]);
+  try {
+    wrk(`http://127.0.0.1:${port}/`, { connections: CONNECTIONS, duration: DURATION }); // warm-up
+    return wrk(`http://127.0.0.1:${port}/`, { connections: CONNECTIONS, duration: DURATION });
+  } finally {
+    await stopChild(floor);
+  }
+}
+
 // ── workerd ────────────────────────────────────────────────────────────────────────────────────
 
 async function workerdThroughput(): Promise<WrkResult> {
@@ -482,6 +501,8 @@ async function main(): Promise<void> {
 
   const gHello = await phase('hello', 'grove: hello world under wrk', groveThroughput);
   const wHello = await phase('hello', 'workerd: hello world under wrk', workerdThroughput);
+  const fLimit = await phase('hello', 'floor: Node HTTP + one isolated-vm call with the CPU limit', () => floorThroughput('limit'));
+  const fNoLimit = await phase('hello', 'floor: the same without the CPU limit', () => floorThroughput('nolimit'));
   const gFirst = await phase('first', `grove: first request to ${FUNCTIONS} running functions`, () => groveFirstRequests(FUNCTIONS));
   const wFirst = await phase('first', `workerd: first request to ${FUNCTIONS} services`, () => workerdFirstRequests(FUNCTIONS));
   const gZero = await phase('zero', `grove: first request to ${FUNCTIONS} functions scaled to zero`, () => groveFromZero(FUNCTIONS));
@@ -496,6 +517,9 @@ async function main(): Promise<void> {
     [`hello req/s (wrk -t1 -c${CONNECTIONS} -d${DURATION}s)`, gHello?.rps ?? NaN, wHello?.rps ?? NaN, 0],
     ['hello p50 ms', gHello?.p50 ?? NaN, wHello?.p50 ?? NaN, 2],
     ['hello p99 ms', gHello?.p99 ?? NaN, wHello?.p99 ?? NaN, 2],
+    // Not Grove: the ceiling of its stack (floor-server.ts), in the grove column against workerd.
+    ['floor req/s: HTTP + 1 ivm call, CPU limit', fLimit?.rps ?? NaN, wHello?.rps ?? NaN, 0],
+    ['floor req/s: the same, no CPU limit', fNoLimit?.rps ?? NaN, wHello?.rps ?? NaN, 0],
     [`first request p50 ms (${FUNCTIONS} fns, running)`, gFirst?.latency.p50 ?? NaN, wFirst?.latency.p50 ?? NaN, 2],
     [`first request p99 ms (${FUNCTIONS} fns, running)`, gFirst?.latency.p99 ?? NaN, wFirst?.latency.p99 ?? NaN, 2],
     ['second request p50 ms (same fns, next pass)', gFirst?.second?.p50 ?? NaN, wFirst?.second?.p50 ?? NaN, 2],
@@ -528,6 +552,7 @@ async function main(): Promise<void> {
   const errors = [
     ['grove hello', gHello?.errors ?? 0],
     ['workerd hello', wHello?.errors ?? 0],
+    ['floor hello', (fLimit?.errors ?? 0) + (fNoLimit?.errors ?? 0)],
     ['grove first requests', gFirst?.errors ?? 0],
     ['workerd first requests', wFirst?.errors ?? 0],
     ['grove first requests from zero', (gZero?.backToBack.errors ?? 0) + (gZero?.spaced.errors ?? 0)],

@@ -46,6 +46,7 @@ import { type GroveUp, grove, startGroveUp } from '../../test/helpers/grove.js';
 import { type TestImage, buildTestImage, pushImage, startDockerRegistry } from '../../test/helpers/registry.js';
 import {
   ROOT,
+  startHelper,
   failures,
   freePort,
   measure,
@@ -289,31 +290,6 @@ async function buildImages(dir: string): Promise<{ httpd: TestImage; hello: Test
 // ── main ──────────────────────────────────────────────────────────────────────────────────────
 
 /**
- * Starts one of this directory's helper servers (isolate-front.ts, min-proxy.ts) on CPU 0 through
- * tsx, as `grove up` runs, and waits for its "ready". taskset execs in place, so the child's PID is
- * the server's own node process.
- */
-async function startHelper(script: string, args: string[]): Promise<ChildProcess> {
-  const child = track(
-    spawn('taskset', ['-c', '0', process.execPath, '--no-node-snapshot', '--import', 'tsx', join(import.meta.dirname, script), ...args], {
-      cwd: ROOT,
-      stdio: ['ignore', 'pipe', 'inherit'],
-    }),
-  );
-  let said = '';
-  child.stdout!.on('data', (d: Buffer) => (said += d.toString()));
-  const deadline = Date.now() + 30_000;
-  while (!said.includes('ready')) {
-    if (child.exitCode !== null || Date.now() > deadline) {
-      child.kill('SIGKILL');
-      throw new Error(`${script} did not start:\n${said}`);
-    }
-    await sleep(20);
-  }
-  return child;
-}
-
-/**
  * nginx in front of one upstream, on CPU 0: the reference proxy that is not Node. One worker, like
  * the router's one event loop; `master_process off` so that worker is the process we spawn (its
  * PID is the one whose CPU is sampled and stopped), everything it writes under `dir`.
@@ -430,7 +406,7 @@ async function main(): Promise<void> {
       const backend = () => containerPids(containerId);
       const what = app === 'web' ? 'busybox httpd' : 'hello.c keep-alive';
       const proxyPort = await freePort();
-      const proxy = await startHelper('min-proxy.ts', [String(proxyPort), `http://127.0.0.1:${port}`]);
+      const proxy = await startHelper(join(import.meta.dirname, 'min-proxy.ts'), [String(proxyPort), `http://127.0.0.1:${port}`]);
       stops.push(() => stopChild(proxy));
       await expectHello(`http://127.0.0.1:${proxyPort}/`);
       const nginxPort = await freePort();
@@ -452,7 +428,7 @@ async function main(): Promise<void> {
       await expectHello(`${groveUp.routerUrl}/`, 'fn.localhost');
 
       const port = await freePort();
-      const front = await startHelper('isolate-front.ts', [String(port), WORKER]);
+      const front = await startHelper(join(import.meta.dirname, 'isolate-front.ts'), [String(port), WORKER]);
       stops.push(() => stopChild(front));
       await expectHello(`http://127.0.0.1:${port}/`);
       // taskset execs in place: the child's PID is the front's own node process.
