@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -25,7 +26,7 @@ class CountingUplink extends StoreUplink {
   }
 }
 
-async function makeRep(options: { heartbeatMs?: number; bundleReads?: string[] } = {}): Promise<{ rep: Rep; store: SqliteStore; blobs: BlobStore; dir: string; unclaimed: RepHarness['unclaimed']; cleanup(): Promise<void> }> {
+async function makeRep(options: { heartbeatMs?: number; bundleReads?: string[]; bundleCacheChars?: number } = {}): Promise<{ rep: Rep; store: SqliteStore; blobs: BlobStore; dir: string; unclaimed: RepHarness['unclaimed']; cleanup(): Promise<void> }> {
   const dir = mkdtempSync(join(tmpdir(), 'grove-rep-'));
   const store = new SqliteStore(join(dir, 'db'));
   const blobs = await BlobStore.open(join(dir, 'blobs'));
@@ -37,6 +38,7 @@ async function makeRep(options: { heartbeatMs?: number; bundleReads?: string[] }
     drivers: [new IsolateDriver({ log: () => undefined })],
     capacity: { memoryMb: 1024, diskMb: 1024, instances: 10 },
     ...(options.heartbeatMs ? { heartbeatMs: options.heartbeatMs } : {}),
+    ...(options.bundleCacheChars ? { bundleCacheChars: options.bundleCacheChars } : {}),
   });
   await rep.boot();
   const space = await store.createSpace({ name: 'rep' });
@@ -121,6 +123,21 @@ describe('bundles on a cell', () => {
       await rep.perform({ start: [second], stop: [] });
       expect(await store.getActual(second.instanceId)).toMatchObject({ state: 'RUNNING' });
       expect(reads).toHaveLength(1);
+    } finally {
+      await cleanup();
+    }
+  });
+
+  it('reports the bundles it holds to the auction, and stops reporting one its cache let go', async () => {
+    const other = `${HELLO}\n// another bundle\n`;
+    // Room for one of the two bundles only.
+    const { rep, unclaimed, cleanup } = await makeRep({ bundleCacheChars: other.length + 1 });
+    const digestOf = (code: string) => `sha256:${createHash('sha256').update(code).digest('hex')}`;
+    try {
+      await rep.perform({ start: [await unclaimed()], stop: [] });
+      expect((await rep.state()).digests).toEqual([digestOf(HELLO)]);
+      await rep.perform({ start: [await unclaimed(other)], stop: [] });
+      expect((await rep.state()).digests).toEqual([digestOf(other)]);
     } finally {
       await cleanup();
     }

@@ -29,6 +29,8 @@ export interface RepOptions {
   onInvocation?: (record: InvocationRecord) => void;
   /** Where the rep reports problems that belong to no request (e.g. a failed heartbeat). */
   warn?: (message: string) => void;
+  /** Characters of bundle source kept in memory (default BUNDLE_CACHE_CHARS). */
+  bundleCacheChars?: number;
 }
 
 /**
@@ -68,9 +70,11 @@ export class Rep implements RepClient {
   private heartbeatTimer: NodeJS.Timeout | undefined;
   /** Tasks running here, with the memory they hold. */
   private readonly tasks = new Map<string, { appId: string; memoryMb: number }>();
-  private readonly bundles = new LRUCache<string, string>({ maxSize: BUNDLE_CACHE_CHARS, sizeCalculation: (code) => Math.max(1, code.length) });
-  /** Bundles this cell has loaded (reported in its state so the auction can prefer warm cells). */
-  private readonly digests = new Set<string>();
+  /**
+   * Also what the cell reports as the bundles it holds, so the auction can prefer warm cells: the
+   * cache's keys, not every digest ever started here (that set only grew).
+   */
+  private readonly bundles: LRUCache<string, string>;
   private readonly unsubscribers: (() => void)[] = [];
   private readonly readyListeners = new Set<ReadyListener>();
   private readonly meter = new ConcurrencyMeter();
@@ -78,6 +82,7 @@ export class Rep implements RepClient {
   private shuttingDown = false;
 
   constructor(private readonly options: RepOptions) {
+    this.bundles = new LRUCache({ maxSize: options.bundleCacheChars ?? BUNDLE_CACHE_CHARS, sizeCalculation: (code) => Math.max(1, code.length) });
     for (const driver of options.drivers) {
       this.byKind.set(driver.kind, driver);
       this.unsubscribers.push(driver.onExit((id, reason) => void this.instanceExited(id, reason)));
@@ -221,7 +226,7 @@ export class Rep implements RepClient {
       },
       instances: [...this.instances.values()].map((i) => ({ instanceId: i.actual.instanceId, appId: i.actual.appId, kind: i.kind })),
       tasks: [...this.tasks].map(([taskId, t]) => ({ taskId, appId: t.appId })),
-      digests: [...new Set([...this.digests, ...[...this.byKind.values()].flatMap((d) => d.digests?.() ?? [])])],
+      digests: [...new Set([...this.bundles.keys(), ...[...this.byKind.values()].flatMap((d) => d.digests?.() ?? [])])],
     };
   }
 
@@ -300,7 +305,6 @@ export class Rep implements RepClient {
     this.instances.set(lrp.instanceId, local);
     try {
       const code = revision.bundleDigest ? await this.bundle(revision.bundleDigest, launch.space) : null;
-      if (revision.bundleDigest) this.digests.add(revision.bundleDigest);
       await driver.start({
         instanceId: lrp.instanceId,
         appId: lrp.appId,
