@@ -46,7 +46,6 @@ import { type GroveUp, grove, startGroveUp } from '../../test/helpers/grove.js';
 import { type TestImage, buildTestImage, pushImage, startDockerRegistry } from '../../test/helpers/registry.js';
 import {
   ROOT,
-  startHelper,
   failures,
   freePort,
   measure,
@@ -56,6 +55,7 @@ import {
   runCleanups,
   scratchDir,
   sleep,
+  startHelper,
   stopChild,
   stringFlag,
   track,
