@@ -83,12 +83,10 @@ export interface Store {
   // Desired state
   getDesired(appId: string): Promise<DesiredLRP | undefined>;
   listDesired(): Promise<DesiredLRP[]>;
-  /** Compare-and-set when `expectedVersion` is given (VERSION_CONFLICT on mismatch); atomic either way. */
   /**
+   * Compare-and-set when `expectedVersion` is given (VERSION_CONFLICT on mismatch); atomic either way.
    * Sets the app's instance count, and its autoscaling settings when `autoscale` is given (null turns
    * autoscaling off; undefined keeps what is set, as the autoscaler's own changes do).
-   */
-  /**
    * `durable: false` (see CommitOptions) is for the platform's own scaling decisions, which it makes
    * again from traffic; a user's count is always written durably.
    */
